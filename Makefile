@@ -1,0 +1,28 @@
+# Every target creates .venv and installs the project on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: bench test microbench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+bench: $(STAMP)
+	$(BIN)/maillab demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+microbench: $(STAMP)
+	$(BIN)/python -m pytest benchmarks --benchmark-only $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check apps fakesmtp loadtests reports maillab tests benchmarks
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .benchmarks
