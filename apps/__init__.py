@@ -1,0 +1,1 @@
+"""The registration and email-verification flow and its email-sending variants."""

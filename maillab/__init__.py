@@ -1,0 +1,1 @@
+"""maillab: the CLI and what ties the parts together."""

@@ -1,0 +1,1 @@
+"""The floor: a Mailer that records each email and sends nothing."""

@@ -1,0 +1,1 @@
+"""A task queue (Huey) between the request and SMTP, with retries."""

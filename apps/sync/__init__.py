@@ -1,0 +1,1 @@
+"""The seeds' slow pattern: deliver inside the request."""

@@ -1,0 +1,1 @@
+"""The seeds' fast pattern: one thread per email."""

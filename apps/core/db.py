@@ -1,0 +1,80 @@
+"""The user store: SQLAlchemy models and one engine per app.
+
+SQLite (the default) runs in WAL mode with a busy timeout, so gunicorn's threads and workers
+can read while one writes; any other SQLAlchemy URL (PostgreSQL) is used as given.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from flask import Flask, current_app, g
+from sqlalchemy import Float, Integer, String, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True, index=True)
+    password_hash: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    verified_at: Mapped[float | None] = mapped_column(Float, nullable=True, default=None)
+
+
+class ResendLog(Base):
+    """When a verification email was last re-sent to an address, known or not."""
+
+    __tablename__ = "resend_log"
+
+    email: Mapped[str] = mapped_column(String(320), primary_key=True)
+    last_sent_at: Mapped[float] = mapped_column(Float)
+
+
+@dataclass
+class Database:
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+
+def init_app(app: Flask) -> Database:
+    url = app.config["DATABASE_URL"]
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    Base.metadata.create_all(engine)
+    database = Database(engine, sessionmaker(engine, expire_on_commit=False))
+    app.extensions["maillab.db"] = database
+    app.teardown_appcontext(_close_session)
+    return database
+
+
+def session() -> Session:
+    """The session of the current app context, opened on first use."""
+    if "db_session" not in g:
+        g.db_session = current_app.extensions["maillab.db"].sessions()
+    db_session: Session = g.db_session
+    return db_session
+
+
+def _close_session(_exc: BaseException | None) -> None:
+    db_session = g.pop("db_session", None)
+    if db_session is not None:
+        db_session.close()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

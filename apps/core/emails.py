@@ -1,0 +1,43 @@
+"""Composing the two emails the flow sends, as plain :class:`Email` values."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import render_template
+
+from apps.core.mailer import Email
+
+VERIFY_SUBJECT = "Confirm your email address"
+ALREADY_SUBJECT = "You already have an account"
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def verification_email(to: str, link: str, max_age_hours: float) -> Email:
+    context = {"link": link, "hours": max_age_hours}
+    return Email(
+        id=new_id(),
+        to=to,
+        subject=VERIFY_SUBJECT,
+        text=render_template("email/verify.txt", **context),
+        html=render_template("email/verify.html", **context),
+    )
+
+
+def already_registered_email(to: str, link: str | None, max_age_hours: float) -> Email:
+    """Sent when someone registers an address that has an account.
+
+    An unverified account gets a fresh verification link, so a person who lost the first
+    email can simply register again; a verified one is told to sign in.
+    """
+    context = {"link": link, "hours": max_age_hours}
+    return Email(
+        id=new_id(),
+        to=to,
+        subject=ALREADY_SUBJECT,
+        text=render_template("email/already.txt", **context),
+        html=render_template("email/already.html", **context),
+    )

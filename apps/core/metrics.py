@@ -1,0 +1,51 @@
+"""``/metrics`` in Prometheus text format, read from the Mailer's ``stats()`` at scrape time.
+
+Each app gets its own registry (tests create many apps in one process), and values are read
+on demand rather than mirrored, so the numbers are the Mailer's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from apps.core.mailer import Mailer
+
+# stats() key -> (metric name, help, is a counter); counters get "_total" from the library.
+METRICS = {
+    "emails_dispatched_total": ("maillab_emails_dispatched", "Emails handed to the mailer.", True),
+    "emails_delivered_total": ("maillab_emails_delivered", "Emails the SMTP server accepted "
+                               "(as seen by this process).", True),
+    "emails_failed_total": ("maillab_emails_failed", "Emails whose delivery failed for good "
+                            "(as seen by this process).", True),
+    "emails_retried_total": ("maillab_emails_retried", "Deliveries scheduled for another "
+                             "try after a transient failure.", True),
+    "emails_in_flight": ("maillab_emails_in_flight", "Emails dispatched, not yet delivered or "
+                         "failed (as seen by this process).", False),
+    "live_threads": ("maillab_live_threads", "Threads alive in this process.", False),
+    "queue_depth": ("maillab_queue_depth", "Tasks waiting in the queue.", False),
+}
+
+
+class MailerCollector(Collector):
+    def __init__(self, mailer: Mailer) -> None:
+        self.mailer = mailer
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.mailer.stats()
+        for key, (name, doc, counter) in METRICS.items():
+            if key not in stats:  # a number this process cannot know is left out, not zeroed
+                continue
+            family = CounterMetricFamily if counter else GaugeMetricFamily
+            metric = family(name, doc, labels=["variant"])
+            metric.add_metric([self.mailer.name], float(stats.get(key, 0)))
+            yield metric
+
+
+def render(mailer: Mailer) -> tuple[bytes, str]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MailerCollector(mailer))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

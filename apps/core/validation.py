@@ -1,0 +1,122 @@
+"""Reading and checking what a client submits, before anything touches the store.
+
+Every failure is a :class:`Problem` with a 4xx status that names the field, so a bad body
+never reaches a half-created user or a 500.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from flask import current_app, request
+from flask_wtf.csrf import CSRFError, validate_csrf
+from wtforms import ValidationError
+
+from apps.core.responses import Problem
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+JSON_TYPE = "application/json"
+# Werkzeug decodes form bytes leniently, turning invalid UTF-8 into U+FFFD; seeing it means
+# the client sent bytes that were not UTF-8 (or sent U+FFFD itself, which no address holds).
+REPLACEMENT = "\ufffd"
+
+
+@dataclass(frozen=True)
+class Registration:
+    email: str
+    password: str
+
+
+def read_payload() -> dict[str, Any]:
+    """The submitted fields, from JSON (CSRF-exempt) or a form (CSRF-checked)."""
+    mimetype = request.mimetype
+    if mimetype == JSON_TYPE:
+        raw = request.get_data(cache=True)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Problem(400, "bad_encoding", "The body is not valid UTF-8.", "body") from None
+        try:
+            payload = json.loads(text)
+        except ValueError as exc:
+            raise Problem(400, "bad_json", f"The body is not valid JSON: {exc}", "body") from None
+        if not isinstance(payload, dict):
+            raise Problem(400, "bad_json", "The JSON body must be an object.", "body")
+        return payload
+    if mimetype in FORM_TYPES:
+        if mimetype == FORM_TYPES[0]:
+            try:
+                request.get_data(cache=True).decode("utf-8")
+            except UnicodeDecodeError:
+                raise Problem(400, "bad_encoding", "The form is not valid UTF-8.", "body") from None
+        form = request.form.to_dict()
+        for name, value in form.items():
+            if REPLACEMENT in value or REPLACEMENT in name:
+                raise Problem(400, "bad_encoding", f"Field {name!r} is not valid UTF-8.", name)
+        _check_csrf(form.get("csrf_token"))
+        return form
+    shown = mimetype or "none"
+    raise Problem(415, "unsupported_media_type",
+                  f"Content-Type must be {JSON_TYPE} or {FORM_TYPES[0]}, not {shown}.",
+                  "Content-Type")
+
+
+def _check_csrf(token: Any) -> None:
+    try:
+        validate_csrf(token)
+    except (ValidationError, CSRFError) as exc:
+        raise Problem(400, "csrf", f"CSRF check failed: {exc}. Reload the form and try again.",
+                      "csrf_token") from None
+
+
+def text_field(payload: dict[str, Any], name: str) -> str:
+    value = payload.get(name)
+    if value is None or value == "":
+        raise Problem(422, "missing_field", f"{name} is required.", name)
+    if not isinstance(value, str):
+        raise Problem(422, "invalid_field", f"{name} must be a string.", name)
+    return value
+
+
+def check_email(raw: str) -> str:
+    """The normalized address, or a Problem that says what is wrong with it."""
+    limit = current_app.config["EMAIL_MAX_LENGTH"]
+    if len(raw) > limit:
+        raise Problem(422, "invalid_email", f"email is longer than {limit} characters.", "email")
+    if "\r" in raw or "\n" in raw or "\x00" in raw:
+        # The address ends up in a header: a line break there would inject headers.
+        raise Problem(422, "invalid_email", "email must not contain CR, LF or NUL.", "email")
+    try:
+        checked = validate_email(
+            raw.strip(),
+            check_deliverability=False,
+            test_environment=current_app.config["ALLOW_TEST_DOMAINS"],
+        )
+    except EmailNotValidError as exc:
+        raise Problem(422, "invalid_email", f"email is not valid: {exc}", "email") from None
+    return checked.normalized.lower()
+
+
+def check_password(password: str) -> str:
+    low = current_app.config["PASSWORD_MIN_LENGTH"]
+    high = current_app.config["PASSWORD_MAX_LENGTH"]
+    if not low <= len(password) <= high:
+        raise Problem(422, "invalid_password",
+                      f"password must be {low} to {high} characters long.", "password")
+    if "\x00" in password:
+        raise Problem(422, "invalid_password", "password must not contain NUL.", "password")
+    return password
+
+
+def registration() -> Registration:
+    payload = read_payload()
+    email = check_email(text_field(payload, "email"))
+    password = check_password(text_field(payload, "password"))
+    return Registration(email, password)
+
+
+def resend_address() -> str:
+    return check_email(text_field(read_payload(), "email"))

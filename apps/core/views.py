@@ -1,0 +1,174 @@
+"""The HTTP contract shared by every variant: register, verify, resend, health, metrics."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from werkzeug.security import generate_password_hash
+
+from apps.core import db, emails, metrics, tokens
+from apps.core.db import ResendLog, User
+from apps.core.mailer import DeliveryError, Email, Mailer, TransientDeliveryError
+from apps.core.responses import Problem, respond, wants_json
+from apps.core.validation import registration, resend_address
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("core", __name__)
+
+PENDING = (
+    "Thanks. If the address can receive email, a message with a confirmation link is on its "
+    "way. Open it to finish signing up."
+)
+
+
+def mailer() -> Mailer:
+    found: Mailer = current_app.extensions["mailer"]
+    return found
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    return redirect(url_for("core.register_form"))
+
+
+@bp.get("/register")
+def register_form() -> ResponseReturnValue:
+    cfg = current_app.config
+    return render_template("register.html", email_max=cfg["EMAIL_MAX_LENGTH"],
+                           password_min=cfg["PASSWORD_MIN_LENGTH"],
+                           password_max=cfg["PASSWORD_MAX_LENGTH"])
+
+
+@bp.post("/register")
+def register() -> ResponseReturnValue:
+    form = registration()
+    # Hash before looking the address up: skipping the (deliberately slow) hash for known
+    # addresses would let response time reveal which accounts exist.
+    password_hash = generate_password_hash(form.password,
+                                           method=current_app.config["PASSWORD_HASH"])
+    session = db.session()
+    user = session.scalar(select(User).where(User.email == form.email))
+    created = False
+    if user is None:
+        user = User(email=form.email, password_hash=password_hash)
+        session.add(user)
+        try:
+            session.commit()
+            created = True
+        except IntegrityError:  # the same address registered concurrently
+            session.rollback()
+            user = session.scalar(select(User).where(User.email == form.email))
+            if user is None:
+                raise
+    if created:
+        email = emails.verification_email(user.email, _verify_link(user), _hours())
+    else:
+        link = None if user.verified_at is not None else _verify_link(user)
+        email = emails.already_registered_email(user.email, link, _hours())
+    _dispatch(email)
+    if wants_json():
+        return respond(202, "pending", "Check your email", PENDING)
+    return redirect(url_for("core.register_sent"), code=303)
+
+
+@bp.get("/register/sent")
+def register_sent() -> ResponseReturnValue:
+    return respond(200, "pending", "Check your email", PENDING)
+
+
+@bp.get("/verify/<token>")
+def verify(token: str) -> ResponseReturnValue:
+    cfg = current_app.config
+    check = tokens.check_token(cfg["SECRET_KEY"], token, cfg["TOKEN_MAX_AGE"])
+    if check.state is tokens.TokenState.EXPIRED:
+        raise Problem(410, "expired", "This confirmation link has expired. Ask for a new one.")
+    if check.state is tokens.TokenState.INVALID:
+        raise Problem(400, "invalid_token", "This confirmation link is not valid.")
+    session = db.session()
+    # One conditional UPDATE makes the token single-use even when two clicks race.
+    result = session.execute(
+        update(User)
+        .where(User.id == check.user_id, User.email == check.email, User.verified_at.is_(None))
+        .values(verified_at=time.time())
+    )
+    session.commit()
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        return respond(200, "verified", "Email confirmed", "Your email address is confirmed.",
+                       email=check.email)
+    user = session.get(User, check.user_id)
+    if user is None or user.email != check.email:
+        raise Problem(400, "invalid_token", "This confirmation link does not match an account.")
+    raise Problem(409, "already_used", "This confirmation link was already used.")
+
+
+@bp.post("/resend")
+def resend() -> ResponseReturnValue:
+    address = resend_address()
+    cooldown = current_app.config["RESEND_COOLDOWN"]
+    session = db.session()
+    now = time.time()
+    entry = session.get(ResendLog, address)
+    if entry is not None and now - entry.last_sent_at < cooldown:
+        wait = max(1, math.ceil(cooldown - (now - entry.last_sent_at)))
+        raise Problem(429, "cooldown", f"An email was sent to this address recently. "
+                      f"Try again in {wait} s.", "email", headers={"Retry-After": str(wait)})
+    if entry is None:
+        session.add(ResendLog(email=address, last_sent_at=now))
+    else:
+        entry.last_sent_at = now
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent resend for the same address won
+        session.rollback()
+        raise Problem(429, "cooldown", "An email was sent to this address just now.", "email",
+                      headers={"Retry-After": str(max(1, math.ceil(cooldown)))}) from None
+    user = session.scalar(select(User).where(User.email == address))
+    # Unknown and verified addresses get the same answer and no email: no account enumeration.
+    if user is not None and user.verified_at is None:
+        _dispatch(emails.verification_email(user.email, _verify_link(user), _hours()))
+    return respond(202, "pending", "Check your email", PENDING)
+
+
+@bp.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    db.session().execute(select(1))
+    return {"status": "ok", "variant": mailer().name}
+
+
+@bp.get("/metrics")
+def prometheus() -> ResponseReturnValue:
+    body, content_type = metrics.render(mailer())
+    return body, 200, {"Content-Type": content_type}
+
+
+def _dispatch(email: Email) -> None:
+    try:
+        mailer().dispatch(email)
+    except DeliveryError as exc:
+        log.warning("delivery of %s failed: %s", email.id, exc)
+        if isinstance(exc, TransientDeliveryError):
+            raise Problem(503, "delivery_failed", "Your account is saved, but the confirmation "
+                          "email could not be sent right now. Try again in a minute.",
+                          headers={"Retry-After": "60"}) from None
+        raise Problem(502, "delivery_failed", "Your account is saved, but the mail server "
+                      "refused the confirmation email.") from None
+
+
+def _verify_link(user: User) -> str:
+    token = tokens.make_token(current_app.config["SECRET_KEY"], user.id, user.email)
+    public = current_app.config["PUBLIC_URL"]
+    if public:
+        return public.rstrip("/") + url_for("core.verify", token=token)
+    return url_for("core.verify", token=token, _external=True)
+
+
+def _hours() -> float:
+    hours: float = current_app.config["TOKEN_MAX_AGE"] / 3600
+    return hours

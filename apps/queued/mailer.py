@@ -1,0 +1,77 @@
+"""``queued``: the request enqueues a Huey task; ``maillab worker`` delivers it.
+
+Transient failures (4xx, timeouts, dropped connections) are retried with exponential
+backoff (``MAILLAB_QUEUE_RETRIES`` times, first after ``MAILLAB_QUEUE_RETRY_DELAY`` s, each
+wait ``MAILLAB_QUEUE_RETRY_BACKOFF`` times the last); permanent ones (5xx) are not retried.
+The email crosses the queue as a plain dict, never as an ORM or Flask object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from flask import Flask
+from huey.exceptions import CancelExecution
+
+from apps.core.delivery import deliver
+from apps.core.mailer import Email, MailerCounters, PermanentDeliveryError, TransientDeliveryError
+from apps.queued.queue import make_huey
+
+log = logging.getLogger(__name__)
+
+
+class QueuedMailer:
+    name = "queued"
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.counters = MailerCounters()
+        self.huey = make_huey(app.config["QUEUE_URL"])
+        cfg = app.config
+        self.task = self.huey.task(
+            retries=cfg["QUEUE_RETRIES"],
+            retry_delay=cfg["QUEUE_RETRY_DELAY"],
+            retry_backoff=cfg["QUEUE_RETRY_BACKOFF"],
+            name="deliver_email",
+        )(self._deliver)
+
+    def dispatch(self, email: Email) -> None:
+        self.counters.started()
+        try:
+            self.task(dataclasses.asdict(email))
+        except Exception as exc:
+            # The queue itself is down: the user must hear the email did not go out.
+            self.counters.finished(ok=False)
+            log.exception("could not enqueue email %s", email.id)
+            raise TransientDeliveryError(f"queue unavailable: {exc}") from exc
+        # In this process the email is done once it is safely in the queue.
+        self.counters.finished(ok=True)
+
+    def _deliver(self, payload: dict[str, Any]) -> None:
+        """The task body; runs in the consumer."""
+        email = Email(**payload)
+        with self.app.app_context():
+            try:
+                deliver(email)
+            except PermanentDeliveryError as exc:
+                log.error("email %s to %s refused for good, not retrying: %s",
+                          email.id, email.to, exc)
+                raise CancelExecution(retry=False) from exc
+            except TransientDeliveryError as exc:
+                log.warning("email %s to %s failed, will retry if any retries remain: %s",
+                            email.id, email.to, exc)
+                raise
+
+    def queue_depth(self) -> int:
+        """Tasks waiting: ready ones plus retries scheduled for later."""
+        return int(self.huey.pending_count()) + int(self.huey.scheduled_count())
+
+    def stats(self) -> dict[str, float]:
+        stats = self.counters.snapshot()
+        # Delivery happens in the consumer; its counters are on `maillab worker --metrics-port`.
+        for key in ("emails_delivered_total", "emails_failed_total", "emails_in_flight"):
+            stats.pop(key)
+        stats["queue_depth"] = self.queue_depth()
+        return stats

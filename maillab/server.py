@@ -1,0 +1,47 @@
+"""Running a variant under gunicorn (gthread workers) from code.
+
+Follows gunicorn's documented custom-application pattern: each worker builds its own app
+after the fork, so no SQLite connection or thread crosses a fork.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from apps.core import create_app
+
+
+class GunicornServer(BaseApplication):  # type: ignore[misc]
+    def __init__(self, variant: str, options: dict[str, Any]) -> None:
+        self.variant = variant
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if key in self.cfg.settings and value is not None:
+                self.cfg.set(key.lower(), value)
+
+    def load(self) -> Any:
+        return create_app(self.variant)
+
+
+def gunicorn_options(host: str, port: int, workers: int, threads: int, timeout: int,
+                     on_ready: Any) -> dict[str, Any]:
+    return {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "threads": threads,
+        "worker_class": "gthread",
+        # Above MAILLAB_SMTP_TIMEOUT, so a slow SMTP server makes a slow response, not a
+        # killed worker.
+        "timeout": timeout,
+        "graceful_timeout": 10,
+        "keepalive": 5,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "warning",
+        "when_ready": on_ready,
+    }
