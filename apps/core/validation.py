@@ -7,6 +7,7 @@ never reaches a half-created user or a 500.
 from __future__ import annotations
 
 import json
+from urllib.parse import parse_qsl, unquote_plus
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,12 +47,11 @@ def read_payload() -> dict[str, Any]:
         if not isinstance(payload, dict):
             raise Problem(400, "bad_json", "The JSON body must be an object.", "body")
         return payload
-    if mimetype in FORM_TYPES:
-        if mimetype == FORM_TYPES[0]:
-            try:
-                request.get_data(cache=True).decode("utf-8")
-            except UnicodeDecodeError:
-                raise Problem(400, "bad_encoding", "The form is not valid UTF-8.", "body") from None
+    if mimetype == FORM_TYPES[0]:
+        form = _strict_urlencoded(request.get_data(cache=True))
+        _check_csrf(form.get("csrf_token"))
+        return form
+    if mimetype == FORM_TYPES[1]:
         form = request.form.to_dict()
         for name, value in form.items():
             if REPLACEMENT in value or REPLACEMENT in name:
@@ -62,6 +62,32 @@ def read_payload() -> dict[str, Any]:
     raise Problem(415, "unsupported_media_type",
                   f"Content-Type must be {JSON_TYPE} or {FORM_TYPES[0]}, not {shown}.",
                   "Content-Type")
+
+
+def _strict_urlencoded(raw: bytes) -> dict[str, str]:
+    """Decode a form body, refusing invalid UTF-8 in raw bytes and in %-escapes alike.
+
+    Werkzeug keeps an undecodable escape such as ``%FF`` as literal text, which would then
+    pass as a legal character in an address; here it is an error that names the field.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Problem(400, "bad_encoding", "The form is not valid UTF-8.", "body") from None
+    form: dict[str, str] = {}
+    for pair in filter(None, text.split("&")):
+        name_part = pair.split("=", 1)[0]
+        try:
+            [(name, value)] = parse_qsl(pair, keep_blank_values=True, errors="strict")
+        except UnicodeDecodeError:
+            field = unquote_plus(name_part, errors="replace")
+            raise Problem(400, "bad_encoding", f"Field {field!r} is not valid UTF-8.",
+                          field) from None
+        except ValueError:
+            raise Problem(400, "bad_form", f"Malformed form field {name_part!r}.",
+                          "body") from None
+        form.setdefault(name, value)
+    return form
 
 
 def _check_csrf(token: Any) -> None:

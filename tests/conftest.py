@@ -1,0 +1,104 @@
+"""Fixtures: a real SMTP sink on a free port, app factories per variant, a real consumer."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from apps.core.registry import VARIANTS
+from maillab.ports import free_port
+from tests.smtp_sink import Sink, SinkHandler
+
+# Cheap hashing keeps the suite fast; the default (scrypt) is exercised in test_config.
+FAST_HASH = "pbkdf2:sha256:1000"
+
+
+@pytest.fixture
+def sink_factory() -> Iterator[Callable[..., Sink]]:
+    started: list[Sink] = []
+
+    def start(**handler_options: Any) -> Sink:
+        sink = Sink(SinkHandler(**handler_options), free_port()).start()
+        started.append(sink)
+        return sink
+
+    yield start
+    for sink in started:
+        sink.stop()
+
+
+@pytest.fixture
+def sink(sink_factory: Callable[..., Sink]) -> Sink:
+    return sink_factory()
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, sink: Sink) -> Callable[..., Flask]:
+    """Build an app for a variant, in its own instance folder, sending to ``sink``."""
+    count = 0
+
+    def build(variant: str, **config: Any) -> Flask:
+        nonlocal count
+        count += 1
+        settings = {
+            "TESTING": True,
+            "INSTANCE_DIR": str(tmp_path / f"instance-{count}"),
+            "SMTP_PORT": sink.port,
+            "SMTP_TIMEOUT": 5.0,
+            "PASSWORD_HASH": FAST_HASH,
+            "QUEUE_RETRY_DELAY": 0.2,
+        }
+        settings.update(config)
+        return create_app_for_test(variant, settings)
+
+    return build
+
+
+def create_app_for_test(variant: str, settings: dict[str, Any]) -> Flask:
+    from apps.core import create_app
+
+    return create_app(variant, settings)
+
+
+@pytest.fixture
+def run_consumer() -> Iterator[Callable[[Flask], Any]]:
+    """Start a real Huey consumer (threads) for an app's queue; stopped after the test."""
+    running: list[Any] = []
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+
+    def start(app: Flask) -> Any:
+        from apps.queued.worker import build_consumer
+
+        consumer, stats = build_consumer(app, threads=2)
+        consumer.start()
+        running.append(consumer)
+        return stats
+
+    yield start
+    for consumer in running:
+        consumer.stop(graceful=True)
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+@pytest.fixture(params=list(VARIANTS))
+def variant(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    """Poll ``predicate`` until it is truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(0.01)
