@@ -7,9 +7,9 @@ never reaches a half-created user or a 500.
 from __future__ import annotations
 
 import json
-from urllib.parse import parse_qsl, unquote_plus
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, unquote_plus
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app, request

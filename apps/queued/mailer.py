@@ -73,5 +73,9 @@ class QueuedMailer:
         # Delivery happens in the consumer; its counters are on `maillab worker --metrics-port`.
         for key in ("emails_delivered_total", "emails_failed_total", "emails_in_flight"):
             stats.pop(key)
-        stats["queue_depth"] = self.queue_depth()
+        try:
+            stats["queue_depth"] = self.queue_depth()
+        except Exception as exc:  # the queue is down; /metrics must still answer
+            log.warning("queue depth unavailable: %s", exc)
+            stats.pop("queue_depth")
         return stats

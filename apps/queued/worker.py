@@ -52,7 +52,10 @@ class WorkerStats:
                 "emails_in_flight": self.executing,
             }
         stats["live_threads"] = threading.active_count()
-        stats["queue_depth"] = self.mailer.queue_depth()
+        try:
+            stats["queue_depth"] = self.mailer.queue_depth()
+        except Exception:  # the queue is down; the consumer logs that itself
+            pass
         return stats
 
 

@@ -1,0 +1,3 @@
+from maillab.cli import main
+
+main()

@@ -1,0 +1,74 @@
+"""The flow on the at-scale backends: PostgreSQL for users, Redis for the queue."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from tests.conftest import wait_until
+from tests.flow_helpers import path_of, register_json
+from tests.services import postgres_database, redis_server
+from tests.smtp_sink import Sink
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("variant_name", ["sync", "queued"])
+def test_flow_on_postgresql(variant_name: str, make_app: Callable[..., Flask], sink: Sink,
+                            run_consumer: Callable[..., Any]) -> None:
+    with postgres_database() as url:
+        app = make_app(variant_name, DATABASE_URL=url)
+        if variant_name == "queued":
+            run_consumer(app)
+        client = app.test_client()
+        assert app.extensions["maillab.db"].engine.dialect.name == "postgresql"
+        first = register_json(client, "pg@maillab.test")
+        again = register_json(client, "pg@maillab.test")
+        assert first.status_code == again.status_code == 202
+        messages = sink.handler.wait_for("pg@maillab.test", count=2)
+        path = path_of(messages[0].links[0])
+        assert client.get(path).status_code == 200
+        assert client.get(path).status_code == 409
+        app.extensions["maillab.db"].engine.dispose()
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    # A fixture, so it is torn down after the consumer that uses it (requested later).
+    with redis_server(tmp_path) as url:
+        yield url
+
+
+@pytest.mark.redis
+def test_queued_on_redis(redis_url: str, make_app: Callable[..., Flask], sink: Sink,
+                         run_consumer: Callable[..., Any]) -> None:
+    app = make_app("queued", QUEUE_URL=redis_url)
+    from huey import RedisHuey
+
+    assert isinstance(app.extensions["mailer"].huey, RedisHuey)
+    stats = run_consumer(app)
+    client = app.test_client()
+    assert register_json(client, "redis@maillab.test").status_code == 202
+    [message] = sink.handler.wait_for("redis@maillab.test", timeout=15)
+    assert client.get(path_of(message.links[0])).status_code == 200
+    wait_until(lambda: stats.stats()["emails_delivered_total"] == 1, what="delivered count")
+    assert app.extensions["mailer"].queue_depth() == 0
+
+
+@pytest.mark.redis
+def test_queued_on_unreachable_redis_is_a_503(make_app: Callable[..., Flask]) -> None:
+    pytest.importorskip("redis")
+    from maillab.ports import free_port
+
+    app = make_app("queued", QUEUE_URL=f"redis://127.0.0.1:{free_port()}/0")
+    response = register_json(app.test_client(), "down@maillab.test")
+    assert response.status_code == 503
+    stats = app.extensions["mailer"].stats()
+    assert stats["emails_dispatched_total"] == 1
+    assert "queue_depth" not in stats  # unknown, so left out rather than reported as 0
+    metrics = app.test_client().get("/metrics")
+    assert metrics.status_code == 200
+    assert "maillab_queue_depth" not in metrics.get_data(as_text=True)

@@ -1,0 +1,85 @@
+"""Configuration precedence and the messages a bad value produces."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from apps.core import create_app
+from apps.core.config import ConfigError
+from apps.core.registry import UnknownVariantError
+
+
+def test_env_overrides_defaults_and_test_dict_overrides_env(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILLAB_SMTP_TIMEOUT", "2.5")
+    monkeypatch.setenv("MAILLAB_RESEND_COOLDOWN", "7")
+    app = create_app("baseline", {"INSTANCE_DIR": str(tmp_path), "RESEND_COOLDOWN": 9})
+    assert app.config["SMTP_TIMEOUT"] == 2.5
+    assert app.config["RESEND_COOLDOWN"] == 9
+    assert app.config["TOKEN_MAX_AGE"] == 48 * 3600
+    assert app.config["DATABASE_URL"] == f"sqlite:///{tmp_path / 'maillab.db'}"
+
+
+def test_instance_dir_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILLAB_INSTANCE_DIR", str(tmp_path / "inst"))
+    app = create_app("baseline")
+    assert Path(app.instance_path) == tmp_path / "inst"
+    assert (tmp_path / "inst" / "secret_key").exists()
+
+
+def test_secret_is_shared_by_apps_of_one_instance(tmp_path: Path) -> None:
+    first = create_app("baseline", {"INSTANCE_DIR": str(tmp_path)})
+    second = create_app("sync", {"INSTANCE_DIR": str(tmp_path)})
+    assert first.config["SECRET_KEY"] == second.config["SECRET_KEY"]
+    assert len(first.config["SECRET_KEY"]) == 64
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    app = create_app("baseline", {"INSTANCE_DIR": str(tmp_path)})
+    with app.extensions["maillab.db"].engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+@pytest.mark.parametrize(("env", "value", "needle"), [
+    ("MAILLAB_SMTP_TIMEOUT", "soon", "MAILLAB_SMTP_TIMEOUT must be a number"),
+    ("MAILLAB_SMTP_PORT", "70000", "MAILLAB_SMTP_PORT must be between 1 and 65535"),
+    ("MAILLAB_PASSWORD_HASH", "md5", "MAILLAB_PASSWORD_HASH must start with one of"),
+    ("MAILLAB_SMTP_USE_TLS", "maybe", "MAILLAB_SMTP_USE_TLS must be true or false"),
+    ("MAILLAB_QUEUE_RETRIES", "-1", "MAILLAB_QUEUE_RETRIES must be between 0 and 100"),
+])
+def test_bad_values_name_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      env: str, value: str, needle: str) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError, match=needle):
+        create_app("baseline", {"INSTANCE_DIR": str(tmp_path)})
+
+
+def test_bad_queue_url(tmp_path: Path) -> None:
+    from apps.queued.queue import QueueConfigError
+
+    with pytest.raises(QueueConfigError, match="MAILLAB_QUEUE_URL must start with"):
+        create_app("queued", {"INSTANCE_DIR": str(tmp_path), "QUEUE_URL": "amqp://x"})
+
+
+def test_unknown_variant_creates_nothing(tmp_path: Path) -> None:
+    with pytest.raises(UnknownVariantError, match="choose one of: baseline, sync"):
+        create_app("carrier-pigeon", {"INSTANCE_DIR": str(tmp_path / "inst")})
+    assert not (tmp_path / "inst").exists()
+
+
+def test_default_password_hash_is_scrypt(make_app: Callable[..., Flask]) -> None:
+    from sqlalchemy import select
+
+    from apps.core import db
+    from apps.core.db import User
+    from tests.flow_helpers import register_json
+
+    app = make_app("baseline", PASSWORD_HASH="scrypt")
+    register_json(app.test_client(), "hash@maillab.test")
+    with app.app_context():
+        stored = db.session().scalar(select(User.password_hash))
+    assert stored is not None and stored.startswith("scrypt:")
