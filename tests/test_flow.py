@@ -122,5 +122,4 @@ def test_metrics_count_dispatch(variant_name: str, make_app: Callable[..., Flask
     text = client.get("/metrics").get_data(as_text=True)
     assert f'maillab_emails_dispatched_total{{variant="{variant_name}"}} 1.0' in text
     assert "maillab_live_threads" in text and "maillab_queue_depth" in text
-    if variant_name != "queued":
-        assert "maillab_emails_failed_total" in text and "maillab_emails_in_flight" in text
+    assert "maillab_emails_failed_total" in text and "maillab_emails_in_flight" in text

@@ -69,13 +69,16 @@ class QueuedMailer:
         return int(self.huey.pending_count()) + int(self.huey.scheduled_count())
 
     def stats(self) -> dict[str, float]:
+        """This process's view: failures are emails that could not be enqueued; in flight is
+        what waits in the queue. Delivery itself is counted by the consumer
+        (``maillab worker --metrics-port``)."""
         stats = self.counters.snapshot()
-        # Delivery happens in the consumer; its counters are on `maillab worker --metrics-port`.
-        for key in ("emails_delivered_total", "emails_failed_total", "emails_in_flight"):
-            stats.pop(key)
+        stats.pop("emails_delivered_total")
         try:
             stats["queue_depth"] = self.queue_depth()
+            stats["emails_in_flight"] = stats["queue_depth"]
         except Exception as exc:  # the queue is down; /metrics must still answer
             log.warning("queue depth unavailable: %s", exc)
             stats.pop("queue_depth")
+            stats.pop("emails_in_flight")
         return stats
