@@ -123,11 +123,13 @@ def parse_duration(text: str) -> float:
 def parse_latency(spec: str) -> LatencySpec:
     """Parse a latency spec string (see the module docstring) into a :class:`LatencySpec`."""
     if not isinstance(spec, str):
-        raise LatencyError(f"latency spec must be a string, got {spec!r}; accepted: {ACCEPTED_FORMS}")
+        raise LatencyError(f"latency spec must be a string, got {spec!r}; "
+                           f"accepted: {ACCEPTED_FORMS}")
     try:
         return _parse(spec.strip())
     except LatencyError as err:
-        raise LatencyError(f"bad latency spec {spec!r}: {err}; accepted: {ACCEPTED_FORMS}") from None
+        message = f"bad latency spec {spec!r}: {err}; accepted: {ACCEPTED_FORMS}"
+        raise LatencyError(message) from None
 
 
 def _parse(spec: str) -> LatencySpec:

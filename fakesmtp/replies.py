@@ -1,5 +1,7 @@
 """Named SMTP replies (in the style of aiosmtpd's ``testing/statuscodes.py``).
 
+Texts hold no comma, so a rule string can always spell its reply text out.
+
 Every reply fakesmtp itself chooses comes from here; aiosmtpd's own protocol replies
 (syntax errors, 552 too much data, ...) stay aiosmtpd's.
 """
@@ -31,11 +33,11 @@ S221_BYE: Final = Reply(221, "Bye")
 S250_OK: Final = Reply(250, "OK")
 S354_START_DATA: Final = Reply(354, "End data with <CR><LF>.<CR><LF>")
 
-S421_UNAVAILABLE: Final = Reply(421, "Service not available, closing transmission channel")
-S421_RATE_LIMIT: Final = Reply(421, "Rate limit exceeded, try again later")
-S421_TOO_MANY_CONNECTIONS: Final = Reply(421, "Too many connections, try again later")
-S450_MAILBOX_BUSY: Final = Reply(450, "Mailbox unavailable, try again later")
-S451_LOCAL_ERROR: Final = Reply(451, "Local error in processing, try again later")
+S421_UNAVAILABLE: Final = Reply(421, "Service not available; closing transmission channel")
+S421_RATE_LIMIT: Final = Reply(421, "Rate limit exceeded; try again later")
+S421_TOO_MANY_CONNECTIONS: Final = Reply(421, "Too many connections; try again later")
+S450_MAILBOX_BUSY: Final = Reply(450, "Mailbox unavailable; try again later")
+S451_LOCAL_ERROR: Final = Reply(451, "Local error in processing; try again later")
 S452_NO_STORAGE: Final = Reply(452, "Insufficient system storage")
 S550_NO_MAILBOX: Final = Reply(550, "Mailbox unavailable")
 S551_NOT_LOCAL: Final = Reply(551, "User not local")

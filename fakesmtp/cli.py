@@ -1,0 +1,133 @@
+"""``maillab smtp`` / ``python -m fakesmtp``: run the fake SMTP server until SIGINT or SIGTERM.
+
+The click command object is :data:`smtp`; register it in a group with ``group.add_command(smtp)``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Sequence
+
+import click
+
+from fakesmtp.config import Config, ConfigError
+from fakesmtp.faults import FaultError, FaultRule, parse_fault
+from fakesmtp.latency import (
+    ACCEPTED_FORMS,
+    DEFAULT_PHASE,
+    PHASES,
+    LatencyError,
+    LatencySpec,
+    parse_latency,
+    parse_phase_latency,
+)
+from fakesmtp.server import FakeSMTP, StartError
+from fakesmtp.store import DEFAULT_CAPACITY
+
+_EPILOG = f"""
+\b
+Latency specs: {ACCEPTED_FORMS}
+Phases: {", ".join(PHASES)} (--latency alone means {DEFAULT_PHASE})
+
+\b
+Fault rules: comma-separated key=value, e.g.
+  --fault id=r1,phase=rcpt,reply=550,prob=0.1,to=*@fail.test
+  --fault id=slow,phase=mail,rate=50            (421 above 50 messages/s)
+  --fault id=cut,phase=data,action=drop,every=10
+keys: id, phase, action (reply|disconnect|hang|drop), reply (4xx/5xx), text, to (glob, |-separated),
+and at most one trigger: prob=P, every=N, first=N, rate=N (per second), conns=N (open).
+The rule id is in the reply text: "550 Mailbox unavailable [fakesmtp rule=r1]".
+"""
+
+
+def _latency(ctx: click.Context, param: click.Parameter, value: str | None) -> LatencySpec | None:
+    if value is None:
+        return None
+    try:
+        return parse_latency(value)
+    except LatencyError as err:
+        raise click.BadParameter(str(err), ctx, param) from None
+
+
+def _phase_latency(
+    ctx: click.Context, param: click.Parameter, values: Sequence[str]
+) -> dict[str, LatencySpec]:
+    out: dict[str, LatencySpec] = {}
+    for value in values:
+        try:
+            phase, spec = parse_phase_latency(value)
+        except LatencyError as err:
+            raise click.BadParameter(str(err), ctx, param) from None
+        out[phase] = spec
+    return out
+
+
+def _faults(
+    ctx: click.Context, param: click.Parameter, values: Sequence[str]
+) -> list[FaultRule]:
+    rules = []
+    for i, value in enumerate(values):
+        try:
+            rules.append(parse_fault(value, f"r{i + 1}"))
+        except FaultError as err:
+            raise click.BadParameter(f"{value!r}: {err}", ctx, param) from None
+    return rules
+
+
+@click.command("smtp", epilog=_EPILOG)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8025, show_default=True,
+              help="SMTP port (0: any free port).")
+@click.option("--api-port", type=click.IntRange(0, 65535), default=8026, show_default=True,
+              help="HTTP API port (0: any free port).")
+@click.option("--latency", metavar="SPEC", callback=_latency,
+              help=f"Latency of the {DEFAULT_PHASE} phase (after the final dot).")
+@click.option("--phase-latency", metavar="PHASE=SPEC", multiple=True, callback=_phase_latency,
+              help="Latency of one phase; repeatable.")
+@click.option("--fault", "faults", metavar="RULE", multiple=True, callback=_faults,
+              help="A fault rule (syntax below); repeatable, checked in order.")
+@click.option("--seed", type=int, help="RNG seed, so a run repeats (default: random, printed).")
+@click.option("--max-messages", type=click.IntRange(min=1), default=DEFAULT_CAPACITY,
+              show_default=True, help="Messages kept in memory; the oldest are evicted.")
+def smtp(
+    host: str,
+    port: int,
+    api_port: int,
+    latency: LatencySpec | None,
+    phase_latency: dict[str, LatencySpec],
+    faults: list[FaultRule],
+    seed: int | None,
+    max_messages: int,
+) -> None:
+    """Run a fake SMTP server that injects latency and faults and captures mail,
+    controlled over an HTTP API. Stops on SIGINT or SIGTERM."""
+    specs = dict(phase_latency)
+    if latency is not None:
+        specs[DEFAULT_PHASE] = latency
+    try:
+        config = Config.build(specs, faults, seed)
+    except ConfigError as err:  # e.g. the same rule id twice
+        raise click.BadParameter(str(err), param_hint="'--fault'") from None
+    server = FakeSMTP(host, port, api_port, config, max_messages=max_messages)
+
+    # Block the signals before the server thread starts (it inherits the mask), then wait
+    # for them synchronously: no handler can run in the middle of anything.
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    try:
+        try:
+            server.start()
+        except StartError as err:
+            raise click.ClickException(str(err)) from None
+        try:
+            click.echo(f"fakesmtp SMTP     smtp://{host}:{server.smtp_port}")
+            click.echo(f"fakesmtp HTTP API {server.api_url}/")
+            click.echo(f"fakesmtp {server.config.describe()}")
+            sys.stdout.flush()
+            received = signal.sigwait(stop_signals)
+        finally:
+            server.stop()
+        click.echo(f"fakesmtp stopped on {signal.Signals(received).name}")
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)

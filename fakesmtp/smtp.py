@@ -1,0 +1,246 @@
+"""The SMTP side: aiosmtpd's ``SMTP`` protocol, slowed down and broken on purpose.
+
+Handler hooks (``handle_MAIL``, ``handle_RCPT``, ``handle_DATA``, ``handle_QUIT``) carry the
+``mail``, ``rcpt``, ``eom`` and ``quit`` phases. The banner (``connect``) and the 354 (``data``)
+are sent before any hook runs, so :class:`FaultySMTP` overrides ``_handle_client`` and
+``smtp_DATA`` for them (and ``smtp_EHLO``/``smtp_HELO`` for ``ehlo``, see there).
+Each phase does the same two things, in order: sleep for the phase's latency (only
+``asyncio.sleep``: one slow session never holds up another), then ask the fault rules whether
+to answer with something else.
+
+Bad input is aiosmtpd's business and it answers per RFC 5321 (500 for garbage or an over-long
+line, 552 for too much data); :meth:`FaultySMTP.push` counts every 4xx/5xx sent, whoever chose it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Sequence
+from typing import Any, AnyStr, NoReturn
+
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
+
+from fakesmtp import replies
+from fakesmtp.engine import Engine
+
+DEFAULT_DATA_SIZE_LIMIT = 10 * 1024 * 1024
+DEFAULT_SERVER_HOSTNAME = "fakesmtp.localhost"
+
+
+class FaultySMTP(SMTP):
+    """One SMTP session. ``enter(phase)`` is the single place latency and faults are applied."""
+
+    def __init__(self, handler: FakeHandler, engine: Engine, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.engine = engine
+        self._session_no = engine.next_session_no()
+        self._rng: random.Random | None = None
+        self._close_after_reply = False
+        self._reading_body = False
+        self._fault_closed = False
+        self._counted = False
+
+    @property
+    def rng(self) -> random.Random:
+        """This session's RNG, made on first use (most sessions never draw)."""
+        if self._rng is None:
+            self._rng = self.engine.session_rng(self._session_no)
+        return self._rng
+
+    # -- connection bookkeeping ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if not self._counted:
+            self._counted = True
+            stats = self.engine.stats
+            stats.connections_open += 1
+            stats.connections_total += 1
+            self.engine.sessions.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted:
+            self._counted = False
+            self.engine.stats.connections_open -= 1
+            self.engine.sessions.discard(self)
+        super().connection_lost(error)
+
+    # -- phases -------------------------------------------------------------------------------
+
+    async def enter(self, phase: str, recipients: Sequence[str] = ()) -> str | None:
+        """Apply ``phase``'s latency, then its fault rules. Returns the reply line to send
+        instead of the normal one, or None to carry on. Disconnect, hang and drop never
+        return: the session ends when the connection goes (which cancels this task)."""
+        engine = self.engine
+        if phase == "eom":
+            self._reading_body = False  # the final dot is in: a disconnect now is no abort
+        spec = engine.config.latency.get(phase)
+        if spec is not None:
+            await engine.delay(phase, spec, self.rng)
+        if not engine.faults.rules:
+            return None
+        rule = engine.fault(phase, self.rng, recipients)
+        if rule is None:
+            return None
+        if rule.reply is not None:
+            # An error instead of the banner ends the session too (we do not wait for QUIT).
+            self._close_after_reply = rule.reply.closes or phase == "connect"
+            return rule.reply.tagged(rule.id)
+        if rule.action == "drop":
+            await self.push(replies.S354_START_DATA.line())
+            # Take some of the body so the cut lands mid-message, then cut.
+            with contextlib.suppress(asyncio.LimitOverrunError, asyncio.IncompleteReadError):
+                await self._reader.readuntil(b"\r\n")
+        if rule.action in ("disconnect", "drop"):
+            self._close()
+        await self._forever()
+
+    async def _handle_client(self) -> None:
+        try:
+            status = await self.enter("connect")
+        except asyncio.CancelledError:
+            self._writer.close()  # the client left during the banner delay
+            raise
+        if status is not None:
+            await self.push(status)
+            return
+        await super()._handle_client()
+
+    # EHLO/HELO are overridden rather than hooked: aiosmtpd inspects a handle_EHLO hook's
+    # signature on every new connection, which costs more than the whole override.
+    # Overrides repeat aiosmtpd's @syntax, which is what HELP lists.
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if hostname:  # otherwise aiosmtpd answers 501
+            status = await self.enter("ehlo")
+            if status is not None:
+                await self.push(status)
+                return
+        await super().smtp_EHLO(hostname)
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        if hostname:
+            status = await self.enter("ehlo")
+            if status is not None:
+                await self.push(status)
+                return
+        await super().smtp_HELO(hostname)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        assert self.envelope is not None
+        if self.envelope.rcpt_tos and not arg:  # otherwise aiosmtpd answers 501/503
+            status = await self.enter("data", self.envelope.rcpt_tos)
+            if status is not None:
+                await self.push(status)
+                return
+            self._reading_body = True
+        try:
+            await super().smtp_DATA(arg)
+        except asyncio.CancelledError:
+            if self._reading_body and not self._fault_closed:
+                self.engine.stats.aborted_sessions += 1  # the client vanished mid-message
+            raise
+        finally:
+            self._reading_body = False
+
+    async def push(self, status: AnyStr) -> None:
+        code = replies.code_of(status)
+        if code is not None and code >= 400:
+            self.engine.stats.record_reply(code)
+        await super().push(status)
+        if self._close_after_reply:
+            self._close()
+
+    def _close(self) -> None:
+        self._fault_closed = True
+        self._close_after_reply = False
+        if self.transport is not None:
+            self.transport.close()
+
+    @staticmethod
+    async def _forever() -> NoReturn:
+        await asyncio.get_running_loop().create_future()
+        raise AssertionError("unreachable: the future above is never resolved")
+
+
+class FakeHandler:
+    """aiosmtpd handler hooks. A hook that takes over a command must do what aiosmtpd's
+    default would (set ``mail_from``, append the recipient) and return the reply."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def handle_MAIL(
+        self, server: FaultySMTP, session: Session, envelope: Envelope, address: str,
+        mail_options: list[str],
+    ) -> str:
+        status = await server.enter("mail")
+        if status is not None:
+            return status
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return replies.S250_OK.line()
+
+    async def handle_RCPT(
+        self, server: FaultySMTP, session: Session, envelope: Envelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        status = await server.enter("rcpt", (address,))
+        if status is not None:
+            return status
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return replies.S250_OK.line()
+
+    async def handle_DATA(self, server: FaultySMTP, session: Session, envelope: Envelope) -> str:
+        status = await server.enter("eom", envelope.rcpt_tos)
+        if status is not None:
+            return status
+        raw = envelope.original_content or b""
+        peer = session.peer
+        msg = self.engine.store.add(
+            envelope.mail_from or "",
+            envelope.rcpt_tos,
+            bytes(raw),
+            time.time(),
+            f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or ""),
+        )
+        self.engine.stats.received += 1
+        return replies.queued(msg.id)
+
+    async def handle_QUIT(self, server: FaultySMTP, session: Session, envelope: Envelope) -> str:
+        status = await server.enter("quit")
+        return status if status is not None else replies.S221_BYE.line()
+
+
+def protocol_factory(
+    engine: Engine,
+    *,
+    server_hostname: str = DEFAULT_SERVER_HOSTNAME,
+    data_size_limit: int = DEFAULT_DATA_SIZE_LIMIT,
+    timeout: float = 300.0,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> Any:
+    """A zero-argument callable for ``loop.create_server`` (like aiosmtpd's
+    ``Controller.factory``). ``server_hostname`` is always passed, so aiosmtpd never calls
+    ``socket.getfqdn()`` (a DNS look-up) per connection."""
+    handler = FakeHandler(engine)
+
+    def factory() -> FaultySMTP:
+        return FaultySMTP(
+            handler,
+            engine,
+            hostname=server_hostname,
+            ident="fakesmtp",
+            data_size_limit=data_size_limit,
+            enable_SMTPUTF8=True,
+            timeout=timeout,
+            loop=loop,
+        )
+
+    return factory

@@ -1,0 +1,140 @@
+"""Counters and latency samples, as JSON (``/api/stats``) and Prometheus text (``/metrics``).
+
+Latency per phase is kept twice: ``injected`` is the delay drawn from the spec, ``observed`` is
+how long the server actually waited (``asyncio.sleep`` plus event-loop lag). A gap between
+them means the server itself is saturated. Percentiles come from the last ``SAMPLES`` events
+of each phase (exact over that window).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from collections.abc import Sequence
+from typing import Any, Final
+
+from fakesmtp.latency import PHASES
+
+SAMPLES: Final = 10_000
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of already sorted values; None when empty."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+class Stats:
+    """Mutated from the event loop thread only; ``connections_open`` is a live gauge that
+    :meth:`reset` leaves alone."""
+
+    def __init__(self) -> None:
+        self.connections_open = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.received = 0
+        self.connections_total = 0
+        self.rejected_by_code: Counter[str] = Counter()
+        self.fault_hits: Counter[str] = Counter()  # by rule id, whatever the action
+        self.actions: Counter[str] = Counter()  # disconnect / hang / drop performed
+        self.aborted_sessions = 0  # the client vanished mid-DATA
+        self.injected = {p: deque[float](maxlen=SAMPLES) for p in PHASES}
+        self.observed = {p: deque[float](maxlen=SAMPLES) for p in PHASES}
+
+    def record_latency(self, phase: str, injected: float, observed: float) -> None:
+        self.injected[phase].append(injected)
+        self.observed[phase].append(observed)
+
+    def record_reply(self, code: int) -> None:
+        if code >= 400:
+            self.rejected_by_code[str(code)] += 1
+
+    def latency_summary(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for phase in PHASES:
+            inj, obs = sorted(self.injected[phase]), sorted(self.observed[phase])
+            out[phase] = {
+                "count": len(inj),
+                "injected_p50_ms": _ms(percentile(inj, 50)),
+                "injected_p99_ms": _ms(percentile(inj, 99)),
+                "observed_p50_ms": _ms(percentile(obs, 50)),
+                "observed_p99_ms": _ms(percentile(obs, 99)),
+            }
+        return out
+
+    def snapshot(self, stored: int, evicted: int, waiting: int = 0) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "stored": stored,
+            "evicted": evicted,
+            "rejected": {
+                "total": sum(self.rejected_by_code.values()),
+                "by_code": dict(sorted(self.rejected_by_code.items())),
+                "by_rule": dict(sorted(self.fault_hits.items())),
+            },
+            "actions": dict(sorted(self.actions.items())),
+            "aborted_sessions": self.aborted_sessions,
+            "connections": {"open": self.connections_open, "total": self.connections_total},
+            "long_polls_waiting": waiting,
+            "latency": self.latency_summary(),
+        }
+
+    def prometheus(self, stored: int, evicted: int) -> str:
+        """Prometheus text exposition format 0.0.4."""
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+            lines.append(f"# HELP fakesmtp_{name} {help_}")
+            lines.append(f"# TYPE fakesmtp_{name} {kind}")
+            lines.extend(f"fakesmtp_{name}{labels} {_num(v)}" for labels, v in samples)
+
+        metric("messages_received_total", "counter", "Messages accepted.", [("", self.received)])
+        metric("messages_stored", "gauge", "Messages held in memory.", [("", stored)])
+        metric("messages_evicted_total", "counter", "Oldest messages dropped.", [("", evicted)])
+        metric(
+            "replies_rejected_total", "counter", "4xx/5xx replies sent, by code.",
+            [(_labels(code=c), n) for c, n in sorted(self.rejected_by_code.items())],
+        )
+        metric(
+            "fault_hits_total", "counter", "Fault rules fired, by rule id.",
+            [(_labels(rule=r), n) for r, n in sorted(self.fault_hits.items())],
+        )
+        metric(
+            "fault_actions_total", "counter", "Disconnects, hangs and drops performed.",
+            [(_labels(action=a), n) for a, n in sorted(self.actions.items())],
+        )
+        metric("sessions_aborted_total", "counter", "Clients gone mid-DATA.",
+               [("", self.aborted_sessions)])
+        metric("connections_open", "gauge", "Open SMTP connections.",
+               [("", self.connections_open)])
+        metric("connections_total", "counter", "SMTP connections accepted.",
+               [("", self.connections_total)])
+        for kind, source in (("injected", self.injected), ("observed", self.observed)):
+            samples: list[tuple[str, float]] = []
+            for phase in PHASES:
+                values = sorted(source[phase])
+                for q in (0.5, 0.99):
+                    value = percentile(values, q * 100)
+                    if value is not None:
+                        samples.append((_labels(phase=phase, quantile=str(q)), value))
+            metric(f"latency_{kind}_seconds", "gauge",
+                   f"Latency {kind} per phase (recent window quantiles).", samples)
+        return "\n".join(lines) + "\n"
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 3)
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _labels(**labels: str) -> str:
+    def esc(v: str) -> str:
+        return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+    return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in labels.items()) + "}"

@@ -1,0 +1,187 @@
+"""Captured messages: a bounded in-memory store, indexed by recipient, with long-poll waits.
+
+The store belongs to the server's event loop: call its methods from that loop only
+(``FakeSMTP`` hops threads for you). Bodies are parsed lazily, on first read, so ingest
+costs no more than keeping the bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Final
+
+from fakesmtp.parse import Content, parse_content
+
+DEFAULT_CAPACITY: Final = 100_000
+_ANY: Final = ""  # waiter key for "any recipient"
+
+
+@dataclass(frozen=True, eq=False)
+class Message:
+    """One accepted message. ``received_at`` is epoch seconds when the final dot was accepted."""
+
+    id: str
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    raw: bytes
+    received_at: float
+    peer: str = ""
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+    @cached_property
+    def content(self) -> Content:
+        return parse_content(self.raw)
+
+    @property
+    def subject(self) -> str:
+        return self.content.subject
+
+    @property
+    def text(self) -> str | None:
+        return self.content.text
+
+    @property
+    def html(self) -> str | None:
+        return self.content.html
+
+    @property
+    def links(self) -> tuple[str, ...]:
+        return self.content.links
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        return self.content.headers
+
+    def header(self, name: str) -> str | None:
+        return self.content.header(name)
+
+    def to_json(self) -> dict[str, Any]:
+        """The API form; ``headers`` is a list of ``[name, value]`` pairs, in message order."""
+        c = self.content
+        return {
+            "id": self.id,
+            "mail_from": self.mail_from,
+            "rcpt_tos": list(self.rcpt_tos),
+            "received_at": self.received_at,
+            "size": self.size,
+            "subject": c.subject,
+            "headers": [list(h) for h in c.headers],
+            "text": c.text,
+            "html": c.html,
+            "links": list(c.links),
+            "peer": self.peer,
+        }
+
+
+class MessageStore:
+    """At most ``capacity`` messages; adding one more evicts the oldest (counted in ``evicted``)."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.evicted = 0
+        self._ids = itertools.count(1)
+        self._messages: OrderedDict[str, Message] = OrderedDict()
+        self._by_rcpt: dict[str, deque[Message]] = {}
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    @property
+    def waiting(self) -> int:
+        """Long-polls waiting right now."""
+        return sum(len(futs) for futs in self._waiters.values())
+
+    def add(
+        self, mail_from: str, rcpt_tos: Sequence[str], raw: bytes, received_at: float, peer: str
+    ) -> Message:
+        msg = Message(f"m{next(self._ids)}", mail_from, tuple(rcpt_tos), raw, received_at, peer)
+        self._messages[msg.id] = msg
+        keys = dict.fromkeys(r.lower() for r in msg.rcpt_tos)
+        for key in keys:
+            self._by_rcpt.setdefault(key, deque()).append(msg)
+        if len(self._messages) > self.capacity:
+            self._evict_oldest()
+        for key in (*keys, _ANY):
+            for fut in self._waiters.pop(key, ()):
+                if not fut.done():
+                    fut.set_result(None)
+        return msg
+
+    def get(self, message_id: str) -> Message | None:
+        return self._messages.get(message_id)
+
+    def query(
+        self, to: str | None = None, since: float | None = None, limit: int = 100
+    ) -> list[Message]:
+        """Newest first: messages for ``to`` (any recipient if None) received after ``since``."""
+        source = self._by_rcpt.get(to.lower(), ()) if to else self._messages.values()
+        out: list[Message] = []
+        for msg in reversed(source):  # type: ignore[call-overload]
+            # Insertion order is arrival order, so everything further back is older still.
+            if since is not None and msg.received_at <= since:
+                break
+            out.append(msg)
+            if len(out) >= limit:
+                break
+        return out
+
+    async def wait(
+        self, to: str | None, since: float | None, timeout: float, limit: int = 100
+    ) -> list[Message]:
+        """Like :meth:`query`, but if nothing matches, wait up to ``timeout`` seconds for a
+        match. Woken by :meth:`add` (no polling); returns [] at the deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            found = self.query(to, since, limit)
+            remaining = deadline - loop.time()
+            if found or remaining <= 0 or self._closed:
+                return found
+            fut: asyncio.Future[None] = loop.create_future()
+            waiters = self._waiters.setdefault(to.lower() if to else _ANY, set())
+            waiters.add(fut)
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except TimeoutError:
+                return []
+            finally:
+                waiters.discard(fut)
+
+    def clear(self) -> int:
+        """Forget every message (not the eviction count); returns how many there were."""
+        count = len(self._messages)
+        self._messages.clear()
+        self._by_rcpt.clear()
+        return count
+
+    def wake_all(self) -> None:
+        """Answer every waiter now and stop waiting from here on (used at shutdown, so no
+        long-poll holds the server up)."""
+        self._closed = True
+        waiters, self._waiters = self._waiters, {}
+        for futs in waiters.values():
+            for fut in futs:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _evict_oldest(self) -> None:
+        _, oldest = self._messages.popitem(last=False)
+        self.evicted += 1
+        for key in dict.fromkeys(r.lower() for r in oldest.rcpt_tos):
+            bucket = self._by_rcpt.get(key)
+            if bucket and bucket[0] is oldest:
+                bucket.popleft()
+                if not bucket:
+                    del self._by_rcpt[key]

@@ -1,0 +1,105 @@
+"""The latency spec parser and sampler (pure functions, no server)."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import pytest
+
+from fakesmtp.latency import (
+    ACCEPTED_FORMS,
+    PHASES,
+    LatencyError,
+    LatencySpec,
+    parse_latency,
+    parse_phase_latency,
+)
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind", "params", "canonical"),
+    [
+        ("0", "none", (), "0"),
+        ("0ms", "none", (), "0"),
+        ("500ms", "const", (0.5,), "500ms"),
+        ("2s", "const", (2.0,), "2s"),
+        ("1.5s", "const", (1.5,), "1500ms"),
+        ("0.25ms", "const", (0.00025,), "0.25ms"),
+        ("uniform:100ms..300ms", "uniform", (0.1, 0.3), "uniform:100ms..300ms"),
+        ("uniform:1s..2s", "uniform", (1.0, 2.0), "uniform:1s..2s"),
+        ("normal:200ms,50ms", "normal", (0.2, 0.05), "normal:200ms,50ms"),
+        ("lognormal:p50=200ms,p99=2s", "lognormal", (0.2, 2.0), "lognormal:p50=200ms,p99=2s"),
+        ("exp:200ms", "exp", (0.2,), "exp:200ms"),
+        (" exp:200ms ", "exp", (0.2,), "exp:200ms"),
+    ],
+)
+def test_parse_accepted_forms(spec: str, kind: str, params: tuple, canonical: str) -> None:
+    parsed = parse_latency(spec)
+    assert parsed.kind == kind
+    assert parsed.params == pytest.approx(params)
+    assert str(parsed) == canonical
+    assert parse_latency(str(parsed)) == parsed  # the canonical form round-trips
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["", "200", "fast", "200 msec", "-5ms", "uniform:300ms..100ms", "uniform:100ms",
+     "normal:200ms", "lognormal:p50=2s,p99=200ms", "lognormal:p50=1s", "exp:0ms",
+     "gamma:1s", "7200s"],
+)
+def test_bad_spec_lists_accepted_forms(spec: str) -> None:
+    with pytest.raises(LatencyError) as info:
+        parse_latency(spec)
+    assert repr(spec) in str(info.value)
+    assert ACCEPTED_FORMS in str(info.value)
+
+
+def test_non_string_spec_is_rejected() -> None:
+    with pytest.raises(LatencyError, match="must be a string"):
+        parse_latency(200)  # type: ignore[arg-type]
+
+
+def test_samples_are_seeded_and_in_range() -> None:
+    spec = parse_latency("uniform:100ms..300ms")
+    first = [spec.sample(random.Random(42)) for _ in range(3)]
+    again = [spec.sample(random.Random(42)) for _ in range(3)]
+    assert first == again
+    rng = random.Random(1)
+    draws = [spec.sample(rng) for _ in range(2000)]
+    assert min(draws) >= 0.1 and max(draws) <= 0.3
+
+
+def test_distributions_have_the_requested_shape() -> None:
+    rng = random.Random(3)
+    n = 20_000
+    assert parse_latency("250ms").sample(rng) == 0.25
+    normal = [parse_latency("normal:200ms,50ms").sample(rng) for _ in range(n)]
+    assert statistics.mean(normal) == pytest.approx(0.2, rel=0.03)
+    exp = [parse_latency("exp:200ms").sample(rng) for _ in range(n)]
+    assert statistics.mean(exp) == pytest.approx(0.2, rel=0.05)
+    logn = sorted(parse_latency("lognormal:p50=200ms,p99=2s").sample(rng) for _ in range(n))
+    assert logn[n // 2] == pytest.approx(0.2, rel=0.06)
+    assert logn[int(n * 0.99)] == pytest.approx(2.0, rel=0.15)
+
+
+def test_normal_never_goes_negative() -> None:
+    rng = random.Random(5)
+    spec = parse_latency("normal:10ms,100ms")
+    assert min(spec.sample(rng) for _ in range(5000)) == 0.0
+
+
+def test_zero_spec_is_flagged_and_sleeps_nothing() -> None:
+    spec = parse_latency("0ms")
+    assert spec.is_zero and spec.sample(random.Random()) == 0.0
+    assert not LatencySpec("const", (0.1,)).is_zero
+
+
+def test_phase_latency_and_phase_names() -> None:
+    assert PHASES == ("connect", "ehlo", "mail", "rcpt", "data", "eom", "quit")
+    phase, spec = parse_phase_latency("rcpt=uniform:10ms..20ms")
+    assert phase == "rcpt" and str(spec) == "uniform:10ms..20ms"
+    with pytest.raises(LatencyError, match="phases: connect, ehlo"):
+        parse_phase_latency("helo=10ms")
+    with pytest.raises(LatencyError, match="PHASE=SPEC"):
+        parse_phase_latency("10ms")
