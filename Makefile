@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 bench: $(STAMP)
-	$(BIN)/maillab demo
+	$(BIN)/maillab demo $(if $(LATENCY),--latency $(LATENCY))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import click
 
 from apps.core.config import ConfigError
 from apps.core.registry import VARIANTS, UnknownVariantError
+from fakesmtp.bench import smtp_bench
+from fakesmtp.cli import smtp
 from maillab.ports import port_in_use
 
 
@@ -100,6 +104,47 @@ def worker(threads: int | None, metrics_port: int, verbose: bool) -> None:
     click.echo(f"maillab worker stopped: {s['emails_delivered_total']:g} delivered, "
                f"{s['emails_failed_total']:g} failed, {s['emails_retried_total']:g} retries, "
                f"{s['queue_depth']:g} left in the queue")
+
+
+@cli.command()
+@click.option("--latency", default="500ms", show_default=True,
+              help="SMTP latency after the final dot (a fakesmtp spec, e.g. 5s).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory [default: results/demo-<time>].")
+def demo(latency: str, out: Path | None) -> None:
+    """One sign-up per variant in real processes, against a slow fake SMTP server."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fakesmtp.latency import LatencyError, parse_latency
+    from maillab.demo import DEMO_PASSWORD_HASH, ProcessError, run_demo
+
+    try:
+        parse_latency(latency)
+    except LatencyError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--latency'") from None
+    out = out or Path("results") / time.strftime("demo-%Y%m%d-%H%M%S")
+    console = Console()
+    console.print(f"maillab demo: SMTP answers the final dot after {latency}; passwords hashed "
+                  f"with {DEMO_PASSWORD_HASH} (cheap, so hashing does not hide the email cost)")
+    try:
+        rows = run_demo(latency, out, say=console.print)
+    except ProcessError as exc:
+        raise click.ClickException(str(exc)) from None
+    table = Table(title=f"One sign-up per variant, SMTP latency {latency} "
+                        "(a single sample each: a demonstration, not a benchmark)")
+    for column in ("variant", "register", "time to inbox", "verify", "note"):
+        table.add_column(column, justify="left" if column in ("variant", "note") else "right")
+    for row in rows:
+        table.add_row(row.variant, f"{row.register_status} in {row.register_ms:.1f} ms",
+                      "-" if row.time_to_inbox_ms is None else f"{row.time_to_inbox_ms:.1f} ms",
+                      "-" if row.verify_status is None else str(row.verify_status), row.note)
+    console.print(table)
+    console.print(f"logs and demo.json in {out}")
+
+
+cli.add_command(smtp)
+cli.add_command(smtp_bench)
 
 
 def main() -> None:
