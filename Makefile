@@ -23,6 +23,7 @@ microbench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check apps fakesmtp loadtests reports maillab tests benchmarks
+	$(BIN)/mypy apps fakesmtp --ignore-missing-imports
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .benchmarks
