@@ -17,14 +17,7 @@ def new_id() -> str:
 
 
 def verification_email(to: str, link: str, max_age_hours: float) -> Email:
-    context = {"link": link, "hours": max_age_hours}
-    return Email(
-        id=new_id(),
-        to=to,
-        subject=VERIFY_SUBJECT,
-        text=render_template("email/verify.txt", **context),
-        html=render_template("email/verify.html", **context),
-    )
+    return _compose(to, VERIFY_SUBJECT, "verify", link, max_age_hours)
 
 
 def already_registered_email(to: str, link: str | None, max_age_hours: float) -> Email:
@@ -33,11 +26,15 @@ def already_registered_email(to: str, link: str | None, max_age_hours: float) ->
     An unverified account gets a fresh verification link, so a person who lost the first
     email can simply register again; a verified one is told to sign in.
     """
-    context = {"link": link, "hours": max_age_hours}
+    return _compose(to, ALREADY_SUBJECT, "already", link, max_age_hours)
+
+
+def _compose(to: str, subject: str, template: str, link: str | None, hours: float) -> Email:
+    context = {"link": link, "hours": hours}
     return Email(
         id=new_id(),
         to=to,
-        subject=ALREADY_SUBJECT,
-        text=render_template("email/already.txt", **context),
-        html=render_template("email/already.html", **context),
+        subject=subject,
+        text=render_template(f"email/{template}.txt", **context),
+        html=render_template(f"email/{template}.html", **context),
     )
