@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+PROFILE ?= quick
 
-.PHONY: bench test microbench lint clean
+.PHONY: bench demo test microbench lint clean
+
+demo: $(STAMP)
+	$(BIN)/maillab demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 bench: $(STAMP)
-	$(BIN)/maillab demo $(if $(LATENCY),--latency $(LATENCY))
+	$(BIN)/maillab bench --profile $(PROFILE) $(BENCH_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -143,6 +143,120 @@ def demo(latency: str, out: Path | None) -> None:
     console.print(f"logs and demo.json in {out}")
 
 
+def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers",
+                                 ctx, param) from None
+
+
+@cli.command()
+@click.option("--profile", "profile_name", default="quick", show_default=True,
+              help="A profile in loadtests/profiles (smoke, quick, full) or a .toml path.")
+@click.option("--variants", default=None, help="Comma-separated, e.g. sync,threaded.")
+@click.option("--latencies", callback=_int_list, default=None,
+              help="SMTP latencies in ms, comma-separated, e.g. 0,500,5000.")
+@click.option("--users", callback=_int_list, default=None, help="Comma-separated, e.g. 1,10.")
+@click.option("--duration", type=click.FloatRange(1, 3600), default=None,
+              help="Measured seconds per cell.")
+@click.option("--warmup", type=click.FloatRange(0, 600), default=None,
+              help="Warm-up seconds per cell, left out of the stats.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory [default: results/<run-id>].")
+@click.option("--smtp-port", type=click.IntRange(0, 65535), default=0,
+              help="fakesmtp's SMTP port (0: a free one).")
+@click.option("--smtp-api-port", type=click.IntRange(0, 65535), default=0,
+              help="fakesmtp's HTTP API port (0: a free one).")
+def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
+          users: list[int] | None, duration: float | None, warmup: float | None,
+          out: Path | None, smtp_port: int, smtp_api_port: int) -> None:
+    """Measure every variant under the profile's SMTP latencies and loads; write results.json."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from loadtests.profiles import ProfileError, load_profile
+    from maillab.bench import Bench, BenchError, Stopped, check_ports, new_run_dir
+
+    try:
+        profile = load_profile(profile_name).with_overrides(
+            variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
+            latencies_ms=latencies, users=users, duration_s=duration, warmup_s=warmup)
+        check_ports(smtp_port, smtp_api_port)
+        paths = new_run_dir(Path("results"), profile, out)
+    except (ProfileError, BenchError) as exc:
+        raise click.ClickException(str(exc)) from None
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    cells = profile.cells()
+    console.print(f"maillab bench: profile {profile.name} ({len(cells)} cells, "
+                  f"{profile.warmup_s:g} s warm-up + {profile.duration_s:g} s each), "
+                  f"gunicorn {profile.workers}x{profile.threads} gthread, passwords hashed "
+                  f"with {profile.password_hash} (cheap on purpose), results in {paths.run_dir}")
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+                        console=console, transient=False)
+    task = progress.add_task("starting", total=len(cells))
+
+    def on_cell(index: int, label: str) -> None:
+        progress.update(task, completed=index, description=label)
+
+    runner = Bench(profile, paths, smtp_port, smtp_api_port, on_cell)
+    try:
+        with progress:
+            document = runner.run()
+            progress.update(task, completed=len(cells), description="done")
+    except Stopped as stop:
+        console.print(f"[yellow]stopped by {stop}: every child process stopped; "
+                      f"{len(runner.document['cells'])} finished cells kept in "
+                      f"{paths.run_dir / 'results.json'}")
+        sys.exit(130)
+    except BenchError as exc:
+        done = len(runner.document.get("cells", []))
+        raise click.ClickException(f"{exc} ({done} finished cells kept in "
+                                   f"{paths.run_dir / 'results.json'})") from None
+    _print_summary(console, document)
+    console.print(f"results: {paths.run_dir / 'results.json'}")
+
+
+def _print_summary(console: Any, document: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"maillab {document['profile']}: medians and p95 from every sample")
+    for column in ("variant", "SMTP", "users", "register p50", "p95", "INP proxy p75",
+                   "inbox p50", "done/s", "delivered", "missing", "dup", "peak thr", "peak q",
+                   "valid"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    for cell in document["cells"]:
+        d, r = cell["delivery"], cell["resources"]
+        table.add_row(
+            cell["variant"], f"{cell['smtp_latency_ms']} ms", str(cell["users"]),
+            ms(cell["register"]["p50_ms"]), ms(cell["register"]["p95_ms"]),
+            f"{ms(cell['inp_proxy']['p75_ms'])} {cell['inp_proxy']['rating'] or ''}",
+            ms(cell["time_to_inbox"]["p50_ms"]), f"{cell['throughput_rps']:.1f}",
+            f"{d['delivered']}/{d['registered']}" if d["expected"] else "n/a",
+            str(d["missing"]), str(d["duplicates"]), str(r["peak_threads"] or "-"),
+            "-" if r["peak_queue_depth"] is None else str(r["peak_queue_depth"]),
+            "yes" if cell["valid"] else "[red]no")
+    console.print(table)
+    for cell in document["cells"]:
+        for warning in cell["warnings"]:
+            console.print(f"[yellow]warning[/] {cell['variant']} @ {cell['smtp_latency_ms']} ms "
+                          f"x {cell['users']}: {warning}")
+
+
 cli.add_command(smtp)
 cli.add_command(smtp_bench)
 

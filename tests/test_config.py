@@ -83,3 +83,23 @@ def test_default_password_hash_is_scrypt(make_app: Callable[..., Flask]) -> None
     with app.app_context():
         stored = db.session().scalar(select(User.password_hash))
     assert stored is not None and stored.startswith("scrypt:")
+
+
+def test_concurrent_table_creation_is_tolerated(tmp_path: Path) -> None:
+    """serve and worker started together race to create a new database's tables."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def build(variant: str) -> None:
+        try:
+            create_app(variant, {"INSTANCE_DIR": str(tmp_path)})
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build, args=(v,)) for v in ["queued", "sync"] * 4]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from flask import Flask, current_app, g
 from sqlalchemy import Float, Integer, String, create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 
@@ -51,11 +52,27 @@ def init_app(app: Flask) -> Database:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-    Base.metadata.create_all(engine)
+    _create_tables(engine)
     database = Database(engine, sessionmaker(engine, expire_on_commit=False))
     app.extensions["maillab.db"] = database
     app.teardown_appcontext(_close_session)
     return database
+
+
+def _create_tables(engine: Engine, attempts: int = 5) -> None:
+    """Create missing tables, tolerating another process doing the same at the same moment.
+
+    ``maillab serve`` and ``maillab worker`` started together both create the tables of a new
+    database; the loser's CREATE fails with "already exists", and a retry finds them there.
+    """
+    for attempt in range(attempts):
+        try:
+            Base.metadata.create_all(engine)
+            return
+        except (OperationalError, ProgrammingError, IntegrityError) as exc:
+            if "already exists" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def session() -> Session:

@@ -1,0 +1,224 @@
+"""The maillab user: one iteration is what a person does to sign up.
+
+    GET /register (the form, with its CSRF token)
+    POST /register with a new address          -> "register"
+    GET the page it redirects to               -> "register_sent"
+    wait for the email at fakesmtp (long-poll) -> "time_to_inbox" (custom, type EMAIL)
+    GET the link in the email                  -> "verify"
+
+Custom measurements are fired as locust request events, so they show in the web UI and CSVs:
+``inp_proxy`` (type INP) is the time from submit until the confirmation page arrived
+(POST plus its redirect) plus a render allowance; ``time_to_inbox`` is fakesmtp's
+``received_at`` minus the moment the POST was sent. An email that has not arrived by the
+inbox deadline is a ``time_to_inbox`` failure, not a hang.
+
+Works with stock ``locust -f loadtests/locustfile.py --host http://127.0.0.1:8000`` against
+any running variant, headless or with the web UI; the arguments below appear in the UI and
+are applied to fakesmtp through its API at every test start. ``maillab bench`` also passes
+``--samples-out`` so every sample is kept for exact percentiles.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import gevent
+from geventhttpclient import URL, HTTPClient
+from locust import FastHttpUser, events, task
+from locust.env import Environment
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+VERIFY_LINK = re.compile(r"/verify/[^\s\"'<>]+")
+PASSWORD = "maillab load test"
+
+# Filled at test start, read by every user.
+RUN: dict[str, Any] = {"expects_email": True, "warmup_until": 0.0}
+SAMPLES: list[tuple[str, str, float, float, int, int]] = []
+REGISTRATIONS: list[dict[str, Any]] = []
+
+
+@events.init_command_line_parser.add_listener
+def _arguments(parser: Any) -> None:
+    parser.add_argument("--smtp-api", default="http://127.0.0.1:8026", env_var="MAILLAB_SMTP_API",
+                       help="fakesmtp's HTTP API, where emails are awaited")
+    parser.add_argument("--smtp-latency", default="", env_var="MAILLAB_SMTP_LATENCY",
+                       help="fakesmtp latency after the final dot, set at test start "
+                            "(e.g. 500ms, lognormal:p50=200ms,p99=2s; empty: leave as is)")
+    parser.add_argument("--smtp-faults", default="", env_var="MAILLAB_SMTP_FAULTS",
+                       help="fakesmtp fault rules separated by ';', set at test start "
+                            "(e.g. id=r1,phase=rcpt,reply=451,prob=0.1; empty: leave as is; "
+                            "'none' clears them)")
+    parser.add_argument("--render-allowance-ms", type=float, default=1000 / 60,
+                       env_var="MAILLAB_RENDER_ALLOWANCE_MS",
+                       help="added to the response time to make the INP proxy (one 60 Hz frame)")
+    parser.add_argument("--inbox-deadline", type=float, default=30.0,
+                       env_var="MAILLAB_INBOX_DEADLINE",
+                       help="seconds to wait for the email before counting it missing")
+    parser.add_argument("--warmup", type=float, default=0.0, env_var="MAILLAB_WARMUP",
+                       help="seconds at the start whose samples are left out of the stats")
+    parser.add_argument("--samples-out", default="", env_var="MAILLAB_SAMPLES_OUT",
+                       include_in_web_ui=False,
+                       help="folder for every sample and registration (gzip CSV)")
+
+
+def _api(environment: Environment) -> str:
+    return str(environment.parsed_options.smtp_api).rstrip("/")
+
+
+@events.test_start.add_listener
+def _on_test_start(environment: Environment, **_kw: Any) -> None:
+    options = environment.parsed_options
+    SAMPLES.clear()
+    REGISTRATIONS.clear()
+    RUN["warmup_until"] = time.time() + options.warmup
+    patch: dict[str, Any] = {}
+    if options.smtp_latency:
+        patch["latency"] = {"eom": options.smtp_latency}
+    if options.smtp_faults:
+        rules = [] if options.smtp_faults.strip() == "none" else [
+            rule.strip() for rule in options.smtp_faults.split(";") if rule.strip()]
+        patch["faults"] = rules
+    if patch:
+        status, body = _json_request("PATCH", f"{_api(environment)}/api/config", patch)
+        if status != 200:
+            raise RuntimeError(f"fakesmtp refused the settings {patch}: {body}")
+    health_status, health = _json_request("GET", f"{environment.host.rstrip('/')}/healthz")
+    if health_status != 200:
+        raise RuntimeError(f"{environment.host}/healthz answered {health_status}")
+    # baseline records its email and sends nothing: there is no inbox to wait for.
+    RUN["expects_email"] = health.get("variant") != "baseline"
+    RUN["variant"] = health.get("variant")
+    if options.warmup and environment.runner is not None:
+        gevent.spawn_later(options.warmup, environment.runner.stats.reset_all)
+
+
+def _json_request(method: str, url: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+    parsed = URL(url)
+    client = HTTPClient.from_url(parsed, connection_timeout=10, network_timeout=30)
+    try:
+        payload = json.dumps(body) if body is not None else None
+        response = client.request(method, parsed.request_uri, body=payload,
+                                  headers={"Content-Type": "application/json",
+                                           "Accept": "application/json"})
+        text = response.read()
+        status = response.status_code
+    finally:
+        client.close()
+    try:
+        return status, json.loads(text or b"{}")
+    except ValueError:
+        return status, {"body": text[:200].decode("utf-8", "replace")}
+
+
+@events.request.add_listener
+def _on_request(request_type: str, name: str, response_time: float, exception: Any = None,
+                **_kw: Any) -> None:
+    now = time.time()
+    start = now - response_time / 1000 if request_type not in ("INP", "EMAIL") else now
+    SAMPLES.append((name, request_type, round(start, 6), round(response_time, 3),
+                    int(exception is None), int(start < RUN["warmup_until"])))
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment: Environment, **_kw: Any) -> None:
+    out = environment.parsed_options.samples_out
+    if not out:
+        return
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    with gzip.open(folder / "samples.csv.gz", "wt", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["name", "type", "start", "ms", "ok", "warmup"])
+        writer.writerows(SAMPLES)
+    with gzip.open(folder / "registrations.csv.gz", "wt", newline="") as fh:
+        fields = ["email", "sent_at", "status", "inbox_ms", "verify_status", "warmup"]
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(REGISTRATIONS)
+
+
+def _fire(environment: Environment, request_type: str, name: str, ms: float,
+          error: str | None = None) -> None:
+    environment.events.request.fire(
+        request_type=request_type, name=name, response_time=ms, response_length=0,
+        exception=RuntimeError(error) if error else None, context={})
+
+
+class SignUpUser(FastHttpUser):
+    """A person signing up and confirming their address, over and over, with no think time."""
+
+    def on_start(self) -> None:
+        self.inbox = HTTPClient.from_url(
+            URL(_api(self.environment)), concurrency=1, connection_timeout=10,
+            network_timeout=self.environment.parsed_options.inbox_deadline + 10)
+
+    def on_stop(self) -> None:
+        self.inbox.close()
+
+    @task
+    def sign_up(self) -> None:
+        options = self.environment.parsed_options
+        form = self.client.get("/register", name="register_form")
+        match = CSRF.search(form.text or "")
+        if not match:
+            return
+        email = f"u-{uuid.uuid4().hex}@maillab.test"
+        record: dict[str, Any] = {"email": email, "sent_at": time.time(), "status": None,
+                                  "inbox_ms": None, "verify_status": None,
+                                  "warmup": int(time.time() < RUN["warmup_until"])}
+        # Recorded before the POST, so an address the server may have seen is never uncounted.
+        REGISTRATIONS.append(record)
+        sent_at = record["sent_at"]
+        started = time.perf_counter()
+        with self.client.post("/register", name="register", allow_redirects=False,
+                              data={"email": email, "password": PASSWORD,
+                                    "csrf_token": match.group(1)},
+                              catch_response=True) as response:
+            record["status"] = response.status_code
+            if response.status_code != 303:
+                response.failure(f"expected 303, got {response.status_code}")
+                return
+            response.success()
+            location = response.headers.get("Location", "/register/sent")
+        self.client.get(location, name="register_sent")
+        waited_ms = (time.perf_counter() - started) * 1000
+        _fire(self.environment, "INP", "inp_proxy", waited_ms + options.render_allowance_ms)
+        if not RUN["expects_email"]:
+            return
+        link = self._await_email(email, sent_at, record, options.inbox_deadline)
+        if link is None:
+            return
+        with self.client.get(link, name="verify", catch_response=True) as verified:
+            record["verify_status"] = verified.status_code
+            if verified.status_code != 200:
+                verified.failure(f"verify answered {verified.status_code}")
+
+    def _await_email(self, email: str, sent_at: float, record: dict[str, Any],
+                     deadline: float) -> str | None:
+        """The verification link path, or None after firing a time_to_inbox failure."""
+        query = f"/api/messages?to={quote(email)}&wait={deadline:g}"
+        try:
+            response = self.inbox.get(query)
+            messages = json.loads(response.read())
+        except Exception as exc:  # the failure is reported as a sample, with its reason
+            _fire(self.environment, "EMAIL", "time_to_inbox", deadline * 1000,
+                  f"fakesmtp long-poll failed: {exc!r}")
+            return None
+        if not messages:
+            _fire(self.environment, "EMAIL", "time_to_inbox", deadline * 1000,
+                  f"no email within {deadline:g} s")
+            return None
+        message = messages[-1]
+        inbox_ms = max(0.0, (message["received_at"] - sent_at) * 1000)
+        record["inbox_ms"] = round(inbox_ms, 3)
+        _fire(self.environment, "EMAIL", "time_to_inbox", inbox_ms)
+        found = VERIFY_LINK.search(" ".join(message.get("links", [])))
+        return found.group(0) if found else None

@@ -1,0 +1,108 @@
+"""Watching a cell while it runs: the app's live threads and queue depth, locust's CPU.
+
+Threads are counted from /proc over every gunicorn worker (a scrape of /metrics would see only
+the one worker that answered); queue depth comes from the app's /metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Field 4 is the parent pid; the command name (field 2) may contain spaces.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def thread_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
+
+
+def cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def queue_depth(metrics_url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for family in text_string_to_metric_families(text):
+        if family.name == "maillab_queue_depth":
+            return int(sum(sample.value for sample in family.samples))
+    return None
+
+
+@dataclass
+class CellSampler:
+    """Samples every ``interval`` seconds in a thread between ``start()`` and ``stop()``."""
+
+    server_pid: int
+    metrics_url: str
+    interval: float = 0.25
+    peak_threads: int = 0
+    peak_queue_depth: int | None = None
+    load_pid: int | None = None
+    load_cpu_s: float = 0.0
+    load_started: float = 0.0
+    load_ended: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="cell-sampler", daemon=True)
+        self._thread.start()
+
+    def watch_load(self, pid: int) -> None:
+        self.load_pid, self.load_started = pid, time.monotonic()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    @property
+    def load_cpu_percent(self) -> float | None:
+        wall = self.load_ended - self.load_started
+        return round(100 * self.load_cpu_s / wall, 1) if wall > 0 else None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            workers = children_of(self.server_pid)
+            threads = sum(thread_count(pid) for pid in workers)
+            self.peak_threads = max(self.peak_threads, threads)
+            depth = queue_depth(self.metrics_url)
+            if depth is not None:
+                self.peak_queue_depth = max(self.peak_queue_depth or 0, depth)
+            if self.load_pid is not None:
+                used = cpu_seconds(self.load_pid)
+                if used is not None:  # the last reading before locust exits is kept
+                    self.load_cpu_s, self.load_ended = used, time.monotonic()
+            self._stop.wait(self.interval)

@@ -1,0 +1,150 @@
+"""`maillab bench` end to end on a tiny profile, stopping mid-run, and its up-front errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from maillab import results
+from maillab.cli import cli
+from maillab.ports import free_port, port_in_use
+
+LATENCY_MS = 300
+
+
+def tiny_profile(path: Path, **changes: object) -> Path:
+    settings = {"variants": '["baseline", "sync", "threaded", "queued"]',
+                "latencies_ms": f"[{LATENCY_MS}]", "users": "[2]", "duration_s": "2",
+                "warmup_s": "0.5", "drain_s": "10", "workers": "1", "threads": "4"}
+    settings.update({k: str(v) for k, v in changes.items()})
+    path.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
+    return path
+
+
+def processes_of(run_dir: Path) -> list[int]:
+    """Every live process tagged with this run's MAILLAB_RUN_DIR."""
+    tag = f"MAILLAB_RUN_DIR={run_dir.resolve()}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if tag in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.slow
+def test_tiny_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    profile = tiny_profile(tmp_path / "tiny.toml")
+    run_dir = tmp_path / "results" / "run"
+    result = CliRunner().invoke(cli, ["bench", "--profile", str(profile), "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    document = json.loads((run_dir / "results.json").read_text())
+    results.validate(document)
+    assert document["complete"] is True and document["stopped_reason"] is None
+    assert (tmp_path / "results" / "latest").resolve() == run_dir.resolve()
+    cells = {cell["variant"]: cell for cell in document["cells"]}
+    assert set(cells) == {"baseline", "sync", "threaded", "queued"}
+    for variant, cell in cells.items():
+        delivery = cell["delivery"]
+        assert delivery["registered"] > 0
+        assert (run_dir / cell["files"] / "samples.csv.gz").exists()
+        if variant == "baseline":
+            assert delivery["delivered"] == 0 and delivery["expected"] is False
+            assert cell["time_to_inbox"]["count"] == 0
+        else:
+            assert delivery["delivered"] + delivery["missing"] == delivery["registered"]
+            assert delivery["missing"] == 0 and delivery["duplicates"] == 0
+            assert delivery["verified"] == delivery["registered"]
+            assert cell["time_to_inbox"]["p50_ms"] >= LATENCY_MS
+    # The lab injected what it says: sync waits for SMTP in the request, baseline does not.
+    assert cells["sync"]["register"]["p50_ms"] >= LATENCY_MS
+    assert cells["baseline"]["register"]["p50_ms"] < LATENCY_MS
+    assert processes_of(run_dir) == []
+
+
+@pytest.mark.slow
+def test_interrupt_mid_run_stops_every_child(tmp_path: Path) -> None:
+    profile = tiny_profile(tmp_path / "tiny.toml", duration_s=30, variants='["threaded", "sync"]')
+    run_dir = tmp_path / "run"
+    smtp_port, api_port = free_port(), free_port()
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "maillab", "bench", "--profile", str(profile), "--out",
+         str(run_dir), "--smtp-port", str(smtp_port), "--smtp-api-port", str(api_port)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        # Wait until the cell is under load: locust has started and the app is up.
+        while not (run_dir / "cells" / "threaded-300ms-2u" / "locust.log").exists():
+            assert bench.poll() is None, bench.communicate()[0]
+            assert time.monotonic() < deadline, "the first cell never started"
+            time.sleep(0.1)
+        time.sleep(2)
+        assert len(processes_of(run_dir)) >= 3  # fakesmtp, the app (and workers), locust
+        bench.send_signal(signal.SIGINT)
+        output, _ = bench.communicate(timeout=60)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.communicate()
+    assert bench.returncode == 130, output
+    assert "stopped by SIGINT" in output
+    document = json.loads((run_dir / "results.json").read_text())
+    results.validate(document)
+    assert document["complete"] is False and "SIGINT" in document["stopped_reason"]
+    assert processes_of(run_dir) == []
+    assert not port_in_use("127.0.0.1", smtp_port) and not port_in_use("127.0.0.1", api_port)
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--variants", "sync,carrier-pigeon"], "unknown variant 'carrier-pigeon'"),
+    (["--latencies", "0,fast"], "not a comma-separated list of integers"),
+    (["--users", "0"], "users must be a non-empty list of 1..1000"),
+    (["--profile", "nonesuch"], "no profile 'nonesuch' (known: full, quick, smoke"),
+])
+def test_bad_flags_start_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 args: list[str], needle: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["bench", *args])
+    assert result.exit_code in (1, 2)
+    assert needle in result.output
+    assert not (tmp_path / "results").exists()
+
+
+def test_profile_that_does_not_parse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    broken = tmp_path / "broken.toml"
+    broken.write_text('variants = ["sync"\nusers = [1]\n')
+    result = CliRunner().invoke(cli, ["bench", "--profile", str(broken)])
+    assert result.exit_code == 1
+    assert f"{broken}: not valid TOML" in result.output
+    wrong = tiny_profile(tmp_path / "wrong.toml", duration_s='"long"')
+    result = CliRunner().invoke(cli, ["bench", "--profile", str(wrong)])
+    assert result.exit_code == 1 and "duration_s must be a number" in result.output
+    assert not (tmp_path / "results").exists()
+
+
+def test_port_in_use_starts_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["bench", "--profile", "smoke", "--smtp-port",
+                                          str(port)])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: --smtp-port {port}: 127.0.0.1:{port} is already in use"
+    assert not (tmp_path / "results").exists()
+    assert os.listdir(tmp_path) == []
