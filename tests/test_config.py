@@ -103,3 +103,18 @@ def test_concurrent_table_creation_is_tolerated(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+def test_processes_opening_a_new_database_together(tmp_path: Path) -> None:
+    """Separate processes (not threads) race on the journal-mode switch of a new file."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from apps.core import create_app; "
+            "app = create_app(sys.argv[1], {'INSTANCE_DIR': sys.argv[2]}); "
+            "app.extensions['maillab.db'].engine.connect().close()")
+    procs = [subprocess.Popen([sys.executable, "-c", code, variant, str(tmp_path)],
+                              stderr=subprocess.PIPE, text=True)
+             for variant in ["queued", "sync"] * 3]
+    outcomes = [(p.communicate(timeout=60)[1], p.returncode) for p in procs]
+    assert [err for err, code in outcomes if code != 0] == []

@@ -145,7 +145,7 @@ def _instance_secret(path: Path) -> str:
     except FileNotFoundError:
         pass
     candidate = secrets.token_hex(32)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp = path.with_suffix(f".{secrets.token_hex(8)}.tmp")  # unique per thread and process
     tmp.write_text(candidate)
     try:
         # link() fails if another process won the race; then everyone uses the winner's key.

@@ -6,6 +6,7 @@ can read while one writes; any other SQLAlchemy URL (PostgreSQL) is used as give
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import dataclass
 
@@ -91,7 +92,23 @@ def _close_session(_exc: BaseException | None) -> None:
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    _enable_wal(cursor)
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _enable_wal(cursor, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    """WAL is a property of the file, set once. Switching a new file to it upgrades a read lock
+    to a write lock, which fails at once, busy timeout or not, when another process (serve and
+    worker starting together) holds the file; so retry until the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
