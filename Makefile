@@ -5,7 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PROFILE ?= quick
 
-.PHONY: bench demo test microbench lint clean
+.PHONY: bench demo ui test microbench lint clean
+
+ui: $(STAMP)
+	$(BIN)/maillab ui
 
 demo: $(STAMP)
 	$(BIN)/maillab demo

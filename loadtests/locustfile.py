@@ -64,6 +64,12 @@ def _arguments(parser: Any) -> None:
                        help="seconds to wait for the email before counting it missing")
     parser.add_argument("--warmup", type=float, default=0.0, env_var="MAILLAB_WARMUP",
                        help="seconds at the start whose samples are left out of the stats")
+    parser.add_argument("--variant", default="", env_var="MAILLAB_VARIANT",
+                        choices=["", "baseline", "sync", "threaded", "queued"],
+                        help="which variant to load, from --variant-hosts (empty: use --host)")
+    parser.add_argument("--variant-hosts", default="", env_var="MAILLAB_VARIANT_HOSTS",
+                        include_in_web_ui=False,
+                        help="variant=URL pairs separated by commas (set by maillab ui)")
     parser.add_argument("--samples-out", default="", env_var="MAILLAB_SAMPLES_OUT",
                        include_in_web_ui=False,
                        help="folder for every sample and registration (gzip CSV)")
@@ -76,6 +82,13 @@ def _api(environment: Environment) -> str:
 @events.test_start.add_listener
 def _on_test_start(environment: Environment, **_kw: Any) -> None:
     options = environment.parsed_options
+    if options.variant:
+        hosts = dict(pair.split("=", 1) for pair in options.variant_hosts.split(",") if "=" in pair)
+        if options.variant not in hosts:
+            raise RuntimeError(f"--variant {options.variant}: not in --variant-hosts "
+                               f"{options.variant_hosts!r}")
+        # Runs before locust copies environment.host onto the user classes.
+        environment.host = hosts[options.variant]
     SAMPLES.clear()
     REGISTRATIONS.clear()
     RUN["warmup_until"] = time.time() + options.warmup

@@ -10,6 +10,8 @@ Keys (every one optional but ``variants``, ``latencies_ms`` and ``users``)::
     warmup_s = 3                       # run before it, left out of the stats
     workers = 2                        # gunicorn workers
     threads = 8                        # gunicorn threads per worker
+    worker_threads = 16                # queued's consumer threads; sized like the web tier
+                                       # (workers x threads), or emails wait for a free thread
     password_hash = "pbkdf2:sha256:1000"  # cheap on purpose: the lab measures email, not hashing
     inbox_deadline_s = 30              # an email later than this is missing
     drain_s = 15                       # after a cell, how long to wait for email still in flight
@@ -45,6 +47,7 @@ class Profile:
     warmup_s: float = 2.0
     workers: int = 2
     threads: int = 8
+    worker_threads: int = 16
     password_hash: str = "pbkdf2:sha256:1000"
     inbox_deadline_s: float = 30.0
     drain_s: float = 15.0
@@ -79,6 +82,7 @@ class Profile:
             fail("users", "must be a non-empty list of 1..1000")
         for key, low, high in (("duration_s", 1, 3600), ("warmup_s", 0, 600),
                                ("workers", 1, 64), ("threads", 1, 1024),
+                               ("worker_threads", 1, 1024),
                                ("inbox_deadline_s", 1, 600), ("drain_s", 0, 600),
                                ("render_allowance_ms", 0, 1000)):
             value = getattr(self, key)
@@ -129,6 +133,7 @@ def profile_from_mapping(name: str, data: dict[str, Any], source: str) -> Profil
 _TYPES: dict[str, Any] = {
     "description": str, "variants": str, "latencies_ms": int, "users": int,
     "duration_s": (int, float), "warmup_s": (int, float), "workers": int, "threads": int,
+    "worker_threads": int,
     "password_hash": str, "inbox_deadline_s": (int, float), "drain_s": (int, float),
     "render_allowance_ms": (int, float),
 }

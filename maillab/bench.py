@@ -93,7 +93,7 @@ class Bench:
             "started_at": _now(), "finished_at": None, "complete": False,
             "stopped_reason": None,
             "environment": results.environment(profile.workers, profile.threads,
-                                               profile.password_hash),
+                                               profile.password_hash, profile.worker_threads),
             "cells": [],
         }
         results.write_results(run_dir, self.document)
@@ -162,7 +162,9 @@ class Bench:
                              env, cell_dir / "app.log")
         cell_children = [server]
         if variant == "queued":
-            cell_children.append(self._spawn("worker", ["worker"], env, cell_dir / "worker.log"))
+            cell_children.append(self._spawn(
+                "worker", ["worker", "--threads", str(profile.worker_threads)], env,
+                cell_dir / "worker.log"))
         try:
             wait_http(f"{app_url}/healthz", timeout=60, process=server)
             if variant == "queued":

@@ -199,7 +199,8 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
     cells = profile.cells()
     console.print(f"maillab bench: profile {profile.name} ({len(cells)} cells, "
                   f"{profile.warmup_s:g} s warm-up + {profile.duration_s:g} s each), "
-                  f"gunicorn {profile.workers}x{profile.threads} gthread, passwords hashed "
+                  f"gunicorn {profile.workers}x{profile.threads} gthread, queue consumer "
+                  f"{profile.worker_threads} threads, passwords hashed "
                   f"with {profile.password_hash} (cheap on purpose), results in {paths.run_dir}")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
@@ -225,6 +226,26 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
                                    f"{paths.run_dir / 'results.json'})") from None
     _print_summary(console, document)
     console.print(f"results: {paths.run_dir / 'results.json'}")
+
+
+@cli.command()
+@click.option("--smtp-port", type=click.IntRange(1, 65535), default=8025, show_default=True)
+@click.option("--smtp-api-port", type=click.IntRange(1, 65535), default=8026, show_default=True)
+@click.option("--app-port", type=click.IntRange(1, 65530), default=8001, show_default=True,
+              help="The first variant's port; the others follow.")
+@click.option("--web-port", type=click.IntRange(1, 65535), default=8089, show_default=True,
+              help="locust's web UI.")
+def ui(smtp_port: int, smtp_api_port: int, app_port: int, web_port: int) -> None:
+    """fakesmtp, every variant on its own port, and locust's web UI, until Ctrl-C."""
+    from maillab.ui import UIError, run_ui
+
+    run_dir = Path("results") / time.strftime("ui-%Y%m%d-%H%M%S")
+    try:
+        run_ui(run_dir, smtp_port, smtp_api_port, app_port, web_port, click.echo)
+    except UIError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("maillab ui stopped; every process it started is stopped")
 
 
 def _print_summary(console: Any, document: dict[str, Any]) -> None:

@@ -21,7 +21,8 @@ PACKAGES = ("flask", "flask-mail", "werkzeug", "sqlalchemy", "huey", "gunicorn",
             "aiosmtpd", "aiohttp", "itsdangerous")
 
 
-def environment(workers: int, threads: int, password_hash: str) -> dict[str, Any]:
+def environment(workers: int, threads: int, password_hash: str,
+                consumer_threads: int) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -29,7 +30,8 @@ def environment(workers: int, threads: int, password_hash: str) -> dict[str, Any
         "cpu_model": _cpu_model(),
         "git_sha": _git_sha(),
         "packages": {name: _version(name) for name in PACKAGES},
-        "server": {"workers": workers, "threads": threads, "worker_class": "gthread"},
+        "server": {"workers": workers, "threads": threads, "worker_class": "gthread",
+                   "queue_consumer_threads": consumer_threads},
         "password_hash": password_hash,
         "executable": sys.executable,
     }

@@ -1,0 +1,86 @@
+"""`maillab ui`: every variant plus locust's web UI; a swarm started from the UI's form."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from maillab.ports import free_port, port_in_use
+from tests.test_bench import processes_of
+
+
+def post_form(url: str, fields: dict[str, str]) -> dict:
+    data = urllib.parse.urlencode(fields).encode()
+    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=30) as r:
+        return json.loads(r.read())
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_ui_swarm_on_a_chosen_variant(tmp_path: Path) -> None:
+    smtp, api, web = free_port(), free_port(), free_port()
+    app = free_port()
+    while any(port_in_use("127.0.0.1", app + i) for i in range(4)):
+        app = free_port()
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "maillab", "ui", "--smtp-port", str(smtp), "--smtp-api-port",
+         str(api), "--app-port", str(app), "--web-port", str(web)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dirs: list[Path] = []
+    try:
+        assert ui.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = ui.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        assert any(f"http://127.0.0.1:{web}/" in line for line in lines)
+        assert any(f"sync            http://127.0.0.1:{app + 1}/register" in line
+                   for line in lines), lines
+        run_dirs = list((tmp_path / "results").iterdir())
+
+        started = post_form(f"http://127.0.0.1:{web}/swarm", {
+            "user_count": "1", "spawn_rate": "1", "host": "", "variant": "sync",
+            "smtp_latency": "150ms", "smtp_faults": "none", "inbox_deadline": "10",
+            "render_allowance_ms": "16.7", "warmup": "0", "smtp_api": f"http://127.0.0.1:{api}"})
+        assert started["success"] is True, started
+        deadline = time.monotonic() + 30
+        register = None
+        while time.monotonic() < deadline:
+            rows = get_json(f"http://127.0.0.1:{web}/stats/requests")["stats"]
+            register = next((r for r in rows if r["name"] == "register"), None)
+            if register and register["num_requests"] >= 2:
+                break
+            time.sleep(0.5)
+        assert register is not None and register["num_requests"] >= 2
+        # The latency chosen in the UI reached fakesmtp, and sync waited for it.
+        assert register["min_response_time"] >= 150
+        assert get_json(f"http://127.0.0.1:{api}/api/config")["latency"]["eom"] == "150ms"
+        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{web}/stop", data=b"",
+                                                      method="POST"), timeout=30).close()
+        ui.send_signal(signal.SIGINT)
+        output, _ = ui.communicate(timeout=60)
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+            ui.communicate()
+    assert ui.returncode == 0, output
+    assert "every process it started is stopped" in output
+    assert run_dirs and processes_of(run_dirs[0]) == []
+    for port in (smtp, api, web, app, app + 1, app + 2, app + 3):
+        assert not port_in_use("127.0.0.1", port)
