@@ -44,6 +44,10 @@ def processes_of(run_dir: Path) -> list[int]:
     return found
 
 
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 @pytest.mark.slow
 def test_tiny_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -148,3 +152,37 @@ def test_port_in_use_starts_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert result.output.strip() == f"Error: --smtp-port {port}: 127.0.0.1:{port} is already in use"
     assert not (tmp_path / "results").exists()
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_crashed_child_stops_the_run_cleanly(tmp_path: Path) -> None:
+    profile = tiny_profile(tmp_path / "tiny.toml", duration_s=30, variants='["threaded", "sync"]')
+    run_dir = tmp_path / "run"
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "maillab", "bench", "--profile", str(profile), "--out",
+         str(run_dir)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (run_dir / "cells" / "threaded-300ms-2u" / "locust.log").exists():
+            assert bench.poll() is None, bench.communicate()[0]
+            assert time.monotonic() < deadline, "the first cell never started"
+            time.sleep(0.1)
+        time.sleep(1)
+        serving = [pid for pid in processes_of(run_dir)
+                   if b"serve\0threaded" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        # gunicorn's workers share the master's command line: the master is the one whose
+        # parent is not one of them.
+        [server] = [pid for pid in serving if parent_of(pid) not in serving]
+        os.kill(server, signal.SIGKILL)  # the gunicorn master dies; its workers are orphaned
+        output, _ = bench.communicate(timeout=60)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.communicate()
+    assert bench.returncode == 1, output
+    assert "threaded died during the cell" in output
+    document = json.loads((run_dir / "results.json").read_text())
+    results.validate(document)
+    assert document["complete"] is False and "died" in document["stopped_reason"]
+    assert processes_of(run_dir) == []
