@@ -170,9 +170,16 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
               help="fakesmtp's SMTP port (0: a free one).")
 @click.option("--smtp-api-port", type=click.IntRange(0, 65535), default=0,
               help="fakesmtp's HTTP API port (0: a free one).")
+@click.option("--gate", "gate_after", is_flag=True,
+              help="Run `maillab gate` on the results and exit with its code.")
+@click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Rules for --gate [default: loadtests/gates.toml].")
+@click.option("--baseline", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              default=None, help="A stored run for --gate to compare with.")
 def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
           users: list[int] | None, duration: float | None, warmup: float | None,
-          out: Path | None, smtp_port: int, smtp_api_port: int) -> None:
+          out: Path | None, smtp_port: int, smtp_api_port: int, gate_after: bool,
+          rules_file: Path | None, baseline: Path | None) -> None:
     """Measure every variant under the profile's SMTP latencies and loads; write results.json."""
     from rich.console import Console
     from rich.progress import (
@@ -226,6 +233,8 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
                                    f"{paths.run_dir / 'results.json'})") from None
     _print_summary(console, document)
     console.print(f"results: {paths.run_dir / 'results.json'}")
+    if gate_after:
+        sys.exit(_gate(paths.run_dir, rules_file, baseline))
 
 
 @cli.command()
@@ -246,6 +255,65 @@ def ui(smtp_port: int, smtp_api_port: int, app_port: int, web_port: int) -> None
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         click.echo("maillab ui stopped; every process it started is stopped")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Rules TOML [default: loadtests/gates.toml].")
+@click.option("--baseline", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              default=None, help="A stored run to compare with, sample by sample.")
+@click.option("--alpha", type=click.FloatRange(0.0001, 0.5), default=0.01, show_default=True,
+              help="Significance level of the one-sided Mann-Whitney U test.")
+@click.option("--min-effect", type=click.FloatRange(0, 10), default=0.10, show_default=True,
+              help="Smallest median slowdown that fails, as a fraction (0.10 = 10%).")
+def gate(run_dir: Path, rules_file: Path | None, baseline: Path | None, alpha: float,
+         min_effect: float) -> None:
+    """Check a run against rules (and a baseline run); exit 0 pass, 1 fail, 3 invalid."""
+    sys.exit(_gate(run_dir, rules_file, baseline, alpha, min_effect))
+
+
+def _gate(run_dir: Path, rules_file: Path | None, baseline: Path | None, alpha: float = 0.01,
+          min_effect: float = 0.10) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from maillab.gate import DEFAULT_RULES, GateInputError, RuleError, load_rules, run_gate
+
+    try:
+        rules = load_rules(rules_file or DEFAULT_RULES)
+        result = run_gate(run_dir, rules, baseline, alpha, min_effect)
+    except (RuleError, GateInputError) as exc:
+        raise click.UsageError(str(exc)) from None
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    table = Table(title=f"maillab gate: {run_dir}")
+    for column in ("rule", "cell", "measured", "limit", "verdict"):
+        table.add_column(column, justify="right" if column in ("measured",) else "left")
+    colour = {"pass": "green", "fail": "red", "error": "red", "skipped": "yellow"}
+    for o in result.rules:
+        table.add_row(o.rule, o.cell, "-" if o.measured is None else f"{o.measured:g}", o.limit,
+                      f"[{colour[o.verdict]}]{o.verdict}[/] {o.detail}".strip())
+    console.print(table)
+    comparison = result.comparison
+    if comparison and comparison["comparable"]:
+        compared = Table(title=f"compared with {baseline} (Mann-Whitney U, one-sided, "
+                               f"alpha {alpha:g}, fail above +{min_effect:.0%} median)")
+        for column in ("cell", "metric", "median now / before", "change", "p", "verdict"):
+            compared.add_column(column)
+        for m in comparison["metrics"]:
+            medians = m.get("median_ms")
+            compared.add_row(
+                m["cell"], m["metric"],
+                f"{medians[0]:g} / {medians[1]:g} ms" if medians else "-",
+                f"{m['change']:+.1%}" if "change" in m else "-",
+                f"{m['p_value']:.2g}" if "p_value" in m else "-",
+                f"[{colour[m['verdict']]}]{m['verdict']}[/] {m.get('detail', '')}".strip())
+        console.print(compared)
+    for reason in result.invalid:
+        console.print(f"[red]invalid:[/] {reason}")
+    console.print(f"gate verdict: {result.verdict} (exit {result.exit_code}); "
+                  f"written to {run_dir / 'gate.json'}")
+    return result.exit_code
 
 
 def _print_summary(console: Any, document: dict[str, Any]) -> None:
