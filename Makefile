@@ -25,8 +25,12 @@ bench: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Saves every run under .benchmarks/ and fails on a median slowdown above the threshold
+# against the previous saved run (absolute on this machine, ratios across machines).
+MICROBENCH_THRESHOLD ?= 0.25
 microbench: $(STAMP)
-	$(BIN)/python -m pytest benchmarks --benchmark-only $(PYTEST_ARGS)
+	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-autosave -q $(PYTEST_ARGS)
+	$(BIN)/python -m benchmarks.ratios --threshold $(MICROBENCH_THRESHOLD)
 
 lint: $(STAMP)
 	$(BIN)/ruff check apps fakesmtp loadtests reports maillab tests benchmarks

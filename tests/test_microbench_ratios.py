@@ -1,0 +1,49 @@
+"""benchmarks/ratios.py: the slowdown check behind `make microbench`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from benchmarks.ratios import main
+
+REF = "test_token_create_and_verify"
+
+
+def save(path: Path, medians: dict[str, float], order: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"benchmarks": [
+        {"name": name, "stats": {"median": value}} for name, value in medians.items()]}))
+    os.utime(path, (order, order))
+
+
+def test_first_run_has_nothing_to_compare(tmp_path: Path) -> None:
+    save(tmp_path / "m1" / "0001.json", {REF: 1e-5}, 1)
+    assert main(["--root", str(tmp_path)]) == 0
+
+
+def test_same_machine_slowdown_fails(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    save(tmp_path / "m1" / "0001.json", {REF: 1e-5, "test_email_composition": 2e-5}, 1)
+    save(tmp_path / "m1" / "0002.json", {REF: 1e-5, "test_email_composition": 3e-5}, 2)
+    assert main(["--root", str(tmp_path)]) == 1
+    assert "test_email_composition" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_a_slower_machine_is_not_a_regression(tmp_path: Path) -> None:
+    # Everything 2x slower on another machine: the ratios to the reference are unchanged.
+    save(tmp_path / "fast" / "0001.json", {REF: 1e-5, "test_email_composition": 2e-5}, 1)
+    save(tmp_path / "slow" / "0001.json", {REF: 2e-5, "test_email_composition": 4e-5}, 2)
+    assert main(["--root", str(tmp_path)]) == 0
+
+
+def test_a_real_regression_shows_in_the_ratio_across_machines(tmp_path: Path) -> None:
+    save(tmp_path / "fast" / "0001.json", {REF: 1e-5, "test_email_composition": 2e-5}, 1)
+    save(tmp_path / "slow" / "0001.json", {REF: 2e-5, "test_email_composition": 6e-5}, 2)
+    assert main(["--root", str(tmp_path)]) == 1
+
+
+def test_wall_clock_benchmarks_are_left_out(tmp_path: Path) -> None:
+    save(tmp_path / "m1" / "0001.json", {REF: 1e-5, "test_dispatch[sync]": 0.5}, 1)
+    save(tmp_path / "m1" / "0002.json", {REF: 1e-5, "test_dispatch[sync]": 5.0}, 2)
+    assert main(["--root", str(tmp_path)]) == 0
