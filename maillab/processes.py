@@ -6,6 +6,7 @@ workers); its output goes to a log file, and readiness is a line it prints, with
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import signal
@@ -15,6 +16,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class ProcessError(RuntimeError):
@@ -29,7 +32,8 @@ class ManagedProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+                                      stdin=subprocess.DEVNULL, start_new_session=True,
+                                      preexec_fn=_die_with_parent)
 
     @classmethod
     def maillab(cls, name: str, args: list[str], env: dict[str, str],
@@ -67,6 +71,20 @@ class ManagedProcess:
         _signal_group(self.popen.pid, signal.SIGKILL)
         self._log.close()
         return int(self.popen.returncode)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the parent dies.
+
+    The child runs in its own session (so a terminal's Ctrl-C reaches only the supervisor,
+    which stops children in order); without this, a supervisor killed with SIGKILL, which
+    runs no cleanup, would leave its children running. No-op where prctl is unavailable.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def _signal_group(pid: int, sig: int) -> None:

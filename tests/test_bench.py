@@ -186,3 +186,29 @@ def test_a_crashed_child_stops_the_run_cleanly(tmp_path: Path) -> None:
     results.validate(document)
     assert document["complete"] is False and "died" in document["stopped_reason"]
     assert processes_of(run_dir) == []
+
+
+@pytest.mark.slow
+def test_children_die_with_a_killed_supervisor(tmp_path: Path) -> None:
+    """SIGKILL runs no cleanup; the children still go (PR_SET_PDEATHSIG)."""
+    profile = tiny_profile(tmp_path / "tiny.toml", duration_s=30, variants='["threaded"]')
+    run_dir = tmp_path / "run"
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "maillab", "bench", "--profile", str(profile), "--out",
+         str(run_dir)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (run_dir / "cells" / "threaded-300ms-2u" / "locust.log").exists():
+            assert bench.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(1)
+        assert processes_of(run_dir)
+        bench.kill()
+        bench.wait()
+        deadline = time.monotonic() + 30
+        while processes_of(run_dir) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert processes_of(run_dir) == []
+    finally:
+        for pid in processes_of(run_dir):
+            os.kill(pid, signal.SIGKILL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -79,6 +80,9 @@ def test_ui_swarm_on_a_chosen_variant(tmp_path: Path) -> None:
         if ui.poll() is None:
             ui.kill()
             ui.communicate()
+        for run_dir in (tmp_path / "results").glob("*"):
+            for pid in processes_of(run_dir):  # never leave a server behind, even on failure
+                os.kill(pid, signal.SIGKILL)
     assert ui.returncode == 0, output
     assert "every process it started is stopped" in output
     assert run_dirs and processes_of(run_dirs[0]) == []
