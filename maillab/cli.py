@@ -15,6 +15,7 @@ from apps.core.registry import VARIANTS, UnknownVariantError
 from fakesmtp.bench import smtp_bench
 from fakesmtp.cli import smtp
 from maillab.ports import port_in_use
+from reports.cli import report
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -225,7 +226,8 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
     except Stopped as stop:
         console.print(f"[yellow]stopped by {stop}: every child process stopped; "
                       f"{len(runner.document['cells'])} finished cells kept in "
-                      f"{paths.run_dir / 'results.json'}")
+                      f"{paths.run_dir / 'results.json'} (maillab report "
+                      f"{paths.run_dir} draws them)")
         sys.exit(130)
     except BenchError as exc:
         done = len(runner.document.get("cells", []))
@@ -233,8 +235,16 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
                                    f"{paths.run_dir / 'results.json'})") from None
     _print_summary(console, document)
     console.print(f"results: {paths.run_dir / 'results.json'}")
-    if gate_after:
-        sys.exit(_gate(paths.run_dir, rules_file, baseline))
+    # The gate runs first so that its verdict (gate.json) is in the report.
+    code = _gate(paths.run_dir, rules_file, baseline) if gate_after else 0
+    from reports import ReportError, build_report
+
+    try:
+        console.print(f"report: {build_report(paths.run_dir)}")
+    except ReportError as exc:
+        console.print(f"[red]report not written:[/] {exc}")
+        code = code or 1
+    sys.exit(code)
 
 
 @cli.command()
@@ -348,6 +358,7 @@ def _print_summary(console: Any, document: dict[str, Any]) -> None:
 
 cli.add_command(smtp)
 cli.add_command(smtp_bench)
+cli.add_command(report)
 
 
 def main() -> None:

@@ -1,0 +1,301 @@
+"""The page's tables as plain values: verdict, seeds' claims, per-cell rows, environment, gate.
+
+Every figure here is read from the run; the only constants are the seeds' own quoted figures
+(in :data:`SEED_CLAIMS`), which select the cells that test them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from reports.data import Cell, Run, cell_label, sends_email
+
+NA = "–"
+
+
+@dataclass(frozen=True)
+class Value:
+    """A table cell: the text shown, the number behind it, whether it is the column's best."""
+
+    text: str
+    raw: float | None = None
+    best: bool = False
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str
+    pick: Callable[[Cell], float | None]
+    fmt: Callable[[float | None], str]
+    lower_is_better: bool = True
+
+
+@dataclass(frozen=True)
+class Claim:
+    source: str      # the seed article (its file name without .txt)
+    figure: str      # the figure the article states, quoted
+    claim: str       # what it claims, in our words
+    latency_ms: int  # the SMTP latency that stands for the article's figure
+
+
+SEED_CLAIMS = (
+    Claim("email-verification-pattern", "5 s",
+          "Sending the verification email inside POST /register blocks the response for the "
+          "SMTP time (the article simulates 5 s); one Thread per email answers at once.", 5000),
+    Claim("async-email-sending", "500 ms+",
+          "Flask-Mail's mail.send() inside the request blocks it for 500 ms+, depending on the "
+          "SMTP server; a Thread with an app context answers at once.", 500),
+)
+
+
+def fmt_ms(value: float | None) -> str:
+    if value is None:
+        return NA
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def fmt_number(value: float | None) -> str:
+    """Any measured number: whole numbers without decimals, others like milliseconds."""
+    if value is None:
+        return NA
+    return f"{value:,.0f}" if float(value).is_integer() else fmt_ms(value)
+
+
+def fmt_count(value: float | None) -> str:
+    return NA if value is None else f"{value:,.0f}"
+
+
+def fmt_rate(value: float | None) -> str:
+    return NA if value is None else f"{value:,.1f}"
+
+
+def _get(*path: str) -> Callable[[Cell], float | None]:
+    def pick(cell: Cell) -> float | None:
+        node: Any = cell
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        return node if isinstance(node, int | float) and not isinstance(node, bool) else None
+    return pick
+
+
+def _if_emailing(pick: Callable[[Cell], float | None]) -> Callable[[Cell], float | None]:
+    return lambda cell: pick(cell) if sends_email(cell) else None
+
+
+VERDICT_COLUMNS = (
+    Column("register_p50", "register p50 (ms)", _get("register", "p50_ms"), fmt_ms),
+    Column("register_p95", "register p95 (ms)", _get("register", "p95_ms"), fmt_ms),
+    Column("inp_p75", "INP proxy p75 (ms)", _get("inp_proxy", "p75_ms"), fmt_ms),
+    Column("inbox_p50", "time to inbox p50 (ms)",
+           _if_emailing(_get("time_to_inbox", "p50_ms")), fmt_ms),
+    Column("inbox_p95", "time to inbox p95 (ms)",
+           _if_emailing(_get("time_to_inbox", "p95_ms")), fmt_ms),
+    Column("throughput", "throughput (sign-ups/s)", _get("throughput_rps"), fmt_rate, False),
+    Column("lost", "emails lost", _if_emailing(_get("delivery", "missing")), fmt_count),
+    Column("threads", "peak threads", _get("resources", "peak_threads"), fmt_count),
+    Column("queue", "peak queue depth", _get("resources", "peak_queue_depth"), fmt_count),
+)
+
+
+@dataclass
+class VerdictRow:
+    variant: str
+    cell: str
+    values: dict[str, Value] = field(default_factory=dict)
+    rating: str | None = None
+    lost_in_run: int | None = None
+
+
+def verdict_rows(run: Run) -> list[VerdictRow]:
+    """One row per variant from :meth:`Run.verdict_cell`; ``best`` marks each column's best
+    value among the variants that send email, and only where they do not all tie."""
+    rows: list[VerdictRow] = []
+    chosen: dict[str, Cell] = {}
+    for variant in run.variants:
+        cell = run.verdict_cell(variant)
+        if cell is None:
+            rows.append(VerdictRow(variant, "not run"))
+            continue
+        chosen[variant] = cell
+        mine = [c for c in run.document["cells"] if c["variant"] == variant]
+        lost = sum(c["delivery"].get("missing", 0) for c in mine if sends_email(c))
+        rows.append(VerdictRow(variant, f"{cell['smtp_latency_ms']} ms · {cell['users']} u",
+                               rating=cell["inp_proxy"].get("rating"),
+                               lost_in_run=lost if any(sends_email(c) for c in mine) else None))
+    for column in VERDICT_COLUMNS:
+        contenders = {v: column.pick(c) for v, c in chosen.items() if sends_email(c)}
+        measured = [x for x in contenders.values() if x is not None]
+        best = (min if column.lower_is_better else max)(measured) if measured else None
+        tie = len(set(measured)) <= 1
+        for row in rows:
+            cell = chosen.get(row.variant)
+            if cell is None:
+                row.values[column.key] = Value(NA)
+                continue
+            raw = column.pick(cell)
+            text = column.fmt(raw)
+            if raw is None and not sends_email(cell) and column.key in (
+                    "inbox_p50", "inbox_p95", "lost"):
+                text = "sends nothing"
+            row.values[column.key] = Value(
+                text, raw, best=not tie and raw is not None and raw == best
+                and row.variant in contenders)
+    return rows
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    claim: Claim
+    sync: Cell | None
+    threaded: Cell | None
+    baseline: Cell | None
+    finding: str
+
+
+def claim_checks(run: Run) -> list[ClaimCheck]:
+    """Each seed claim beside the run's sync, threaded (and baseline) cells at its latency:
+    at :attr:`Run.focus_users` when the run has that cell, else at any users count."""
+    checks = []
+    for claim in SEED_CLAIMS:
+        found = {v: _cell_at(run, v, claim.latency_ms) for v in ("sync", "threaded", "baseline")}
+        checks.append(ClaimCheck(claim, found["sync"], found["threaded"], found["baseline"],
+                                 _finding(claim, found["sync"], found["threaded"])))
+    return checks
+
+
+def _cell_at(run: Run, variant: str, latency_ms: int) -> Cell | None:
+    at = [c for c in run.document["cells"]
+          if c["variant"] == variant and c["smtp_latency_ms"] == latency_ms]
+    at.sort(key=lambda c: (c["users"] != run.focus_users, -c["users"]))
+    return at[0] if at else None
+
+
+def _finding(claim: Claim, sync: Cell | None, threaded: Cell | None) -> str:
+    lat = claim.latency_ms
+    parts = []
+    sync_p50 = _get("register", "p50_ms")(sync) if sync else None
+    thread_p50 = _get("register", "p50_ms")(threaded) if threaded else None
+    if sync_p50 is None:
+        parts.append(f"This run has no sync measurement at {lat} ms SMTP latency, so the "
+                     "blocking half is not tested.")
+    else:
+        verb = "holds" if sync_p50 >= lat else "does not hold"
+        parts.append(f"Blocking {verb}: sync's median sign-up took {fmt_ms(sync_p50)} ms, "
+                     f"{sync_p50 / lat:.2f}× the {lat} ms SMTP latency." if lat else
+                     f"sync's median sign-up took {fmt_ms(sync_p50)} ms.")
+    if thread_p50 is None:
+        parts.append(f"No threaded measurement at {lat} ms, so 'answers at once' is not "
+                     "tested.")
+    else:
+        verb = "holds" if thread_p50 < lat else "does not hold"
+        parts.append(f"'Answers at once' {verb}: threaded's median was {fmt_ms(thread_p50)} ms, "
+                     f"{'below' if thread_p50 < lat else 'not below'} the SMTP latency.")
+    return " ".join(parts)
+
+
+def cell_rows(run: Run) -> list[dict[str, Any]]:
+    """Every cell of the grid in order, run or not; a cell that did not run has ``cell=None``."""
+    rows = []
+    for cond in run.conditions:
+        for variant in run.variants:
+            cell = run.cell(variant, cond.latency_ms, cond.users)
+            rows.append({"variant": variant, "latency": cond.latency_ms, "users": cond.users,
+                         "cell": cell, "label": cell_label(cell) if cell else None,
+                         "sends_email": sends_email(cell) if cell else None})
+    return rows
+
+
+def warnings(run: Run) -> list[tuple[str, str]]:
+    """(where, what) for every warning the runner recorded, invalid cells and missing cells."""
+    found = []
+    for cell in run.cells:
+        for text in cell.get("warnings") or []:
+            found.append((cell_label(cell), text))
+        if not cell.get("valid", True) and not cell.get("warnings"):
+            found.append((cell_label(cell), "marked invalid"))
+    for variant, cond in run.missing:
+        found.append((f"{variant}@{cond.latency_ms}ms/{cond.users}u",
+                      "this cell of the profile did not run"))
+    return found
+
+
+def environment(run: Run) -> list[tuple[str, str]]:
+    doc = run.document
+    env = doc["environment"]
+    settings = doc.get("profile_settings") or {}
+    server = env.get("server") or {}
+    allowances = sorted({c["inp_proxy"]["render_allowance_ms"] for c in doc["cells"]
+                         if c["inp_proxy"].get("render_allowance_ms") is not None})
+    pairs = [
+        ("run", doc["run_id"]),
+        ("profile", doc["profile"] + (f" ({settings['source']})" if settings.get("source")
+                                      else "")),
+        ("started / finished", f"{doc['started_at']} / {doc.get('finished_at') or 'not finished'}"),
+        ("complete", str(doc.get("complete", "not recorded")).lower()),
+        ("machine", f"{env.get('cpu_model') or 'CPU model not recorded'}, "
+                    f"{env['cpu_count']} CPUs; {env['platform']}"),
+        ("python", env["python"] + (f" ({env['executable']})" if env.get("executable") else "")),
+        ("commit", env.get("git_sha") or "not recorded"),
+        ("packages", ", ".join(f"{k} {v or 'not installed'}"
+                               for k, v in sorted(env["packages"].items()))),
+        ("server", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in server.items())),
+        ("password hash", env["password_hash"]),
+    ]
+    if settings:
+        pairs.append(("profile settings", ", ".join(
+            f"{k.replace('_', ' ')} {_plain(v)}" for k, v in settings.items() if k != "source")))
+    if allowances:
+        pairs.append(("INP proxy render allowance",
+                      ", ".join(f"{fmt_ms(a)} ms" for a in allowances)))
+    return pairs
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, list):
+        return "/".join(str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def headlines(run: Run, rows: list[VerdictRow]) -> list[str]:
+    """Three sentences that answer the page's questions from the verdict rows and all cells."""
+    lines = []
+    emailing = [r for r in rows if r.lost_in_run is not None and r.values]
+    if emailing:
+        good = [r.variant for r in emailing if r.rating == "good"]
+        fastest = min(emailing, key=lambda r: _or_inf(r.values["register_p95"].raw))
+        lines.append(
+            f"Sign-up stays fast (INP proxy rated good) with: {', '.join(good) or 'none'}; "
+            f"the lowest register p95 is {fastest.variant}'s "
+            f"({fastest.values['register_p95'].text} ms), in the cells of the table below.")
+        lines.append("Time to inbox, median: " + "; ".join(
+            f"{r.variant} {r.values['inbox_p50'].text} ms" for r in emailing) + ".")
+    lost = sum(r.lost_in_run or 0 for r in rows)
+    emailing_cells = [c for c in run.document["cells"] if sends_email(c)]
+    if not emailing_cells:
+        lines.append("No cell sent email, so delivery was not tested.")
+    elif lost:
+        where = [f"{cell_label(c)}: {c['delivery']['missing']}" for c in emailing_cells
+                 if c["delivery"].get("missing")]
+        lines.append(f"{lost} emails were lost ({'; '.join(where)}).")
+    else:
+        dups = sum(c["delivery"].get("duplicates", 0) for c in emailing_cells)
+        sent = sum(c["delivery"].get("registered", 0) for c in emailing_cells)
+        lines.append(f"No email was lost: all {sent:,} accepted registrations in "
+                     f"{len(emailing_cells)} cells got their email"
+                     + (f" ({dups} duplicates)." if dups else ", none twice."))
+    return lines
+
+
+def _or_inf(value: float | None) -> float:
+    return float("inf") if value is None else value
+
+
+def gate_rules(gate: dict[str, Any]) -> list[dict[str, Any]]:
+    """gate.json's rule outcomes, failures and errors first, otherwise in file order."""
+    rules = [r for r in gate.get("rules") or [] if isinstance(r, dict)]
+    return sorted(rules, key=lambda r: r.get("verdict") == "pass")

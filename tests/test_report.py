@@ -1,0 +1,298 @@
+"""The report from a hand-built run (tests/report_fixtures): charts, sections, notes, errors.
+
+The fixture is a run stopped before its last cell (queued @ 500 ms x 4 users), with a lost
+email, a duplicate, an invalid cell and a failing gate.json; samples are generated here from a
+seed, so the fixture folder stays text.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import random
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from reports import ReportError, build_report
+from reports.build import CHART_DIR
+from reports.cli import report
+
+FIXTURES = Path(__file__).resolve().parent / "report_fixtures"
+ALL_CHARTS = ("register_vs_latency", "inp_proxy", "time_to_inbox_cdf", "throughput_vs_users",
+              "register_over_time", "delivery", "resources")
+SECTIONS = ("verdict", "claims", "charts", "cells", "environment", "warnings")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# src=, href=, url( or @import pointing at another host (scheme-relative included).
+EXTERNAL = re.compile(r"""(?:\b(?:src|href|srcset|action|poster)\s*=\s*["']?|url\(\s*["']?|"""
+                      r"""@import\s+["']?)\s*(?:[a-z][a-z0-9+.-]*:)?//""", re.IGNORECASE)
+
+
+# -- helpers shared with the other test_report* modules ------------------------------------------
+
+def write_samples(run_dir: Path, cell: dict[str, Any], seed: int = 1) -> None:
+    """A samples.csv.gz for ``cell`` in the runner's format: register and time_to_inbox rows
+    around the cell's medians, the first second flagged warm-up, failures where it has some."""
+    rng = random.Random(seed)
+    folder = run_dir / cell["files"]
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = 1_800_000_000.0
+    requests = max(cell["register"]["count"], 5)
+    span = cell["duration_s"] + cell.get("warmup_s", 1.0)
+    rows = []
+    for i in range(requests):
+        start = t0 + span * i / requests
+        warm = int(start < t0 + cell.get("warmup_s", 1.0))
+        ok = int(i >= cell["register"]["failures"])
+        ms = cell["register"]["p50_ms"] * rng.uniform(0.7, 1.6)
+        rows.append(["register", "POST", f"{start:.6f}", f"{ms:.3f}", ok, warm])
+        if cell["delivery"]["expected"]:
+            arrived = i >= cell["delivery"]["missing"]
+            inbox = cell["time_to_inbox"]["p50_ms"] * rng.uniform(0.9, 1.2)
+            rows.append(["time_to_inbox", "SMTP", f"{start:.6f}",
+                         f"{inbox if arrived else 10000:.3f}", int(arrived), warm])
+    with gzip.open(folder / "samples.csv.gz", "wt", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["name", "type", "start", "ms", "ok", "warmup"])
+        writer.writerows(rows)
+
+
+def assert_valid_charts(run_dir: Path, names: tuple[str, ...]) -> None:
+    from matplotlib import image
+
+    for name in names:
+        png, svg = run_dir / CHART_DIR / f"{name}.png", run_dir / CHART_DIR / f"{name}.svg"
+        assert png.read_bytes().startswith(PNG_MAGIC), png
+        pixels = image.imread(png)
+        assert pixels.shape[0] > 100 and pixels.shape[1] > 100, png
+        root = ET.parse(svg).getroot()
+        assert root.tag.endswith("svg"), svg
+
+
+def assert_sections(html: str, sections: tuple[str, ...] = SECTIONS) -> None:
+    for section in sections:
+        assert f'id="{section}"' in html, section
+
+
+def external_urls(html: str) -> list[str]:
+    return [html[m.start():m.end() + 40] for m in EXTERNAL.finditer(html)]
+
+
+def embedded_images(html: str) -> list[str]:
+    return re.findall(r'<img src="([^"]{0,30})', html)
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def partial_run(tmp_path: Path) -> Path:
+    """The hand-built stopped run, copied, with samples for every cell but one."""
+    run_dir = tmp_path / "partial_run"
+    shutil.copytree(FIXTURES / "partial_run", run_dir)
+    document = json.loads((run_dir / "results.json").read_text())
+    for index, cell in enumerate(document["cells"]):
+        if (cell["variant"], cell["smtp_latency_ms"], cell["users"]) != ("sync", 0, 4):
+            write_samples(run_dir, cell, seed=index)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The partial run's report, built once for the read-only checks."""
+    run_dir = tmp_path_factory.mktemp("built") / "partial_run"
+    shutil.copytree(FIXTURES / "partial_run", run_dir)
+    document = json.loads((run_dir / "results.json").read_text())
+    for index, cell in enumerate(document["cells"]):
+        if (cell["variant"], cell["smtp_latency_ms"], cell["users"]) != ("sync", 0, 4):
+            write_samples(run_dir, cell, seed=index)
+    path = build_report(run_dir)
+    return run_dir, path.read_text(encoding="utf-8")
+
+
+# -- the hand-built run --------------------------------------------------------------------------
+
+def test_every_chart_is_a_valid_png_and_svg(built: tuple[Path, str]) -> None:
+    run_dir, html = built
+    assert (run_dir / "report.html").is_file()
+    assert_valid_charts(run_dir, ALL_CHARTS)
+    assert len(embedded_images(html)) == len(ALL_CHARTS)
+    assert all(src.startswith("data:image/png;base64,") for src in embedded_images(html))
+
+
+def test_every_section_and_no_request_to_another_host(built: tuple[Path, str]) -> None:
+    _, html = built
+    assert_sections(html, (*SECTIONS, "gate", "incomplete"))
+    assert external_urls(html) == []
+    assert "<script" not in html and "<link" not in html
+
+
+def test_external_url_check_catches_what_it_should() -> None:
+    assert external_urls('<img src="https://cdn.example/x.png">')
+    assert external_urls("<link href='//fonts.example/css'>")
+    assert external_urls("body { background: url(http://x.example/a.png) }")
+    assert not external_urls('<img src="data:image/png;base64,AAAA">')
+    assert not external_urls("<p>see https://example.com in text</p>")
+    assert not external_urls('<a href="charts/delivery.svg">')
+
+
+def test_stopped_run_missing_cell_and_warnings_are_prominent(built: tuple[Path, str]) -> None:
+    _, html = built
+    assert "This run was cut short" in html and "stopped by SIGINT" in html
+    assert "1 cell(s) of the profile did not run" in html
+    assert "queued @ 500 ms · 4 u" in html
+    assert html.count("not run") >= 4  # banner, cell table, charts' notes
+    assert "2 of 168 emails never arrived" in html
+    assert "load generator saturated" in html
+    assert "baseline (invalid)" in html
+    assert "sync @ 0 ms · 4 u: no samples kept" in html  # the over-time chart's note
+
+
+def test_verdict_numbers_come_from_the_run(built: tuple[Path, str]) -> None:
+    _, html = built
+    verdict = html[html.index('id="verdict"'):html.index('id="claims"')]
+    # 1 user is the most common users count (queued @ 500 ms x 4 u did not run); each row
+    # is the variant's cell at the highest latency there.
+    assert "sync</th><td class=\"l\">500 ms · 1 u" in verdict
+    assert "queued</th><td class=\"l\">500 ms · 1 u" in verdict
+    assert "<td>510</td>" in verdict  # sync @ 500 ms x 1 u: register p50 509.5
+    assert "sends nothing" in verdict
+    assert "2 emails were lost (threaded@500ms/4u: 2)" in verdict
+    assert verdict.count('class="best"') >= 3
+
+
+def test_seed_claims_say_when_the_run_lacks_the_cell(built: tuple[Path, str]) -> None:
+    _, html = built
+    claims = html[html.index('id="claims"'):html.index('id="charts"')]
+    assert "email-verification-pattern" in claims and "async-email-sending" in claims
+    assert "“5 s”" in claims and "“500 ms+”" in claims
+    assert "no sync measurement at 5000 ms" in claims
+    assert "no such cell in this run" in claims
+    assert "Blocking holds: sync&#39;s median sign-up took 510 ms" in claims
+
+
+def test_gate_section_lists_failures_first(built: tuple[Path, str]) -> None:
+    _, html = built
+    gate = html[html.index('id="gate"'):]
+    assert "Gate verdict: FAIL" in html
+    assert "1 of 3 rule checks passed" in gate
+    assert gate.index("threaded@500ms/4u") < gate.index("sync@500ms/4u")
+    assert "no cell matches queued{latency=5000}" in gate
+    assert "fewer than 20 samples" in gate and "+5.9%" in gate
+
+
+def test_environment_is_shown(built: tuple[Path, str]) -> None:
+    _, html = built
+    env = html[html.index('id="environment"'):html.index('id="warnings"')]
+    for text in ("Fixture CPU", "0123456789abcdef", "pbkdf2:sha256:1000", "huey not installed",
+                 "queue consumer threads 4", "hand-built test fixture", "16.7 ms"):
+        assert text in env, text
+
+
+# -- older, partial and broken runs ----------------------------------------------------------------
+
+def test_a_run_with_only_the_required_keys_and_no_samples(tmp_path: Path) -> None:
+    """An older run: no profile_settings, throughput, files, expected, samples or gate.json."""
+    document = json.loads((FIXTURES / "partial_run" / "results.json").read_text())
+    for key in ("profile_settings", "complete", "stopped_reason"):
+        document.pop(key)
+    document["environment"].pop("cpu_model")
+    document["cells"] = [c for c in document["cells"] if c["users"] == 4]
+    for cell in document["cells"]:
+        for key in ("throughput_rps", "files", "load_generator", "warmup_s"):
+            cell.pop(key)
+        cell["delivery"].pop("expected")
+        cell["inp_proxy"].pop("render_allowance_ms")
+    run_dir = tmp_path / "old"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(json.dumps(document))
+    html = build_report(run_dir).read_text()
+    assert_sections(html)
+    assert 'id="gate"' not in html and "Gate verdict" not in html
+    assert "This run was cut short" not in html
+    assert "no samples kept" in html
+    assert "one users count (4)" in html  # throughput against users: skipped with a note
+    names = tuple(n for n in ALL_CHARTS if n != "throughput_vs_users")
+    assert_valid_charts(run_dir, names)
+    assert not (run_dir / CHART_DIR / "throughput_vs_users.png").exists()
+    assert "sends nothing" in html  # baseline, known without delivery.expected
+
+
+def test_a_run_stopped_before_its_first_cell(tmp_path: Path) -> None:
+    document = json.loads((FIXTURES / "partial_run" / "results.json").read_text())
+    document["cells"] = []
+    run_dir = tmp_path / "empty"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(json.dumps(document))
+    html = build_report(run_dir).read_text()
+    assert_sections(html)
+    assert "16 cell(s) of the profile did not run" in html
+    assert "the run finished no cell" in html
+    assert embedded_images(html) == []
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    (None, "no results.json in this run directory"),
+    ("{not json", "not valid JSON"),
+    ('{"schema": "other/1"}', "not a maillab.results/1 document"),
+    ('{"schema": "maillab.results/1", "run_id": "x", "profile": "p", "started_at": "t", '
+     '"finished_at": null, "environment": {}, "cells": [{"variant": "sync"}]}',
+     "environment lacks python"),
+])
+def test_bad_results_json_raises_a_report_error_naming_the_file(
+        tmp_path: Path, content: str | None, needle: str) -> None:
+    if content is not None:
+        (tmp_path / "results.json").write_text(content)
+    with pytest.raises(ReportError, match=re.escape(needle)) as caught:
+        build_report(tmp_path)
+    assert str(tmp_path / "results.json") in str(caught.value)
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_a_gate_json_that_cannot_be_read_is_reported_not_fatal(partial_run: Path) -> None:
+    (partial_run / "gate.json").write_text("{broken")
+    html = build_report(partial_run).read_text()
+    assert "gate.json: cannot be read" in html
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+def test_report_command_prints_the_path(partial_run: Path) -> None:
+    result = CliRunner().invoke(report, [str(partial_run)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == str(partial_run / "report.html")
+    assert (partial_run / "report.html").is_file()
+
+
+def test_report_command_on_a_bad_directory(tmp_path: Path) -> None:
+    result = CliRunner().invoke(report, [str(tmp_path / "nowhere")])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: {tmp_path / 'nowhere'}: not a run directory"
+    result = CliRunner().invoke(report, [str(tmp_path)])
+    assert result.exit_code == 1
+    assert len(result.output.strip().splitlines()) == 1
+    assert "no results.json" in result.output
+
+
+def test_which_cell_speaks_for_a_variant() -> None:
+    from reports.data import Run
+
+    def cell(variant: str, latency: int, users: int) -> dict[str, Any]:
+        return {"variant": variant, "smtp_latency_ms": latency, "users": users}
+
+    cells = [cell("sync", 0, 10), cell("sync", 500, 10), cell("sync", 5000, 50),
+             cell("threaded", 0, 50), cell("threaded", 500, 50)]
+    run = Run(Path("."), {"cells": cells})
+    assert run.focus_users == 50  # 10 users twice, 50 three times
+    assert run.verdict_cell("sync") == cell("sync", 5000, 50)
+    assert run.verdict_cell("threaded") == cell("threaded", 500, 50)
+    run = Run(Path("."), {"cells": cells[:4]})  # 10 and 50 twice each: the larger wins
+    assert run.focus_users == 50
+    assert run.verdict_cell("queued") is None
+    run = Run(Path("."), {"cells": cells[:2]})
+    assert run.verdict_cell("sync") == cell("sync", 500, 10)
