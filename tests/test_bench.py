@@ -79,23 +79,33 @@ def test_tiny_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert processes_of(run_dir) == []
 
 
-@pytest.mark.slow
-def test_interrupt_mid_run_stops_every_child(tmp_path: Path) -> None:
-    profile = tiny_profile(tmp_path / "tiny.toml", duration_s=30, variants='["threaded", "sync"]')
-    run_dir = tmp_path / "run"
-    smtp_port, api_port = free_port(), free_port()
+def bench_under_load(tmp_path: Path, run_dir: Path, variants: str, *extra: str,
+                     output: int = subprocess.PIPE) -> subprocess.Popen:
+    """Start `maillab bench` on a 30 s tiny profile; return once its first cell is under load."""
+    profile = tiny_profile(tmp_path / "tiny.toml", duration_s=30, variants=variants)
+    first = json.loads(variants)[0]
     bench = subprocess.Popen(
         [sys.executable, "-m", "maillab", "bench", "--profile", str(profile), "--out",
-         str(run_dir), "--smtp-port", str(smtp_port), "--smtp-api-port", str(api_port)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         str(run_dir), *extra], cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT,
+        text=True)
+    deadline = time.monotonic() + 60
+    # locust has started once its log exists: the app is up and the cell is running.
+    while not (run_dir / "cells" / f"{first}-{LATENCY_MS}ms-2u" / "locust.log").exists():
+        if bench.poll() is not None or time.monotonic() > deadline:
+            bench.kill()
+            raise AssertionError(f"the first cell never started: {bench.communicate()[0]}")
+        time.sleep(0.1)
+    time.sleep(1)
+    return bench
+
+
+@pytest.mark.slow
+def test_interrupt_mid_run_stops_every_child(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    smtp_port, api_port = free_port(), free_port()
+    bench = bench_under_load(tmp_path, run_dir, '["threaded", "sync"]', "--smtp-port",
+                             str(smtp_port), "--smtp-api-port", str(api_port))
     try:
-        deadline = time.monotonic() + 60
-        # Wait until the cell is under load: locust has started and the app is up.
-        while not (run_dir / "cells" / "threaded-300ms-2u" / "locust.log").exists():
-            assert bench.poll() is None, bench.communicate()[0]
-            assert time.monotonic() < deadline, "the first cell never started"
-            time.sleep(0.1)
-        time.sleep(2)
         assert len(processes_of(run_dir)) >= 3  # fakesmtp, the app (and workers), locust
         bench.send_signal(signal.SIGINT)
         output, _ = bench.communicate(timeout=60)
@@ -156,19 +166,9 @@ def test_port_in_use_starts_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 @pytest.mark.slow
 def test_a_crashed_child_stops_the_run_cleanly(tmp_path: Path) -> None:
-    profile = tiny_profile(tmp_path / "tiny.toml", duration_s=30, variants='["threaded", "sync"]')
     run_dir = tmp_path / "run"
-    bench = subprocess.Popen(
-        [sys.executable, "-m", "maillab", "bench", "--profile", str(profile), "--out",
-         str(run_dir)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
+    bench = bench_under_load(tmp_path, run_dir, '["threaded", "sync"]')
     try:
-        deadline = time.monotonic() + 60
-        while not (run_dir / "cells" / "threaded-300ms-2u" / "locust.log").exists():
-            assert bench.poll() is None, bench.communicate()[0]
-            assert time.monotonic() < deadline, "the first cell never started"
-            time.sleep(0.1)
-        time.sleep(1)
         serving = [pid for pid in processes_of(run_dir)
                    if b"serve\0threaded" in Path(f"/proc/{pid}/cmdline").read_bytes()]
         # gunicorn's workers share the master's command line: the master is the one whose
@@ -191,17 +191,9 @@ def test_a_crashed_child_stops_the_run_cleanly(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_children_die_with_a_killed_supervisor(tmp_path: Path) -> None:
     """SIGKILL runs no cleanup; the children still go (PR_SET_PDEATHSIG)."""
-    profile = tiny_profile(tmp_path / "tiny.toml", duration_s=30, variants='["threaded"]')
     run_dir = tmp_path / "run"
-    bench = subprocess.Popen(
-        [sys.executable, "-m", "maillab", "bench", "--profile", str(profile), "--out",
-         str(run_dir)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bench = bench_under_load(tmp_path, run_dir, '["threaded"]', output=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while not (run_dir / "cells" / "threaded-300ms-2u" / "locust.log").exists():
-            assert bench.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
-        time.sleep(1)
         assert processes_of(run_dir)
         bench.kill()
         bench.wait()
