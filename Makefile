@@ -5,13 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PROFILE ?= quick
 
-.PHONY: bench chromium demo ui test microbench lint clean
+.PHONY: bench chromium ui test microbench lint clean
 
 ui: $(STAMP)
 	$(BIN)/maillab ui
-
-demo: $(STAMP)
-	$(BIN)/maillab demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -9,6 +9,7 @@ Huey's defaults and with maillab's settings (``WORKER_POLL_DELAY``/``WORKER_MAX_
 
 from __future__ import annotations
 
+import inspect
 import signal
 import threading
 import time
@@ -17,13 +18,16 @@ from typing import Any
 
 import pytest
 from huey import SqliteHuey, signals
+from huey.consumer import Consumer
 
 from apps.core.config import DEFAULTS
 
 IDLE = 3.0
+# Huey's own defaults, read from its Consumer rather than copied here.
+_HUEY = inspect.signature(Consumer).parameters
 SETTINGS = {
-    "huey-default": {"initial_delay": 0.1, "backoff": 1.15, "max_delay": 10.0},
-    "maillab": {"initial_delay": DEFAULTS["WORKER_POLL_DELAY"], "backoff": 1.15,
+    "huey-default": {k: _HUEY[k].default for k in ("initial_delay", "backoff", "max_delay")},
+    "maillab": {"initial_delay": DEFAULTS["WORKER_POLL_DELAY"],
                 "max_delay": DEFAULTS["WORKER_MAX_POLL_DELAY"]},
 }
 

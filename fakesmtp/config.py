@@ -73,9 +73,6 @@ class Config:
             raise ConfigError(str(err), "faults") from None
         return cls(dict(specs), tuple(rules), seed)
 
-    def latency_for(self, phase: str) -> LatencySpec | None:
-        return self.latency.get(phase)
-
     def to_json(self) -> dict[str, Any]:
         return {
             "latency": {p: str(self.latency[p]) if p in self.latency else "0" for p in PHASES},

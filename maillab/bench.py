@@ -23,19 +23,29 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from loadtests.profiles import Profile
 from maillab import results, stats
-from maillab.ports import free_port, port_in_use
+from maillab.ports import free_port
 from maillab.processes import ManagedProcess, ProcessError, wait_http
 from maillab.sampling import CellSampler
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.py"
 SATURATED_CPU_PERCENT = 90.0  # locust is one gevent loop: past this it measures itself
-CELL_OVERHEAD_S = 6.0  # start and stop of app, consumer and locust; for the progress estimate
+
+
+CAPTURE_LIMIT = 10_000  # fakesmtp's largest page of /api/messages
+
+
+@dataclass
+class Capture:
+    """Messages per recipient in fakesmtp for this cell; ``truncated`` if some were not seen."""
+
+    counts: Counter[str]
+    truncated: bool = False
 
 
 class BenchError(RuntimeError):
@@ -62,12 +72,6 @@ def new_run_dir(root: Path, profile: Profile, out: Path | None) -> RunPaths:
         return RunPaths(root, out)
     run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{profile.name}"
     return RunPaths(root, root / run_id)
-
-
-def check_ports(smtp_port: int, api_port: int) -> None:
-    for option, port in (("--smtp-port", smtp_port), ("--smtp-api-port", api_port)):
-        if port and port_in_use("127.0.0.1", port):
-            raise BenchError(f"{option} {port}: 127.0.0.1:{port} is already in use")
 
 
 class Bench:
@@ -161,21 +165,24 @@ class Bench:
                                        str(profile.workers), "--threads", str(profile.threads)],
                              env, cell_dir / "app.log")
         cell_children = [server]
+        queue_metrics = None
         if variant == "queued":
+            metrics_port = free_port()
+            queue_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
             cell_children.append(self._spawn(
-                "worker", ["worker", "--threads", str(profile.worker_threads)], env,
-                cell_dir / "worker.log"))
+                "worker", ["worker", "--threads", str(profile.worker_threads),
+                           "--metrics-port", str(metrics_port)], env, cell_dir / "worker.log"))
         try:
             wait_http(f"{app_url}/healthz", timeout=60, process=server)
             if variant == "queued":
                 cell_children[1].wait_for_line("consuming", timeout=30)
-            sampler = CellSampler(server.popen.pid, f"{app_url}/metrics")
+            sampler = CellSampler(server.popen.pid, queue_metrics)
             sampler.start()
             try:
                 locust_code = self._run_locust(cell_dir, app_url, latency, users, sampler,
                                                cell_children)
                 registrations = _read_registrations(cell_dir)
-                counts = self._drain(variant, registrations)
+                capture = self._drain(variant, registrations)
             finally:
                 sampler.stop()
         finally:
@@ -183,7 +190,7 @@ class Bench:
                 process.stop()
                 self.children.remove(process)
         return self._cell(variant, latency, users, cell_dir, locust_code, registrations,
-                          counts, sampler)
+                          capture, sampler)
 
     def _run_locust(self, cell_dir: Path, app_url: str, latency: int, users: int,
                     sampler: CellSampler, watched: list[ManagedProcess]) -> int:
@@ -217,23 +224,29 @@ class Bench:
             raise BenchError(f"locust wrote no samples (exit {code}); see {locust.log_path}")
         return code
 
-    def _drain(self, variant: str, registrations: list[dict[str, Any]]) -> Counter[str]:
-        """Wait (bounded) until every accepted registration's email arrived; count per address."""
+    def _drain(self, variant: str, registrations: list[dict[str, Any]]) -> Capture:
+        """Wait (bounded) until every accepted registration's email arrived; count per address.
+
+        Polls fakesmtp's message count, which is cheap, and fetches the messages themselves
+        only when enough have arrived (or at the deadline)."""
         wanted = {r["email"] for r in registrations if r["status"] == "303"}
         deadline = time.monotonic() + self.profile.drain_s
-        while True:
-            counts = self._captured()
-            if variant == "baseline" or wanted <= counts.keys() or time.monotonic() > deadline:
-                return counts
+        while variant != "baseline" and time.monotonic() < deadline:
+            if self._smtp_call("GET", "/api/stats")["received"] >= len(wanted):
+                capture = self._captured()
+                if wanted <= capture.counts.keys():
+                    return capture
             time.sleep(0.25)
+        return self._captured()
 
-    def _captured(self) -> Counter[str]:
-        messages = self._smtp_call("GET", "/api/messages?limit=10000")
+    def _captured(self) -> Capture:
+        received = self._smtp_call("GET", "/api/stats")["received"]
+        messages = self._smtp_call("GET", f"/api/messages?limit={CAPTURE_LIMIT}")
         counts: Counter[str] = Counter()
         for message in messages:
             for rcpt in message["rcpt_tos"]:
                 counts[rcpt.lower()] += 1
-        return counts
+        return Capture(counts, truncated=received > len(messages))
 
     def _smtp_call(self, method: str, path: str) -> Any:
         request = urllib.request.Request(self.api_url + path, method=method)
@@ -241,7 +254,7 @@ class Bench:
             return json.loads(response.read() or b"null")
 
     def _cell(self, variant: str, latency: int, users: int, cell_dir: Path, locust_code: int,
-              registrations: list[dict[str, Any]], counts: Counter[str],
+              registrations: list[dict[str, Any]], capture: Capture,
               sampler: CellSampler) -> dict[str, Any]:
         profile = self.profile
         window = measured_seconds(profile)
@@ -259,6 +272,7 @@ class Bench:
         inbox_ms, inbox_failures = measured("time_to_inbox")
         inp_p75 = stats.percentile(sorted(inp_ms), 75)
         expected = variant != "baseline"
+        counts = capture.counts
         accepted = [r for r in registrations if r["status"] == "303"]
         delivered = sum(1 for r in accepted if counts.get(r["email"], 0) >= 1)
         delivery = {
@@ -279,6 +293,10 @@ class Bench:
         if locust_code not in (0, 1):  # 1 is locust's "some requests failed"
             valid = False
             warnings.append(f"locust exited with {locust_code}; see locust.log")
+        if capture.truncated:
+            valid = False
+            warnings.append(f"fakesmtp held more messages than one fetch returns "
+                            f"({CAPTURE_LIMIT}): delivery counts are incomplete")
         if not register_ms:
             valid = False
             warnings.append("no successful registration was measured")
@@ -332,14 +350,13 @@ def _read_registrations(cell_dir: Path) -> list[dict[str, Any]]:
 
 
 def _profile_settings(profile: Profile) -> dict[str, Any]:
-    return {"variants": list(profile.variants), "latencies_ms": list(profile.latencies_ms),
-            "users": list(profile.users), "duration_s": profile.duration_s,
-            "warmup_s": profile.warmup_s, "inbox_deadline_s": profile.inbox_deadline_s,
-            "drain_s": profile.drain_s, "source": profile.source}
+    settings = asdict(profile)
+    del settings["name"]  # the document's "profile"
+    return settings
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-__all__ = ["Bench", "BenchError", "Stopped", "check_ports", "new_run_dir"]
+__all__ = ["Bench", "BenchError", "Stopped", "new_run_dir"]

@@ -14,7 +14,7 @@ from apps.core.config import ConfigError
 from apps.core.registry import VARIANTS, UnknownVariantError
 from fakesmtp.bench import smtp_bench
 from fakesmtp.cli import smtp
-from maillab.ports import port_in_use
+from maillab.ports import PortInUse, require_free
 from reports.cli import report
 
 
@@ -33,8 +33,10 @@ def _build_app(variant: str) -> Any:
 
 
 def _check_port(host: str, port: int, option: str) -> None:
-    if port_in_use(host, port):
-        raise click.ClickException(f"{option} {port}: {host}:{port} is already in use")
+    try:
+        require_free(option, port, host)
+    except PortInUse as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.command()
@@ -87,13 +89,11 @@ def worker(threads: int | None, metrics_port: int, verbose: bool) -> None:
     consumer, stats = build_consumer(app, threads)
     cfg = app.config
     if metrics_port:
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import start_http_server
 
-        from apps.core.metrics import MailerCollector
+        from apps.core.metrics import registry_for
 
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(MailerCollector(stats))
-        start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
+        start_http_server(metrics_port, addr="127.0.0.1", registry=registry_for(stats))
     click.echo(f"maillab worker consuming {cfg['QUEUE_URL']} with {consumer.workers} threads "
                f"(poll every {cfg['WORKER_POLL_DELAY'] * 1000:g}.."
                f"{cfg['WORKER_MAX_POLL_DELAY'] * 1000:g} ms when idle), SMTP "
@@ -105,43 +105,6 @@ def worker(threads: int | None, metrics_port: int, verbose: bool) -> None:
     click.echo(f"maillab worker stopped: {s['emails_delivered_total']:g} delivered, "
                f"{s['emails_failed_total']:g} failed, {s['emails_retried_total']:g} retries, "
                f"{s['queue_depth']:g} left in the queue")
-
-
-@cli.command()
-@click.option("--latency", default="500ms", show_default=True,
-              help="SMTP latency after the final dot (a fakesmtp spec, e.g. 5s).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run directory [default: results/demo-<time>].")
-def demo(latency: str, out: Path | None) -> None:
-    """One sign-up per variant in real processes, against a slow fake SMTP server."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from fakesmtp.latency import LatencyError, parse_latency
-    from maillab.demo import DEMO_PASSWORD_HASH, ProcessError, run_demo
-
-    try:
-        parse_latency(latency)
-    except LatencyError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--latency'") from None
-    out = out or Path("results") / time.strftime("demo-%Y%m%d-%H%M%S")
-    console = Console()
-    console.print(f"maillab demo: SMTP answers the final dot after {latency}; passwords hashed "
-                  f"with {DEMO_PASSWORD_HASH} (cheap, so hashing does not hide the email cost)")
-    try:
-        rows = run_demo(latency, out, say=console.print)
-    except ProcessError as exc:
-        raise click.ClickException(str(exc)) from None
-    table = Table(title=f"One sign-up per variant, SMTP latency {latency} "
-                        "(a single sample each: a demonstration, not a benchmark)")
-    for column in ("variant", "register", "time to inbox", "verify", "note"):
-        table.add_column(column, justify="left" if column in ("variant", "note") else "right")
-    for row in rows:
-        table.add_row(row.variant, f"{row.register_status} in {row.register_ms:.1f} ms",
-                      "-" if row.time_to_inbox_ms is None else f"{row.time_to_inbox_ms:.1f} ms",
-                      "-" if row.verify_status is None else str(row.verify_status), row.note)
-    console.print(table)
-    console.print(f"logs and demo.json in {out}")
 
 
 def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -193,15 +156,16 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
     )
 
     from loadtests.profiles import ProfileError, load_profile
-    from maillab.bench import Bench, BenchError, Stopped, check_ports, new_run_dir
+    from maillab.bench import Bench, BenchError, Stopped, new_run_dir
 
     try:
         profile = load_profile(profile_name).with_overrides(
             variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
             latencies_ms=latencies, users=users, duration_s=duration, warmup_s=warmup)
-        check_ports(smtp_port, smtp_api_port)
+        require_free("--smtp-port", smtp_port)
+        require_free("--smtp-api-port", smtp_api_port)
         paths = new_run_dir(Path("results"), profile, out)
-    except (ProfileError, BenchError) as exc:
+    except (ProfileError, BenchError, PortInUse) as exc:
         raise click.ClickException(str(exc)) from None
     console = Console(width=None if sys.stdout.isatty() else 160)
     cells = profile.cells()

@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -35,11 +34,6 @@ class ManagedProcess:
                                       stdin=subprocess.DEVNULL, start_new_session=True,
                                       preexec_fn=_die_with_parent)
 
-    @classmethod
-    def maillab(cls, name: str, args: list[str], env: dict[str, str],
-                log_path: Path) -> ManagedProcess:
-        return cls(name, [sys.executable, "-m", "maillab", *args], env, log_path)
-
     def wait_for_line(self, pattern: str, timeout: float = 30.0) -> str:
         """Block until the log has a line matching ``pattern``; raise if the child died."""
         regex = re.compile(pattern)
@@ -58,10 +52,11 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM the child's session, SIGKILL it if it outlives ``timeout``; return its code."""
+    def stop(self, timeout: float = 15.0, sig: int = signal.SIGTERM) -> int:
+        """Send ``sig`` to the child's session, SIGKILL it if it outlives ``timeout``; return
+        its exit code."""
         if self.popen.poll() is None:
-            _signal_group(self.popen.pid, signal.SIGTERM)
+            _signal_group(self.popen.pid, sig)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:

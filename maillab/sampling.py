@@ -1,7 +1,8 @@
-"""Watching a cell while it runs: the app's live threads and queue depth, locust's CPU.
+"""Watching a cell while it runs: the app's live threads, the queue's depth, locust's CPU.
 
 Threads are counted from /proc over every gunicorn worker (a scrape of /metrics would see only
-the one worker that answered); queue depth comes from the app's /metrics.
+the one worker that answered, and would load the server being measured). Queue depth comes
+from the queue consumer's own /metrics, and only where there is a queue.
 """
 
 from __future__ import annotations
@@ -19,17 +20,13 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    """The pids ``pid`` forked, from the kernel's per-thread children lists."""
+    found: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
         try:
-            stat = (entry / "stat").read_text()
-        except OSError:
+            found.extend(int(child) for child in children.read_text().split())
+        except OSError:  # the process or thread just exited
             continue
-        # Field 4 is the parent pid; the command name (field 2) may contain spaces.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
     return found
 
 
@@ -65,7 +62,7 @@ class CellSampler:
     """Samples every ``interval`` seconds in a thread between ``start()`` and ``stop()``."""
 
     server_pid: int
-    metrics_url: str
+    queue_metrics_url: str | None = None  # None: the variant has no queue
     interval: float = 0.25
     peak_threads: int = 0
     peak_queue_depth: int | None = None
@@ -98,7 +95,7 @@ class CellSampler:
             workers = children_of(self.server_pid)
             threads = sum(thread_count(pid) for pid in workers)
             self.peak_threads = max(self.peak_threads, threads)
-            depth = queue_depth(self.metrics_url)
+            depth = queue_depth(self.queue_metrics_url) if self.queue_metrics_url else None
             if depth is not None:
                 self.peak_queue_depth = max(self.peak_queue_depth or 0, depth)
             if self.load_pid is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from apps.core.registry import VARIANTS
 from maillab.bench import LOCUSTFILE
-from maillab.ports import port_in_use
+from maillab.ports import PortInUse, require_free
 from maillab.processes import ManagedProcess, ProcessError, wait_http
 
 UI_PASSWORD_HASH = "pbkdf2:sha256:1000"
@@ -25,19 +25,20 @@ class UIError(RuntimeError):
     pass
 
 
-def ports_plan(smtp_port: int, api_port: int, app_port: int, web_port: int) -> dict[str, int]:
+def check_ports(smtp_port: int, api_port: int, app_port: int, web_port: int) -> None:
     plan = {"--smtp-port": smtp_port, "--smtp-api-port": api_port, "--web-port": web_port}
     for offset, variant in enumerate(VARIANTS):
         plan[f"--app-port (+{offset}, {variant})"] = app_port + offset
-    for option, port in plan.items():
-        if port_in_use("127.0.0.1", port):
-            raise UIError(f"{option} {port}: 127.0.0.1:{port} is already in use")
-    return plan
+    try:
+        for option, port in plan.items():
+            require_free(option, port)
+    except PortInUse as exc:
+        raise UIError(str(exc)) from None
 
 
 def run_ui(run_dir: Path, smtp_port: int, api_port: int, app_port: int, web_port: int,
            say: Callable[[str], None]) -> None:
-    ports_plan(smtp_port, api_port, app_port, web_port)
+    check_ports(smtp_port, api_port, app_port, web_port)
     run_dir.mkdir(parents=True, exist_ok=True)
     tag = {"MAILLAB_RUN_DIR": str(run_dir.resolve())}
     base = {**os.environ, **tag, "MAILLAB_SMTP_PORT": str(smtp_port),

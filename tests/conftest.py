@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from apps.core import create_app
 from apps.core.registry import VARIANTS
 from maillab.ports import free_port
 from tests.smtp_sink import Sink, SinkHandler
@@ -55,15 +56,9 @@ def make_app(tmp_path: Path, sink: Sink) -> Callable[..., Flask]:
             "QUEUE_RETRY_DELAY": 0.2,
         }
         settings.update(config)
-        return create_app_for_test(variant, settings)
+        return create_app(variant, settings)
 
     return build
-
-
-def create_app_for_test(variant: str, settings: dict[str, Any]) -> Flask:
-    from apps.core import create_app
-
-    return create_app(variant, settings)
 
 
 @pytest.fixture

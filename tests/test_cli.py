@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +16,7 @@ from click.testing import CliRunner
 
 from maillab.cli import cli
 from maillab.ports import free_port, port_in_use
+from maillab.processes import ManagedProcess
 from tests.flow_helpers import PASSWORD
 from tests.smtp_sink import Sink
 
@@ -57,49 +55,26 @@ def test_bad_flag_values_are_usage_errors() -> None:
 
 # --- real processes -------------------------------------------------------------------------
 
-class Process:
-    def __init__(self, args: list[str], env: dict[str, str], ready: str) -> None:
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "maillab", *args], env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        self.lines: list[str] = []
-        deadline = time.monotonic() + 30
-        assert self.popen.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.popen.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            if re.search(ready, line):
-                return
-        self.popen.kill()
-        raise AssertionError(f"{args} never printed {ready!r}: {''.join(self.lines)}")
-
-    def stop(self, sig: int) -> int:
-        self.popen.send_signal(sig)
-        code = self.popen.wait(timeout=30)
-        assert self.popen.stdout is not None
-        self.lines.extend(self.popen.stdout.readlines())
-        self.popen.stdout.close()
-        return code
-
-
 @pytest.fixture
-def spawn() -> Iterator[Callable[..., Process]]:
-    started: list[Process] = []
+def spawn(tmp_path: Path) -> Iterator[Callable[..., ManagedProcess]]:
+    """Start ``maillab ARGS`` and wait for a line matching ``ready``; stopped after the test."""
+    started: list[ManagedProcess] = []
 
-    def start(args: list[str], env: dict[str, str], ready: str) -> Process:
-        process = Process(args, env, ready)
+    def start(args: list[str], env: dict[str, str], ready: str) -> ManagedProcess:
+        name = args[0] + str(len(started))
+        process = ManagedProcess(name, [sys.executable, "-m", "maillab", *args], env,
+                                 tmp_path / f"{name}.log")
         started.append(process)
+        process.wait_for_line(ready, timeout=30)
         return process
 
     yield start
     for process in started:
-        if process.popen.poll() is None:
-            os.killpg(process.popen.pid, signal.SIGKILL)
-            process.popen.wait()
-            if process.popen.stdout:
-                process.popen.stdout.close()
+        process.stop()
+
+
+def output_of(process: ManagedProcess) -> str:
+    return process.log_path.read_text()
 
 
 def post_json(url: str, body: dict) -> tuple[int, dict]:
@@ -122,7 +97,7 @@ def get_status(url: str) -> int:
 
 @pytest.mark.slow
 def test_serve_sync_and_queued_with_worker(tmp_path: Path, sink: Sink,
-                                           spawn: Callable[..., Process]) -> None:
+                                           spawn: Callable[..., ManagedProcess]) -> None:
     env = {**os.environ, "MAILLAB_SMTP_PORT": str(sink.port),
            "MAILLAB_PASSWORD_HASH": "pbkdf2:sha256:1000"}
     sync_env = {**env, "MAILLAB_INSTANCE_DIR": str(tmp_path / "sync")}
@@ -134,7 +109,7 @@ def test_serve_sync_and_queued_with_worker(tmp_path: Path, sink: Sink,
     queued = spawn(["serve", "queued", "--port", str(queued_port), "--workers", "1"],
                    queued_env, "listening on")
     worker = spawn(["worker", "--metrics-port", str(metrics_port)], queued_env, "consuming")
-    assert f"http://127.0.0.1:{sync_port}" in sync.lines[-1]
+    assert f"maillab sync listening on http://127.0.0.1:{sync_port}" in output_of(sync)
 
     for name, port in (("sync", sync_port), ("queued", queued_port)):
         to = f"cli-{name}@maillab.test"
@@ -150,9 +125,9 @@ def test_serve_sync_and_queued_with_worker(tmp_path: Path, sink: Sink,
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
         assert 'maillab_emails_delivered_total{variant="queued-worker"} 1.0' in r.read().decode()
 
-    assert sync.stop(signal.SIGTERM) == 0
-    assert queued.stop(signal.SIGINT) == 0
-    assert worker.stop(signal.SIGTERM) == 0
-    assert "1 delivered, 0 failed" in "".join(worker.lines)
+    assert sync.stop(sig=signal.SIGTERM) == 0
+    assert queued.stop(sig=signal.SIGINT) == 0
+    assert worker.stop(sig=signal.SIGTERM) == 0
+    assert "1 delivered, 0 failed" in output_of(worker)
     for port in (sync_port, queued_port, metrics_port):
         assert not port_in_use("127.0.0.1", port), f"port {port} still bound"

@@ -9,7 +9,7 @@ from flask import Flask
 from flask_wtf.csrf import generate_csrf
 
 from apps.core import config as configuration
-from apps.core import db, delivery, responses
+from apps.core import db, delivery, metrics, responses
 from apps.core.registry import create_mailer, mailer_class
 
 
@@ -33,5 +33,6 @@ def create_app(variant: str, config: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(bp)
     app.extensions["mailer"] = create_mailer(variant, app)
+    app.extensions["maillab.metrics"] = metrics.registry_for(app.extensions["mailer"])
     app.config["VARIANT"] = variant
     return app

@@ -1,7 +1,7 @@
 """``/metrics`` in Prometheus text format, read from the Mailer's ``stats()`` at scrape time.
 
-Each app gets its own registry (tests create many apps in one process), and values are read
-on demand rather than mirrored, so the numbers are the Mailer's own.
+Each app gets its own registry, made once (tests create many apps in one process), and values
+are read on demand rather than mirrored, so the numbers are the Mailer's own.
 """
 
 from __future__ import annotations
@@ -45,7 +45,12 @@ class MailerCollector(Collector):
             yield metric
 
 
-def render(mailer: Mailer) -> tuple[bytes, str]:
+def registry_for(mailer: Mailer) -> CollectorRegistry:
+    """A registry that reads ``mailer.stats()`` at every scrape; made once per app."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MailerCollector(mailer))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -144,7 +144,7 @@ def healthz() -> ResponseReturnValue:
 
 @bp.get("/metrics")
 def prometheus() -> ResponseReturnValue:
-    body, content_type = metrics.render(mailer())
+    body, content_type = metrics.render(current_app.extensions["maillab.metrics"])
     return body, 200, {"Content-Type": content_type}
 
 

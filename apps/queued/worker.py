@@ -71,7 +71,5 @@ def build_consumer(app: Flask, threads: int | None = None) -> tuple[Consumer, Wo
         periodic=False,
         initial_delay=cfg["WORKER_POLL_DELAY"],
         max_delay=cfg["WORKER_MAX_POLL_DELAY"],
-        backoff=1.15,
-        scheduler_interval=1,
     )
     return consumer, stats

@@ -17,22 +17,11 @@ import pytest
 from click.testing import CliRunner
 
 from fakesmtp.cli import smtp
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from maillab.ports import free_port, port_in_use
 
 
 def _port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+    return not port_in_use("127.0.0.1", port)
 
 
 class Proc:
@@ -85,7 +74,7 @@ def run_cli() -> Iterator:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serves_then_stops_cleanly_on_signal(run_cli, sig) -> None:
-    port, api_port = _free_port(), _free_port()
+    port, api_port = free_port(), free_port()
     proc = run_cli("--port", str(port), "--api-port", str(api_port), "--latency", "10ms",
                    "--fault", "id=nx,phase=rcpt,reply=550,to=*@fail.test", "--seed", "4")
     lines = proc.read_until("HTTP API")
@@ -119,7 +108,7 @@ def test_port_in_use_is_a_one_line_error(run_cli, which) -> None:
 
 
 def test_bad_flag_in_a_subprocess_starts_nothing(run_cli) -> None:
-    port = _free_port()
+    port = free_port()
     code, err = run_cli("--port", str(port), "--latency", "fast").finish()
     assert code == 2 and "--latency" in err and "uniform:100ms..300ms" in err
     assert _port_is_free(port)

@@ -11,16 +11,11 @@ import pytest
 
 from fakesmtp.config import Config, ConfigError
 from fakesmtp.server import FakeSMTP, StartError
+from maillab.ports import port_in_use
 
 
 def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+    return not port_in_use("127.0.0.1", port)
 
 
 def test_context_manager_binds_free_ports_and_frees_them() -> None:
