@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fakesmtp.config import Config
 from fakesmtp.faults import FaultRule, FaultSet
@@ -19,8 +19,14 @@ from fakesmtp.latency import LatencySpec
 from fakesmtp.stats import Stats
 from fakesmtp.store import MessageStore
 
-if TYPE_CHECKING:
-    from fakesmtp.smtp import FaultySMTP
+
+class OpenSession(Protocol):
+    """What the engine keeps of an open SMTP session: its transport, so that stopping the
+    server can close it. A protocol rather than the session class, so this module does not
+    import :mod:`fakesmtp.smtp`, which imports it."""
+
+    @property
+    def transport(self) -> asyncio.BaseTransport | None: ...
 
 
 class Engine:
@@ -30,7 +36,7 @@ class Engine:
         self.store = store
         self.stats = Stats()
         self.faults = FaultSet(config.faults)
-        self.sessions: set[FaultySMTP] = set()
+        self.sessions: set[OpenSession] = set()  # added and removed by the sessions themselves
         self._session_ids = itertools.count()
 
     # -- configuration ------------------------------------------------------------------------

@@ -128,7 +128,7 @@ class MessageStore:
         """Newest first: messages for ``to`` (any recipient if None) received after ``since``."""
         source = self._by_rcpt.get(to.lower(), ()) if to else self._messages.values()
         out: list[Message] = []
-        for msg in reversed(source):  # type: ignore[call-overload]
+        for msg in reversed(source):
             # Insertion order is arrival order, so everything further back is older still.
             if since is not None and msg.received_at <= since:
                 break

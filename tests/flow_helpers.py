@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from apps.core.mailer import Email
 
@@ -32,6 +33,14 @@ def register_form(client: FlaskClient, email: str, password: str = PASSWORD) -> 
     token = csrf_token(client)
     return client.post("/register", data={"email": email, "password": password,
                                           "csrf_token": token})
+
+
+def json_body(response: TestResponse) -> dict[str, Any]:
+    """The JSON object ``response`` carries; fails the test, showing the body, if it has none
+    (``response.json`` is None for any other content type)."""
+    body = response.get_json(silent=True)
+    assert isinstance(body, dict), (response.status, response.get_data(as_text=True)[:300])
+    return body
 
 
 def path_of(link: str) -> str:

@@ -32,12 +32,17 @@ class Captured:
 
 @dataclass
 class SinkHandler:
-    """DATA is answered with the next scripted reply if any, else ``always`` if set, else 250."""
+    """DATA is answered with the next scripted reply if any, else ``always`` if set, else 250.
+
+    ``hang`` holds every DATA for an hour; ``hold`` holds it until that event is set (from
+    the test's thread), for a state that must last exactly as long as the test needs it.
+    """
 
     delay: float = 0.0
     replies: deque[str] = field(default_factory=deque)
     always: str | None = None
     hang: bool = False
+    hold: threading.Event | None = None
     messages: list[Captured] = field(default_factory=list)
     data_attempts: int = 0
     cond: threading.Condition = field(default_factory=threading.Condition)
@@ -46,6 +51,9 @@ class SinkHandler:
         self.data_attempts += 1
         if self.hang:
             await asyncio.sleep(3600)
+        # Polled: the event is set from another thread, and a poll stays cancellable at stop.
+        while self.hold is not None and not self.hold.is_set():
+            await asyncio.sleep(0.01)
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.replies:

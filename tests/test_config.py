@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +15,8 @@ from flask import Flask
 from apps.core import create_app
 from apps.core.config import ConfigError
 from apps.core.registry import UnknownVariantError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_env_overrides_defaults_and_test_dict_overrides_env(
@@ -58,11 +64,40 @@ def test_bad_values_name_the_variable(tmp_path: Path, monkeypatch: pytest.Monkey
         create_app("baseline", {"INSTANCE_DIR": str(tmp_path)})
 
 
-def test_bad_queue_url(tmp_path: Path) -> None:
-    from apps.queued.queue import QueueConfigError
+@pytest.mark.parametrize(("url", "needle"), [
+    ("amqp://x", "MAILLAB_QUEUE_URL must start with"),
+    ("sqlite:///", "MAILLAB_QUEUE_URL sqlite:/// needs a file path"),
+    ("sqlite:////no/such/dir/queue.db", "MAILLAB_QUEUE_URL .* cannot open the SQLite queue"),
+    ("redis://localhost:notaport/0", "MAILLAB_QUEUE_URL .* Port could not be cast"),
+])
+def test_bad_queue_url_is_a_config_error(tmp_path: Path, url: str, needle: str) -> None:
+    # A ConfigError, not just a ValueError: that is what the CLI turns into one line.
+    with pytest.raises(ConfigError, match=needle):
+        create_app("queued", {"INSTANCE_DIR": str(tmp_path), "QUEUE_URL": url})
 
-    with pytest.raises(QueueConfigError, match="MAILLAB_QUEUE_URL must start with"):
-        create_app("queued", {"INSTANCE_DIR": str(tmp_path), "QUEUE_URL": "amqp://x"})
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("url", ["bogus://x", "sqlite:///"])
+@pytest.mark.parametrize("command", ["worker", "serve"])
+def test_cli_reports_a_bad_queue_url_in_one_line(tmp_path: Path, command: str,
+                                                 url: str) -> None:
+    """The real command, in its own process: what a user sees is one line and a failure code."""
+    args = ["worker"] if command == "worker" else ["serve", "queued", "--port", str(_free_port())]
+    # Inherited MAILLAB_* settings would make the outcome depend on the caller's shell.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILLAB_")}
+    env.update(MAILLAB_QUEUE_URL=url, MAILLAB_INSTANCE_DIR=str(tmp_path))
+    # The timeout only stops a regression that starts serving instead of failing.
+    result = subprocess.run([sys.executable, "-m", "maillab", *args], env=env, cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MAILLAB_QUEUE_URL" in lines[0], result.stderr
 
 
 def test_unknown_variant_creates_nothing(tmp_path: Path) -> None:
@@ -107,9 +142,6 @@ def test_concurrent_table_creation_is_tolerated(tmp_path: Path) -> None:
 
 def test_processes_opening_a_new_database_together(tmp_path: Path) -> None:
     """Separate processes (not threads) race on the journal-mode switch of a new file."""
-    import subprocess
-    import sys
-
     code = ("import sys; from apps.core import create_app; "
             "app = create_app(sys.argv[1], {'INSTANCE_DIR': sys.argv[2]}); "
             "app.extensions['maillab.db'].engine.connect().close()")

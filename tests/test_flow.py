@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 
 from apps.core.emails import ALREADY_SUBJECT, VERIFY_SUBJECT
-from tests.flow_helpers import baseline_outbox, path_of, register_form, register_json
+from tests.flow_helpers import baseline_outbox, json_body, path_of, register_form, register_json
 from tests.smtp_sink import LINK, Sink
 
 
@@ -67,7 +67,7 @@ def test_register_verify_then_link_is_used(variant: str, make_app: Callable[...,
 
     again = client.get(path_of(link), headers={"Accept": "application/json"})
     assert again.status_code == 409
-    assert again.json["status"] == "already_used"
+    assert json_body(again)["status"] == "already_used"
 
 
 def test_html_form_flow(variant: str, make_app: Callable[..., Flask], sink: Sink,

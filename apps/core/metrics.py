@@ -1,18 +1,18 @@
-"""``/metrics`` in Prometheus text format, read from the Mailer's ``stats()`` at scrape time.
+"""``/metrics`` in Prometheus text format, read from a ``stats()`` at scrape time.
 
-Each app gets its own registry, made once (tests create many apps in one process), and values
-are read on demand rather than mirrored, so the numbers are the Mailer's own.
+The source is the app's Mailer, or the queue consumer's counters in ``maillab worker``. Each
+app gets its own registry, made once (tests create many apps in one process), and values are
+read on demand rather than mirrored, so the numbers are the source's own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-from apps.core.mailer import Mailer
 
 # stats() key -> (metric name, help, is a counter); counters get "_total" from the library.
 METRICS = {
@@ -30,8 +30,18 @@ METRICS = {
 }
 
 
+class StatsSource(Protocol):
+    """What ``/metrics`` reads: ``name``, the ``variant`` label, and ``stats()``, keyed like
+    :data:`METRICS`, cheap and thread-safe. Every Mailer is one; so is the consumer's
+    ``WorkerStats``, which is no Mailer (it dispatches nothing)."""
+
+    name: str
+
+    def stats(self) -> dict[str, float]: ...
+
+
 class MailerCollector(Collector):
-    def __init__(self, mailer: Mailer) -> None:
+    def __init__(self, mailer: StatsSource) -> None:
         self.mailer = mailer
 
     def collect(self) -> Iterator[Metric]:
@@ -45,8 +55,9 @@ class MailerCollector(Collector):
             yield metric
 
 
-def registry_for(mailer: Mailer) -> CollectorRegistry:
-    """A registry that reads ``mailer.stats()`` at every scrape; made once per app."""
+def registry_for(mailer: StatsSource) -> CollectorRegistry:
+    """A registry that reads ``mailer.stats()`` at every scrape; made once per app (or once
+    per ``maillab worker``)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MailerCollector(mailer))
     return registry

@@ -6,22 +6,40 @@ and is imported only when chosen.
 
 from __future__ import annotations
 
+import sqlite3
+
 from huey import Huey, SqliteHuey
+
+from apps.core.config import ConfigError
 
 QUEUE_NAME = "maillab"
 
 
-class QueueConfigError(ValueError):
-    pass
+class QueueConfigError(ConfigError):
+    """``MAILLAB_QUEUE_URL`` is unusable; the message names it.
+
+    A :class:`ConfigError`, so whatever stops on a bad setting (``maillab serve``,
+    ``maillab worker``) stops on this one too, with the message instead of a traceback.
+    """
 
 
 def make_huey(url: str) -> Huey:
+    """The Huey for ``url``; raises :class:`QueueConfigError` if it cannot be used.
+
+    A SQLite queue is opened (and its tables made) here, so a file that cannot be opened
+    fails now; a Redis URL is only parsed, as Huey connects on first use.
+    """
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
         if not path:
             raise QueueConfigError("MAILLAB_QUEUE_URL sqlite:/// needs a file path")
-        # timeout: the app's threads and the consumer's threads share one file.
-        return SqliteHuey(QUEUE_NAME, filename=path, results=False, timeout=30)
+        try:
+            # timeout: the app's threads and the consumer's threads share one file.
+            return SqliteHuey(QUEUE_NAME, filename=path, results=False, timeout=30)
+        except sqlite3.Error as exc:
+            raise QueueConfigError(
+                f"MAILLAB_QUEUE_URL {url!r}: cannot open the SQLite queue: {exc}"
+            ) from None
     if url.startswith(("redis://", "rediss://", "unix://")):
         try:
             import redis  # noqa: F401
@@ -32,8 +50,11 @@ def make_huey(url: str) -> Huey:
             ) from None
         from huey import RedisHuey
 
-        # blocking=True: the consumer waits in BRPOP, so pick-up is immediate, with no polling.
-        return RedisHuey(QUEUE_NAME, url=url, blocking=True, results=False)
+        try:
+            # blocking=True: the consumer waits in BRPOP, so pick-up is immediate, no polling.
+            return RedisHuey(QUEUE_NAME, url=url, blocking=True, results=False)
+        except ValueError as exc:  # redis-py's URL parser, e.g. a port that is not a number
+            raise QueueConfigError(f"MAILLAB_QUEUE_URL {url!r}: {exc}") from None
     raise QueueConfigError(
         f"MAILLAB_QUEUE_URL must start with sqlite:/// or redis://, got {url!r}"
     )

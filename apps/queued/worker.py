@@ -60,6 +60,13 @@ class WorkerStats:
 
 
 def build_consumer(app: Flask, threads: int | None = None) -> tuple[Consumer, WorkerStats]:
+    """A consumer (not started) for ``app``'s queue, and the stats it will count into.
+
+    Raises :class:`TypeError` if ``app`` is not a ``queued`` app. It raises no configuration
+    error of its own: it reuses the Huey that ``create_app`` built, so a bad
+    ``MAILLAB_QUEUE_URL`` has already failed there (a ``ConfigError``), and every setting it
+    reads was checked there too.
+    """
     mailer = app.extensions["mailer"]
     if not isinstance(mailer, QueuedMailer):
         raise TypeError("the worker needs an app built with the 'queued' variant")

@@ -7,7 +7,7 @@ import json
 import smtplib
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -65,7 +65,8 @@ def make_server() -> Iterator[Callable[..., FakeSMTP]]:
     servers: list[FakeSMTP] = []
 
     def factory(
-        latency: dict[str, str] | None = None, faults: list[Any] = (), seed: int = 7, **kw: Any
+        latency: dict[str, str] | None = None, faults: Sequence[Any] = (), seed: int = 7,
+        **kw: Any,
     ) -> FakeSMTP:
         server = FakeSMTP(HOST, 0, 0, Config.build(latency, faults), seed=seed, **kw)
         server.start()
@@ -114,7 +115,7 @@ class RawSession:
 
     def reply(self) -> list[bytes]:
         """All lines of one (possibly multi-line) reply; [] if the server closed."""
-        lines = []
+        lines: list[bytes] = []
         while True:
             line = self.file.readline()
             if not line:
@@ -146,9 +147,10 @@ def raw_session() -> Iterator[Callable[..., RawSession]]:
         session.close()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     """Poll ``predicate`` until it is true or the deadline passes (for server-side counters
-    that have no event to wait on from outside)."""
+    that have no event to wait on from outside). The deadline only bounds a failing test, so
+    it is generous: a passing one returns as soon as the state is reached."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

@@ -51,9 +51,9 @@ def test_long_poll_returns_when_the_message_lands(server, api, until) -> None:
     _send(server, "late@x.test")
     poller.join(30)
     returned, found = result[0]
+    # Woken by the message, not by the 30 s deadline: a poll that times out returns [].
     assert [m["rcpt_tos"] for m in found] == [["late@x.test"]]
     assert returned >= sent_at  # not before the message
-    assert returned - sent_at < 5.0  # but as soon as it lands, far from the 30 s deadline
     assert server.stats()["long_polls_waiting"] == 0
 
 
@@ -74,10 +74,10 @@ def test_long_poll_without_to_waits_for_any_and_since_filters_old(server, api) -
     assert [m["rcpt_tos"] for m in found] == [["new@x.test"]]
 
 
-def test_without_wait_returns_at_once(server, api) -> None:
-    started = time.monotonic()
-    assert api.get("/api/messages?to=x@x.test") == []
-    assert time.monotonic() - started < 1.0
+def test_without_wait_returns_at_once(api) -> None:
+    # The socket timeout is a sanity ceiling, not a speed claim: a query takes milliseconds,
+    # and a request that long-polled by mistake would never be answered (nothing arrives).
+    assert api.get("/api/messages?to=x@x.test", timeout=10.0) == []
 
 
 @pytest.mark.parametrize(

@@ -154,8 +154,9 @@ def test_store_wait_is_woken_by_add() -> None:
         return found, loop.time() - started
 
     found, waited = asyncio.run(scenario())
+    # Woken by add, not by the 5 s deadline: a wait that times out returns [].
     assert [m.rcpt_tos for m in found] == [("bob@x.test",)]
-    assert 0.04 < waited < 2.0
+    assert waited >= 0.04  # and not before the message was added
 
 
 def test_parse_content_and_links() -> None:

@@ -70,10 +70,13 @@ def _timed_session(server, raw_session) -> dict[str, float]:
 def test_latency_lands_in_its_phase(phase, make_server, raw_session) -> None:
     server = make_server(latency={phase: "150ms"})
     times = _timed_session(server, raw_session)
-    assert 0.14 <= times[phase] < 1.5, times
-    assert max(times, key=times.__getitem__) == phase, times  # that phase, and only it, is slow
-    assert all(t < 0.14 for p, t in times.items() if p != phase), times
-    lat = server.stats()["latency"][phase]
+    # Which phases were delayed is read from the server's record, not from a stopwatch: on a
+    # busy machine an undelayed phase can take longer than 150 ms. Only floors are timed, as
+    # a phase cannot take less than the latency injected into it.
+    assert times[phase] >= 0.14, times
+    latency = server.stats()["latency"]
+    assert {p for p, lat in latency.items() if lat["count"]} == {phase}, latency
+    lat = latency[phase]
     assert lat["count"] == 1 and lat["injected_p50_ms"] == 150.0
     assert lat["observed_p50_ms"] >= 149.0
 
@@ -90,7 +93,7 @@ def test_latency_distribution_is_seeded(make_server, raw_session) -> None:
     assert draws(11) != draws(12)
 
 
-def test_one_slow_session_never_delays_another(make_server, message) -> None:
+def test_concurrent_sessions_each_wait_their_own_latency(make_server, message) -> None:
     server = make_server(latency={"eom": "300ms"})
 
     def send(i: int) -> float:
@@ -99,22 +102,47 @@ def test_one_slow_session_never_delays_another(make_server, message) -> None:
             client.sendmail("a@x.test", [f"user{i}@x.test"], message(f"user{i}@x.test"))
         return time.perf_counter() - started
 
-    started = time.perf_counter()
     with ThreadPoolExecutor(20) as pool:
         durations = list(pool.map(send, range(20)))
-    wall = time.perf_counter() - started
-    assert min(durations) >= 0.29
-    assert wall < 3.0  # 20 x 300 ms one after another would be 6 s
-    assert server.stats()["received"] == 20
+    assert min(durations) >= 0.29  # a floor: no session skipped its latency
+    stats = server.stats()
+    assert stats["received"] == 20
+    assert stats["latency"]["eom"]["count"] == 20
+    assert stats["latency"]["eom"]["injected_p99_ms"] == 300.0
+
+
+def test_one_slow_session_never_delays_another(make_server, raw_session) -> None:
+    # Shown by order, not by a stopwatch: a session asleep in an eom latency far longer than
+    # the test stays unanswered while a second session gets every reply it asks for.
+    server = make_server(latency={"eom": "60s"})
+    slow = raw_session(server)
+    assert slow.reply()[0].startswith(b"220")
+    for line, code in ((b"EHLO slow.test", b"250"), (b"MAIL FROM:<a@x.test>", b"250"),
+                       (b"RCPT TO:<slow@x.test>", b"250"), (b"DATA", b"354")):
+        assert slow.command(line)[-1].startswith(code), line
+    slow.send(MSG + b".\r\n")  # the final dot: this session now sleeps for a minute
+    fast = raw_session(server)
+    assert fast.reply()[0].startswith(b"220")
+    # Up to 354: the body's final dot would put this session to sleep in eom as well.
+    for line, code in ((b"EHLO fast.test", b"250"), (b"MAIL FROM:<a@x.test>", b"250"),
+                       (b"RCPT TO:<fast@x.test>", b"250"), (b"DATA", b"354")):
+        assert fast.command(line)[-1].startswith(code), line
+    assert server.messages() == []  # the slow message is still waiting for its reply
+    slow.sock.settimeout(0.2)  # waiting for an absence: any wait would do, this one is short
+    with pytest.raises(TimeoutError):
+        slow.reply()
 
 
 def test_hanging_session_does_not_block_others(make_server, raw_session, smtp_client) -> None:
     server = make_server(faults=["id=h,phase=eom,action=hang,to=*@slow.test"])
-    hung = raw_session(server, timeout=0.5)
+    hung = raw_session(server)
     hung.reply()
     for line in (b"HELO me", b"MAIL FROM:<a@x.test>", b"RCPT TO:<z@slow.test>", b"DATA"):
         hung.command(line)
     hung.send(MSG + b".\r\n")
+    # Only the read expected to go unanswered gets a short timeout; the replies above get
+    # the default, so a slow machine cannot fail them.
+    hung.sock.settimeout(0.5)
     blocked = threading.Event()
 
     def read_reply() -> None:
