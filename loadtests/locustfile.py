@@ -15,13 +15,13 @@ inbox deadline is a ``time_to_inbox`` failure, not a hang.
 Works with stock ``locust -f loadtests/locustfile.py --host http://127.0.0.1:8000`` against
 any running variant, headless or with the web UI; the arguments below appear in the UI and
 are applied to fakesmtp through its API at every test start. ``maillab bench`` also passes
-``--samples-out`` so every sample is kept for exact percentiles.
+``--samples-out`` so every sample is kept for exact percentiles, in the format
+``loadtests.cellfiles`` owns. Every sample of one sign-up carries that sign-up's warm-up flag
+(its start, passed in the request context), so a sign-up is measured or not as a whole.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
 import json
 import re
 import time
@@ -35,14 +35,21 @@ from geventhttpclient import URL, HTTPClient
 from locust import FastHttpUser, events, task
 from locust.env import Environment
 
+from apps.core.registry import VARIANTS, sends_email
+from loadtests import cellfiles
+from loadtests.cellfiles import CellRecorder, Registration, Sample
+
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 VERIFY_LINK = re.compile(r"/verify/[^\s\"'<>]+")
 PASSWORD = "maillab load test"
 
 # Filled at test start, read by every user.
 RUN: dict[str, Any] = {"expects_email": True, "warmup_until": 0.0}
-SAMPLES: list[tuple[str, str, float, float, int, int]] = []
-REGISTRATIONS: list[dict[str, Any]] = []
+RECORDER = CellRecorder()
+
+
+def _in_warmup(started: float) -> bool:
+    return started < RUN["warmup_until"]
 
 
 @events.init_command_line_parser.add_listener
@@ -65,7 +72,7 @@ def _arguments(parser: Any) -> None:
     parser.add_argument("--warmup", type=float, default=0.0, env_var="MAILLAB_WARMUP",
                        help="seconds at the start whose samples are left out of the stats")
     parser.add_argument("--variant", default="", env_var="MAILLAB_VARIANT",
-                        choices=["", "baseline", "sync", "threaded", "queued"],
+                        choices=["", *VARIANTS],
                         help="which variant to load, from --variant-hosts (empty: use --host)")
     parser.add_argument("--variant-hosts", default="", env_var="MAILLAB_VARIANT_HOSTS",
                         include_in_web_ui=False,
@@ -75,13 +82,19 @@ def _arguments(parser: Any) -> None:
                        help="folder for every sample and registration (gzip CSV)")
 
 
+def _options(environment: Environment) -> Any:
+    """The parsed command line; locust always sets it before a test starts."""
+    assert environment.parsed_options is not None
+    return environment.parsed_options
+
+
 def _api(environment: Environment) -> str:
-    return str(environment.parsed_options.smtp_api).rstrip("/")
+    return str(_options(environment).smtp_api).rstrip("/")
 
 
 @events.test_start.add_listener
 def _on_test_start(environment: Environment, **_kw: Any) -> None:
-    options = environment.parsed_options
+    options = _options(environment)
     if options.variant:
         hosts = dict(pair.split("=", 1) for pair in options.variant_hosts.split(",") if "=" in pair)
         if options.variant not in hosts:
@@ -89,8 +102,7 @@ def _on_test_start(environment: Environment, **_kw: Any) -> None:
                                f"{options.variant_hosts!r}")
         # Runs before locust copies environment.host onto the user classes.
         environment.host = hosts[options.variant]
-    SAMPLES.clear()
-    REGISTRATIONS.clear()
+    RECORDER.clear()
     RUN["warmup_until"] = time.time() + options.warmup
     patch: dict[str, Any] = {}
     if options.smtp_latency:
@@ -103,11 +115,12 @@ def _on_test_start(environment: Environment, **_kw: Any) -> None:
         status, body = _json_request("PATCH", f"{_api(environment)}/api/config", patch)
         if status != 200:
             raise RuntimeError(f"fakesmtp refused the settings {patch}: {body}")
-    health_status, health = _json_request("GET", f"{environment.host.rstrip('/')}/healthz")
+    host = str(environment.host or "").rstrip("/")
+    health_status, health = _json_request("GET", f"{host}/healthz")
     if health_status != 200:
-        raise RuntimeError(f"{environment.host}/healthz answered {health_status}")
-    # baseline records its email and sends nothing: there is no inbox to wait for.
-    RUN["expects_email"] = health.get("variant") != "baseline"
+        raise RuntimeError(f"{host}/healthz answered {health_status}")
+    # A variant that sends nothing (the baseline) has no inbox to wait for.
+    RUN["expects_email"] = sends_email(str(health.get("variant")))
     RUN["variant"] = health.get("variant")
     if options.warmup and environment.runner is not None:
         gevent.spawn_later(options.warmup, environment.runner.stats.reset_all)
@@ -133,105 +146,103 @@ def _json_request(method: str, url: str, body: Any = None) -> tuple[int, dict[st
 
 @events.request.add_listener
 def _on_request(request_type: str, name: str, response_time: float, exception: Any = None,
-                **_kw: Any) -> None:
-    now = time.time()
-    start = now - response_time / 1000 if request_type not in ("INP", "EMAIL") else now
-    SAMPLES.append((name, request_type, round(start, 6), round(response_time, 3),
-                    int(exception is None), int(start < RUN["warmup_until"])))
+                context: dict[str, Any] | None = None, **_kw: Any) -> None:
+    context = context or {}
+    # A request started response_time ago; a custom timing says when it started.
+    start = context.get("start", time.time() - response_time / 1000)
+    signup = context.get("signup_started", start)
+    RECORDER.samples.append(Sample(name, request_type, start, round(response_time, 3),
+                                   exception is None, _in_warmup(signup)))
 
 
 @events.test_stop.add_listener
 def _on_test_stop(environment: Environment, **_kw: Any) -> None:
-    out = environment.parsed_options.samples_out
-    if not out:
-        return
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    with gzip.open(folder / "samples.csv.gz", "wt", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["name", "type", "start", "ms", "ok", "warmup"])
-        writer.writerows(SAMPLES)
-    with gzip.open(folder / "registrations.csv.gz", "wt", newline="") as fh:
-        fields = ["email", "sent_at", "status", "inbox_ms", "verify_status", "warmup"]
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(REGISTRATIONS)
-
-
-def _fire(environment: Environment, request_type: str, name: str, ms: float,
-          error: str | None = None) -> None:
-    environment.events.request.fire(
-        request_type=request_type, name=name, response_time=ms, response_length=0,
-        exception=RuntimeError(error) if error else None, context={})
+    out = _options(environment).samples_out
+    if out:
+        RECORDER.write(Path(out))
 
 
 class SignUpUser(FastHttpUser):
     """A person signing up and confirming their address, over and over, with no think time."""
 
+    signup_started = 0.0
+
+    def context(self) -> dict[str, Any]:
+        # Added by locust to every request's event: ties the request to its sign-up.
+        return {"signup_started": self.signup_started}
+
     def on_start(self) -> None:
         self.inbox = HTTPClient.from_url(
             URL(_api(self.environment)), concurrency=1, connection_timeout=10,
-            network_timeout=self.environment.parsed_options.inbox_deadline + 10)
+            network_timeout=_options(self.environment).inbox_deadline + 10)
 
     def on_stop(self) -> None:
         self.inbox.close()
 
     @task
     def sign_up(self) -> None:
-        options = self.environment.parsed_options
-        form = self.client.get("/register", name="register_form")
+        options = _options(self.environment)
+        self.signup_started = time.time()
+        form = self.client.get("/register", name=cellfiles.REGISTER_FORM)
         match = CSRF.search(form.text or "")
         if not match:
             return
         email = f"u-{uuid.uuid4().hex}@maillab.test"
-        record: dict[str, Any] = {"email": email, "sent_at": time.time(), "status": None,
-                                  "inbox_ms": None, "verify_status": None,
-                                  "warmup": int(time.time() < RUN["warmup_until"])}
+        record = Registration(email=email, sent_at=time.time(),
+                              warmup=_in_warmup(self.signup_started))
         # Recorded before the POST, so an address the server may have seen is never uncounted.
-        REGISTRATIONS.append(record)
-        sent_at = record["sent_at"]
+        RECORDER.registrations.append(record)
         started = time.perf_counter()
-        with self.client.post("/register", name="register", allow_redirects=False,
+        with self.client.post("/register", name=cellfiles.REGISTER, allow_redirects=False,
                               data={"email": email, "password": PASSWORD,
                                     "csrf_token": match.group(1)},
                               catch_response=True) as response:
-            record["status"] = response.status_code
+            record.status = response.status_code
             if response.status_code != 303:
                 response.failure(f"expected 303, got {response.status_code}")
                 return
             response.success()
             location = response.headers.get("Location", "/register/sent")
-        self.client.get(location, name="register_sent")
+        self.client.get(location, name=cellfiles.REGISTER_SENT)
         waited_ms = (time.perf_counter() - started) * 1000
-        _fire(self.environment, "INP", "inp_proxy", waited_ms + options.render_allowance_ms)
+        self._fire("INP", cellfiles.INP_PROXY, waited_ms + options.render_allowance_ms,
+                   record.sent_at)
         if not RUN["expects_email"]:
             return
-        link = self._await_email(email, sent_at, record, options.inbox_deadline)
+        link = self._await_email(record, options.inbox_deadline)
         if link is None:
             return
-        with self.client.get(link, name="verify", catch_response=True) as verified:
-            record["verify_status"] = verified.status_code
+        with self.client.get(link, name=cellfiles.VERIFY, catch_response=True) as verified:
+            record.verify_status = verified.status_code
             if verified.status_code != 200:
                 verified.failure(f"verify answered {verified.status_code}")
 
-    def _await_email(self, email: str, sent_at: float, record: dict[str, Any],
-                     deadline: float) -> str | None:
+    def _fire(self, request_type: str, name: str, ms: float, started: float,
+              error: str | None = None) -> None:
+        """Report a custom timing as a locust request, so it shows in the UI and CSVs too."""
+        self.environment.events.request.fire(
+            request_type=request_type, name=name, response_time=ms, response_length=0,
+            exception=RuntimeError(error) if error else None,
+            context={"start": started, "signup_started": self.signup_started})
+
+    def _await_email(self, record: Registration, deadline: float) -> str | None:
         """The verification link path, or None after firing a time_to_inbox failure."""
-        query = f"/api/messages?to={quote(email)}&wait={deadline:g}"
+        query = f"/api/messages?to={quote(record.email)}&wait={deadline:g}"
+        inbox = cellfiles.TIME_TO_INBOX
         try:
             response = self.inbox.get(query)
             messages = json.loads(response.read())
         except Exception as exc:  # the failure is reported as a sample, with its reason
-            _fire(self.environment, "EMAIL", "time_to_inbox", deadline * 1000,
-                  f"fakesmtp long-poll failed: {exc!r}")
+            self._fire("EMAIL", inbox, deadline * 1000, record.sent_at,
+                       f"fakesmtp long-poll failed: {exc!r}")
             return None
         if not messages:
-            _fire(self.environment, "EMAIL", "time_to_inbox", deadline * 1000,
-                  f"no email within {deadline:g} s")
+            self._fire("EMAIL", inbox, deadline * 1000, record.sent_at,
+                       f"no email within {deadline:g} s")
             return None
         message = messages[-1]
-        inbox_ms = max(0.0, (message["received_at"] - sent_at) * 1000)
-        record["inbox_ms"] = round(inbox_ms, 3)
-        _fire(self.environment, "EMAIL", "time_to_inbox", inbox_ms)
+        inbox_ms = max(0.0, (message["received_at"] - record.sent_at) * 1000)
+        record.inbox_ms = round(inbox_ms, 3)
+        self._fire("EMAIL", inbox, inbox_ms, record.sent_at)
         found = VERIFY_LINK.search(" ".join(message.get("links", [])))
         return found.group(0) if found else None

@@ -22,12 +22,14 @@ A bad file or value raises :class:`ProfileError`, whose message names the file a
 
 from __future__ import annotations
 
+import math
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from apps.core.registry import VARIANTS
+from loadtests.cellfiles import CellKey, grid
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -54,15 +56,30 @@ class Profile:
     render_allowance_ms: float = 1000 / 60
     source: str = field(default="", compare=False)
 
-    def cells(self) -> list[tuple[str, int, int]]:
-        """(variant, latency, users), latency-major so one fakesmtp setting runs at a time."""
-        return [(v, lat, u) for lat in self.latencies_ms for u in self.users
-                for v in self.variants]
+    def cells(self) -> list[CellKey]:
+        return grid(self.variants, self.latencies_ms, self.users)
+
+    @property
+    def run_time_s(self) -> int:
+        """locust's --run-time takes whole seconds: warm-up plus duration, rounded up."""
+        return math.ceil(self.warmup_s + self.duration_s)
+
+    @property
+    def measured_s(self) -> float:
+        """The measured window: the run time after the warm-up."""
+        return self.run_time_s - self.warmup_s
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting, as results.json records it (the name is the document's "profile")."""
+        settings = asdict(self)
+        del settings["name"]
+        return settings
 
     def with_overrides(self, **overrides: Any) -> Profile:
         given = {k: v for k, v in overrides.items() if v is not None}
-        changed = replace(self, **{k: tuple(v) if isinstance(v, list) else v
-                                   for k, v in given.items()})
+        changes: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in given.items()}
+        changed = replace(self, **changes)
         changed._check(f"{self.source} with command-line overrides")
         return changed
 

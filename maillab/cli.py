@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,8 +15,12 @@ from apps.core.config import ConfigError
 from apps.core.registry import VARIANTS, UnknownVariantError
 from fakesmtp.bench import smtp_bench
 from fakesmtp.cli import smtp
+from loadtests.results import GATE_FILE, RESULTS_FILE, RunError
 from maillab.ports import PortInUse, require_free
 from reports.cli import report
+
+if TYPE_CHECKING:
+    from loadtests.results import Results
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,9 +107,11 @@ def worker(threads: int | None, metrics_port: int, verbose: bool) -> None:
     sys.stdout.flush()
     consumer.run()
     s = stats.stats()
+    # queue_depth is absent when the queue cannot be reached (say, Redis went away).
+    left = f"{s['queue_depth']:g}" if "queue_depth" in s else "unknown (queue unreachable)"
     click.echo(f"maillab worker stopped: {s['emails_delivered_total']:g} delivered, "
                f"{s['emails_failed_total']:g} failed, {s['emails_retried_total']:g} retries, "
-               f"{s['queue_depth']:g} left in the queue")
+               f"{left} left in the queue")
 
 
 def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -155,16 +162,18 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
         TimeRemainingColumn,
     )
 
+    from loadtests.cellfiles import CellKey
     from loadtests.profiles import ProfileError, load_profile
     from maillab.bench import Bench, BenchError, Stopped, new_run_dir
 
+    results_root = Path("results")
     try:
         profile = load_profile(profile_name).with_overrides(
             variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
             latencies_ms=latencies, users=users, duration_s=duration, warmup_s=warmup)
         require_free("--smtp-port", smtp_port)
         require_free("--smtp-api-port", smtp_api_port)
-        paths = new_run_dir(Path("results"), profile, out)
+        run_dir = new_run_dir(results_root, profile, out)
     except (ProfileError, BenchError, PortInUse) as exc:
         raise click.ClickException(str(exc)) from None
     console = Console(width=None if sys.stdout.isatty() else 160)
@@ -173,39 +182,37 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
                   f"{profile.warmup_s:g} s warm-up + {profile.duration_s:g} s each), "
                   f"gunicorn {profile.workers}x{profile.threads} gthread, queue consumer "
                   f"{profile.worker_threads} threads, passwords hashed "
-                  f"with {profile.password_hash} (cheap on purpose), results in {paths.run_dir}")
+                  f"with {profile.password_hash} (cheap on purpose), results in {run_dir}")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
                         console=console, transient=False)
     task = progress.add_task("starting", total=len(cells))
 
-    def on_cell(index: int, label: str) -> None:
-        progress.update(task, completed=index, description=label)
+    def on_cell(index: int, key: CellKey) -> None:
+        progress.update(task, completed=index, description=key.title)
 
-    runner = Bench(profile, paths, smtp_port, smtp_api_port, on_cell)
+    runner = Bench(profile, run_dir, results_root, smtp_port, smtp_api_port, on_cell)
+    kept = f"finished cells kept in {run_dir / RESULTS_FILE}"
     try:
         with progress:
-            document = runner.run()
+            results = runner.run()
             progress.update(task, completed=len(cells), description="done")
     except Stopped as stop:
         console.print(f"[yellow]stopped by {stop}: every child process stopped; "
-                      f"{len(runner.document['cells'])} finished cells kept in "
-                      f"{paths.run_dir / 'results.json'} (maillab report "
-                      f"{paths.run_dir} draws them)")
+                      f"{len(runner.results.cells)} {kept} (maillab report {run_dir} draws "
+                      "them)")
         sys.exit(130)
     except BenchError as exc:
-        done = len(runner.document.get("cells", []))
-        raise click.ClickException(f"{exc} ({done} finished cells kept in "
-                                   f"{paths.run_dir / 'results.json'})") from None
-    _print_summary(console, document)
-    console.print(f"results: {paths.run_dir / 'results.json'}")
+        raise click.ClickException(f"{exc} ({len(runner.results.cells)} {kept})") from None
+    _print_summary(console, results)
+    console.print(f"results: {run_dir / RESULTS_FILE}")
     # The gate runs first so that its verdict (gate.json) is in the report.
-    code = _gate(paths.run_dir, rules_file, baseline) if gate_after else 0
-    from reports import ReportError, build_report
+    code = _gate(run_dir, rules_file, baseline) if gate_after else 0
+    from reports import build_report
 
     try:
-        console.print(f"report: {build_report(paths.run_dir)}")
-    except ReportError as exc:
+        console.print(f"report: {build_report(run_dir)}")
+    except RunError as exc:
         console.print(f"[red]report not written:[/] {exc}")
         code = code or 1
     sys.exit(code)
@@ -220,6 +227,7 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
               help="locust's web UI.")
 def ui(smtp_port: int, smtp_api_port: int, app_port: int, web_port: int) -> None:
     """fakesmtp, every variant on its own port, and locust's web UI, until Ctrl-C."""
+    from maillab.processes import Stopped
     from maillab.ui import UIError, run_ui
 
     run_dir = Path("results") / time.strftime("ui-%Y%m%d-%H%M%S")
@@ -227,7 +235,7 @@ def ui(smtp_port: int, smtp_api_port: int, app_port: int, web_port: int) -> None
         run_ui(run_dir, smtp_port, smtp_api_port, app_port, web_port, click.echo)
     except UIError as exc:
         raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:
+    except (Stopped, KeyboardInterrupt):
         click.echo("maillab ui stopped; every process it started is stopped")
 
 
@@ -252,12 +260,12 @@ def _gate(run_dir: Path, rules_file: Path | None, baseline: Path | None, alpha: 
     from rich.console import Console
     from rich.table import Table
 
-    from maillab.gate import DEFAULT_RULES, GateInputError, RuleError, load_rules, run_gate
+    from maillab.gate import DEFAULT_RULES, RuleError, load_rules, run_gate
 
     try:
         rules = load_rules(rules_file or DEFAULT_RULES)
         result = run_gate(run_dir, rules, baseline, alpha, min_effect)
-    except (RuleError, GateInputError) as exc:
+    except (RuleError, RunError) as exc:
         raise click.UsageError(str(exc)) from None
     console = Console(width=None if sys.stdout.isatty() else 160)
     table = Table(title=f"maillab gate: {run_dir}")
@@ -265,35 +273,35 @@ def _gate(run_dir: Path, rules_file: Path | None, baseline: Path | None, alpha: 
         table.add_column(column, justify="right" if column in ("measured",) else "left")
     colour = {"pass": "green", "fail": "red", "error": "red", "skipped": "yellow"}
     for o in result.rules:
-        table.add_row(o.rule, o.cell, "-" if o.measured is None else f"{o.measured:g}", o.limit,
+        table.add_row(o.rule, o.cell or "-", "-" if o.measured is None else f"{o.measured:g}",
+                      o.limit,
                       f"[{colour[o.verdict]}]{o.verdict}[/] {o.detail}".strip())
     console.print(table)
     comparison = result.comparison
-    if comparison and comparison["comparable"]:
+    if comparison and comparison.comparable:
         compared = Table(title=f"compared with {baseline} (Mann-Whitney U, one-sided, "
                                f"alpha {alpha:g}, fail above +{min_effect:.0%} median)")
         for column in ("cell", "metric", "median now / before", "change", "p", "verdict"):
             compared.add_column(column)
-        for m in comparison["metrics"]:
-            medians = m.get("median_ms")
+        for m in comparison.metrics:
+            medians = m.median_ms
             compared.add_row(
-                m["cell"], m["metric"],
-                f"{medians[0]:g} / {medians[1]:g} ms" if medians else "-",
-                f"{m['change']:+.1%}" if "change" in m else "-",
-                f"{m['p_value']:.2g}" if "p_value" in m else "-",
-                f"[{colour[m['verdict']]}]{m['verdict']}[/] {m.get('detail', '')}".strip())
+                m.cell, m.metric, f"{medians[0]:g} / {medians[1]:g} ms" if medians else "-",
+                "-" if m.change is None else f"{m.change:+.1%}",
+                "-" if m.p_value is None else f"{m.p_value:.2g}",
+                f"[{colour[m.verdict]}]{m.verdict}[/] {m.detail}".strip())
         console.print(compared)
     for reason in result.invalid:
         console.print(f"[red]invalid:[/] {reason}")
     console.print(f"gate verdict: {result.verdict} (exit {result.exit_code}); "
-                  f"written to {run_dir / 'gate.json'}")
+                  f"written to {run_dir / GATE_FILE}")
     return result.exit_code
 
 
-def _print_summary(console: Any, document: dict[str, Any]) -> None:
+def _print_summary(console: Any, results: Results) -> None:
     from rich.table import Table
 
-    table = Table(title=f"maillab {document['profile']}: medians and p95 from every sample")
+    table = Table(title=f"maillab {results.profile}: medians and p95 from every sample")
     for column in ("variant", "SMTP", "users", "register p50", "p95", "INP proxy p75",
                    "inbox p50", "done/s", "delivered", "missing", "dup", "peak thr", "peak q",
                    "valid"):
@@ -302,22 +310,32 @@ def _print_summary(console: Any, document: dict[str, Any]) -> None:
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f}"
 
-    for cell in document["cells"]:
-        d, r = cell["delivery"], cell["resources"]
+    def count(value: float | None) -> str:
+        return "-" if value is None else f"{value:g}"
+
+    for cell in results.cells:
+        d = cell.delivery
         table.add_row(
-            cell["variant"], f"{cell['smtp_latency_ms']} ms", str(cell["users"]),
-            ms(cell["register"]["p50_ms"]), ms(cell["register"]["p95_ms"]),
-            f"{ms(cell['inp_proxy']['p75_ms'])} {cell['inp_proxy']['rating'] or ''}",
-            ms(cell["time_to_inbox"]["p50_ms"]), f"{cell['throughput_rps']:.1f}",
-            f"{d['delivered']}/{d['registered']}" if d["expected"] else "n/a",
-            str(d["missing"]), str(d["duplicates"]), str(r["peak_threads"] or "-"),
-            "-" if r["peak_queue_depth"] is None else str(r["peak_queue_depth"]),
-            "yes" if cell["valid"] else "[red]no")
+            cell.variant, f"{cell.smtp_latency_ms} ms", str(cell.users),
+            ms(cell.metric("register", "p50_ms")), ms(cell.metric("register", "p95_ms")),
+            f"{ms(cell.metric('inp_proxy', 'p75_ms'))} {cell.inp_proxy.rating or ''}",
+            ms(cell.metric("time_to_inbox", "p50_ms")), ms(cell.metric("throughput_rps")),
+            f"{d.delivered}/{d.registered}" if cell.sends_email else "n/a",
+            str(d.missing), str(d.duplicates), count(cell.metric("resources", "peak_threads")),
+            count(cell.metric("resources", "peak_queue_depth")),
+            "yes" if cell.valid else "[red]no")
     console.print(table)
-    for cell in document["cells"]:
-        for warning in cell["warnings"]:
-            console.print(f"[yellow]warning[/] {cell['variant']} @ {cell['smtp_latency_ms']} ms "
-                          f"x {cell['users']}: {warning}")
+    for cell in results.cells:
+        for warning in cell.warnings:
+            console.print(f"[yellow]warning[/] {cell.key.title}: {warning}")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON schema of results.json, derived from the results model."""
+    from loadtests.results import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
 
 
 cli.add_command(smtp)

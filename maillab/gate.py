@@ -7,16 +7,20 @@ Rules (TOML, ``rules = ["...", ...]``) read like k6 thresholds::
     queued{latency=500}.time_to_inbox.p95_ms < smtp_latency_ms + 200
     sync.register.p50_ms >= smtp_latency_ms
 
-``SELECTOR.METRIC.STAT OP EXPRESSION``: the selector is a variant or ``*``, optionally with
-``{latency=MS,users=N}``; the right side is arithmetic over numbers and the cell's
-``smtp_latency_ms``, ``users`` and ``duration_s``. A rule is checked on every cell it selects.
-A metric name the schema does not know is a rule error (exit 2, with a suggestion); a known
-metric the run lacks, or a selector no cell matches, fails the rule: never a silent pass.
+``SELECTOR.METRIC.STAT OP EXPRESSION`` (or ``SELECTOR.METRIC OP ...`` for a metric that is
+a single number, such as ``throughput_rps``): the selector is a variant or ``*``, optionally
+with ``{latency=MS,users=N}``; the right side is arithmetic over numbers and the cell's
+variables (:data:`loadtests.results.VARIABLES`). The metrics and statistics a rule may name
+are the results model's (:data:`loadtests.results.METRICS`). A rule is checked on every cell
+it selects. A name the model does not know is a rule error (exit 2, with a suggestion); a
+known metric the run lacks, or a selector no cell matches, fails the rule: never a silent
+pass.
 
 Comparison with a baseline run: for each cell present in both, register, verify and time to
-inbox are compared on their per-request samples with a one-sided Mann-Whitney U test; a
-regression needs both p < ``alpha`` and a median slower by more than ``min_effect`` (10%), so
-noise does not fail a build and a real slowdown does. Runs are comparable only when profile,
+inbox are compared on their measured samples with a one-sided Mann-Whitney U test; a
+regression needs both p < ``alpha`` and a median (the nearest-rank p50, as in results.json)
+slower by more than ``min_effect`` (10%), so noise does not fail a build and a real slowdown
+does. Runs are comparable only when profile,
 variant set, CPU count, server settings and password hash match.
 
 Exit codes: 0 pass; 1 a rule or comparison failed; 3 the run is invalid (a cell marked
@@ -25,36 +29,36 @@ invalid, the load generator saturated, cells missing) or not comparable; 2 usage
 
 from __future__ import annotations
 
-import csv
 import difflib
-import gzip
-import json
 import re
-import statistics
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from apps.core.registry import VARIANTS
+from loadtests import cellfiles
+from loadtests.results import (
+    METRICS,
+    VARIABLES,
+    CellResult,
+    Comparison,
+    ComparisonReport,
+    GateReport,
+    Results,
+    RuleOutcome,
+    Run,
+    load_run,
+    write_gate,
+)
+from loadtests.stats import median
 
 PASS, FAIL, INVALID = 0, 1, 3
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "loadtests" / "gates.toml"
-
-METRICS: dict[str, tuple[str, ...]] = {
-    "register": ("count", "failures", "rps", "p50_ms", "p75_ms", "p95_ms", "p99_ms", "max_ms"),
-    "verify": ("count", "failures", "rps", "p50_ms", "p75_ms", "p95_ms", "p99_ms", "max_ms"),
-    "inp_proxy": ("p75_ms",),
-    "time_to_inbox": ("count", "failures", "p50_ms", "p95_ms", "p99_ms"),
-    "delivery": ("registered", "delivered", "missing", "duplicates", "verified"),
-    "resources": ("peak_threads", "peak_queue_depth"),
-    "load_generator": ("cpu_percent",),
-    "throughput": ("rps",),
-}
-VARIABLES = ("smtp_latency_ms", "users", "duration_s")
-COMPARED = ("register", "verify", "time_to_inbox")
+COMPARED = (cellfiles.REGISTER, cellfiles.VERIFY, cellfiles.TIME_TO_INBOX)
 _RULE = re.compile(r"^\s*(?P<variant>[\w*]+)(?:\{(?P<filters>[^}]*)\})?\."
-                   r"(?P<metric>\w+)\.(?P<stat>\w+)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<rhs>.+?)\s*$")
+                   r"(?P<metric>\w+)(?:\.(?P<stat>\w+))?\s*(?P<op><=|>=|==|!=|<|>)"
+                   r"\s*(?P<rhs>.+?)\s*$")
 _OPS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
         ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
 
@@ -63,49 +67,21 @@ class RuleError(ValueError):
     """A rule or rules file that cannot be used; the message quotes it."""
 
 
-class GateInputError(ValueError):
-    """A run directory that cannot be read."""
-
-
 @dataclass(frozen=True)
 class Rule:
     text: str
     variant: str
     filters: tuple[tuple[str, int], ...]
     metric: str
-    stat: str
+    stat: str | None
     op: str
     rhs: str
 
-    def selects(self, cell: dict[str, Any]) -> bool:
-        if self.variant not in ("*", cell["variant"]):
+    def selects(self, cell: CellResult) -> bool:
+        if self.variant not in ("*", cell.variant):
             return False
-        keys = {"latency": cell["smtp_latency_ms"], "users": cell["users"]}
+        keys = {"latency": cell.smtp_latency_ms, "users": cell.users}
         return all(keys[name] == value for name, value in self.filters)
-
-
-@dataclass
-class Outcome:
-    rule: str
-    cell: str
-    measured: float | None
-    limit: str
-    verdict: str  # pass | fail | error | skipped (a variant the run did not include)
-    detail: str = ""
-
-
-@dataclass
-class GateResult:
-    verdict: str = "pass"  # pass | fail | invalid
-    exit_code: int = PASS
-    rules: list[Outcome] = field(default_factory=list)
-    invalid: list[str] = field(default_factory=list)
-    comparison: dict[str, Any] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "exit_code": self.exit_code,
-                "rules": [asdict(o) for o in self.rules], "invalid": self.invalid,
-                "comparison": self.comparison}
 
 
 # -- rules ---------------------------------------------------------------------------------
@@ -121,9 +97,13 @@ def parse_rule(text: str) -> Rule:
                         f"{_suggest(match['variant'], VARIANTS)}")
     if metric not in METRICS:
         raise RuleError(f"rule {text!r}: unknown metric {metric!r}{_suggest(metric, METRICS)}")
-    if stat not in METRICS[metric]:
-        raise RuleError(f"rule {text!r}: {metric} has no {stat!r}"
-                        f"{_suggest(stat, METRICS[metric])}")
+    stats = METRICS[metric]
+    if stats and stat is None:
+        raise RuleError(f"rule {text!r}: {metric} needs a statistic; one of {', '.join(stats)}")
+    if not stats and stat is not None:
+        raise RuleError(f"rule {text!r}: {metric} is a single number; write {metric} alone")
+    if stat is not None and stat not in stats:
+        raise RuleError(f"rule {text!r}: {metric} has no {stat!r}{_suggest(stat, stats)}")
     filters = []
     for part in filter(None, (p.strip() for p in (match["filters"] or "").split(","))):
         name, _, value = part.partition("=")
@@ -208,160 +188,122 @@ def evaluate(expression: str, variables: dict[str, float], rule: str = "") -> fl
     return result
 
 
-def measured_value(cell: dict[str, Any], metric: str, stat: str) -> float | None:
-    if metric == "throughput":
-        value = cell.get("throughput_rps")
-    else:
-        value = (cell.get(metric) or {}).get(stat)
-    return None if value is None else float(value)
-
-
-def check_rules(document: dict[str, Any], rules: list[Rule]) -> list[Outcome]:
+def check_rules(results: Results, rules: list[Rule]) -> list[RuleOutcome]:
     outcomes = []
+    ran = {c.variant for c in results.cells}
     for rule in rules:
-        cells = [c for c in document["cells"] if rule.selects(c)]
-        ran = {c["variant"] for c in document["cells"]}
+        cells = [c for c in results.cells if rule.selects(c)]
         if not cells and rule.variant != "*" and rule.variant not in ran and not rule.filters:
-            outcomes.append(Outcome(rule.text, "-", None, rule.rhs, "skipped",
-                                    f"this run has no {rule.variant} cells"))
+            outcomes.append(RuleOutcome(rule=rule.text, cell=None, measured=None,
+                                        limit=rule.rhs, verdict="skipped",
+                                        detail=f"this run has no {rule.variant} cells"))
             continue
         if not cells:
-            outcomes.append(Outcome(rule.text, "-", None, rule.rhs, "error",
-                                    "no cell of this run matches the selector"))
+            outcomes.append(RuleOutcome(rule=rule.text, cell=None, measured=None,
+                                        limit=rule.rhs, verdict="error",
+                                        detail="no cell of this run matches the selector"))
         for cell in cells:
-            limit = evaluate(rule.rhs, {"smtp_latency_ms": cell["smtp_latency_ms"],
-                                        "users": cell["users"],
-                                        "duration_s": cell["duration_s"]}, rule.text)
-            value = measured_value(cell, rule.metric, rule.stat)
-            label = cell_label(cell)
+            limit = evaluate(rule.rhs, {name: float(getattr(cell, name)) for name in VARIABLES},
+                             rule.text)
+            value = cell.metric(rule.metric, rule.stat)
+            shown = f"{rule.op} {limit:g}"
             if value is None:
-                outcomes.append(Outcome(rule.text, label, None, f"{rule.op} {limit:g}", "error",
-                                        f"the run has no {rule.metric}.{rule.stat} here"))
+                name = rule.metric + (f".{rule.stat}" if rule.stat else "")
+                outcomes.append(RuleOutcome(rule=rule.text, cell=cell.label, measured=None,
+                                            limit=shown, verdict="error",
+                                            detail=f"the run has no {name} here"))
                 continue
             ok = _OPS[rule.op](value, limit)
-            outcomes.append(Outcome(rule.text, label, value, f"{rule.op} {limit:g}",
-                                    "pass" if ok else "fail"))
+            outcomes.append(RuleOutcome(rule=rule.text, cell=cell.label, measured=value,
+                                        limit=shown, verdict="pass" if ok else "fail"))
     return outcomes
-
-
-def cell_label(cell: dict[str, Any]) -> str:
-    return f"{cell['variant']}@{cell['smtp_latency_ms']}ms/{cell['users']}u"
 
 
 # -- validity and comparability --------------------------------------------------------------
 
-def invalid_reasons(document: dict[str, Any]) -> list[str]:
+def invalid_reasons(results: Results) -> list[str]:
     reasons = []
-    if not document.get("complete", True):
-        reasons.append(f"the run did not finish: {document.get('stopped_reason') or 'unknown'}")
-    settings = document.get("profile_settings") or {}
-    if settings:
-        expected = {(v, lat, u) for v in settings["variants"] for lat in settings["latencies_ms"]
-                    for u in settings["users"]}
-        present = {(c["variant"], c["smtp_latency_ms"], c["users"]) for c in document["cells"]}
-        missing = sorted(expected - present)
-        if missing:
-            shown = ", ".join(f"{v}@{lat}ms/{u}u" for v, lat, u in missing[:5])
-            reasons.append(f"{len(missing)} cells missing: {shown}")
-    for cell in document["cells"]:
-        if not cell.get("valid", True):
-            why = "; ".join(cell.get("warnings") or []) or "marked invalid"
-            reasons.append(f"{cell_label(cell)} is invalid: {why}")
+    if not results.complete:
+        reasons.append(f"the run did not finish: {results.stopped_reason or 'unknown'}")
+    missing = results.missing_cells
+    if missing:
+        shown = ", ".join(key.label for key in missing[:5])
+        reasons.append(f"{len(missing)} cells missing: {shown}")
+    for cell in results.cells:
+        if not cell.valid:
+            why = "; ".join(cell.warnings) or "marked invalid"
+            reasons.append(f"{cell.label} is invalid: {why}")
     return reasons
 
 
-def comparability_key(document: dict[str, Any]) -> dict[str, Any]:
-    env = document.get("environment", {})
-    server = env.get("server", {})
+def comparability_key(results: Results) -> dict[str, Any]:
+    env = results.environment
+    server = env.server
     return {
-        "profile": document.get("profile"),
-        "variants": sorted({c["variant"] for c in document["cells"]}),
-        "cpu_count": env.get("cpu_count"),
-        "server": {k: server.get(k) for k in ("workers", "threads", "queue_consumer_threads")},
-        "password_hash": env.get("password_hash"),
+        "profile": results.profile,
+        "variants": sorted({c.variant for c in results.cells}),
+        "cpu_count": env.cpu_count,
+        "server": {"workers": server.workers, "threads": server.threads,
+                   "queue_consumer_threads": server.queue_consumer_threads},
+        "password_hash": env.password_hash,
     }
 
 
-def compare(current: dict[str, Any], current_dir: Path, baseline: dict[str, Any],
-            baseline_dir: Path, alpha: float, min_effect: float,
-            min_samples: int = 20) -> dict[str, Any]:
+def compare(current: Run, baseline: Run, alpha: float, min_effect: float,
+            min_samples: int = 20) -> ComparisonReport:
+    """Each cell present in both runs, metric by metric, on their measured samples."""
     from scipy.stats import mannwhitneyu
 
-    mine, theirs = comparability_key(current), comparability_key(baseline)
+    mine, theirs = comparability_key(current.results), comparability_key(baseline.results)
     differing = sorted(k for k in mine if mine[k] != theirs[k])
     if differing:
-        return {"comparable": False, "differing_keys": {k: {"run": mine[k], "baseline": theirs[k]}
-                                                        for k in differing}, "metrics": []}
-    base_cells = {cell_label(c): c for c in baseline["cells"]}
+        return ComparisonReport(comparable=False, differing_keys={
+            k: {"run": mine[k], "baseline": theirs[k]} for k in differing})
     rows = []
-    for cell in current["cells"]:
-        label = cell_label(cell)
-        if label not in base_cells:
+    for cell in current.cells:
+        before_cell = baseline.results.cell(cell.key)
+        if before_cell is None:
             continue
-        now = _samples(current_dir / cell["files"])
-        before = _samples(baseline_dir / base_cells[label]["files"])
+        now, before = current.samples(cell), baseline.samples(before_cell)
         for metric in COMPARED:
-            a, b = now.get(metric, []), before.get(metric, [])
-            row: dict[str, Any] = {"cell": label, "metric": metric, "samples": [len(a), len(b)]}
+            a = now[metric].times if now is not None else []
+            b = before[metric].times if before is not None else []
             if len(a) < min_samples or len(b) < min_samples:
-                row.update(verdict="skipped", detail=f"fewer than {min_samples} samples")
-                rows.append(row)
+                rows.append(Comparison(cell=cell.label, metric=metric, samples=[len(a), len(b)],
+                                       verdict="skipped",
+                                       detail=f"fewer than {min_samples} samples"))
                 continue
-            median_now, median_before = statistics.median(a), statistics.median(b)
+            median_now, median_before = median(a) or 0.0, median(b) or 0.0
             change = median_now / median_before - 1 if median_before > 0 else 0.0
             p_value = float(mannwhitneyu(a, b, alternative="greater").pvalue)
             regressed = p_value < alpha and change > min_effect
-            row.update(median_ms=[round(median_now, 3), round(median_before, 3)],
-                       change=round(change, 4), p_value=p_value,
-                       verdict="fail" if regressed else "pass")
-            rows.append(row)
-    return {"comparable": True, "alpha": alpha, "min_effect": min_effect, "metrics": rows}
-
-
-def _samples(cell_dir: Path) -> dict[str, list[float]]:
-    path = cell_dir / "samples.csv.gz"
-    found: dict[str, list[float]] = {}
-    if not path.exists():
-        return found
-    with gzip.open(path, "rt", newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row["ok"] == "1" and row["warmup"] == "0":
-                found.setdefault(row["name"], []).append(float(row["ms"]))
-    return found
+            rows.append(Comparison(
+                cell=cell.label, metric=metric, samples=[len(a), len(b)],
+                median_ms=[round(median_now, 3), round(median_before, 3)],
+                change=round(change, 4), p_value=p_value,
+                verdict="fail" if regressed else "pass"))
+    return ComparisonReport(comparable=True, alpha=alpha, min_effect=min_effect, metrics=rows)
 
 
 # -- the whole gate ----------------------------------------------------------------------------
 
-def load_run(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "results.json"
-    try:
-        document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GateInputError(f"{path}: no results.json in this run directory") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise GateInputError(f"{path}: not valid JSON: {exc}") from None
-    if document.get("schema") != "maillab.results/1" or not isinstance(
-            document.get("cells"), list):
-        raise GateInputError(f"{path}: not a maillab.results/1 document")
-    return document
-
-
 def run_gate(run_dir: Path, rules: list[Rule], baseline_dir: Path | None = None,
-             alpha: float = 0.01, min_effect: float = 0.10) -> GateResult:
-    document = load_run(run_dir)
-    result = GateResult(rules=check_rules(document, rules), invalid=invalid_reasons(document))
+             alpha: float = 0.01, min_effect: float = 0.10) -> GateReport:
+    """Check the run, write its gate.json, return it. Raises :class:`RunError` when a run
+    cannot be read."""
+    run = load_run(run_dir)
+    report = GateReport(rules=check_rules(run.results, rules),
+                        invalid=invalid_reasons(run.results))
     if baseline_dir is not None:
-        baseline = load_run(baseline_dir)
-        result.comparison = compare(document, run_dir, baseline, baseline_dir, alpha,
-                                    min_effect)
-        if not result.comparison["comparable"]:
-            keys = ", ".join(result.comparison["differing_keys"])
-            result.invalid.append(f"not comparable with {baseline_dir}: {keys} differ")
-    failed = any(o.verdict in ("fail", "error") for o in result.rules) or any(
-        m["verdict"] == "fail" for m in (result.comparison or {}).get("metrics", []))
-    if result.invalid:
-        result.verdict, result.exit_code = "invalid", INVALID
+        report.comparison = compare(run, load_run(baseline_dir), alpha, min_effect)
+        if not report.comparison.comparable:
+            keys = ", ".join(report.comparison.differing_keys)
+            report.invalid.append(f"not comparable with {baseline_dir}: {keys} differ")
+    failed = any(o.verdict in ("fail", "error") for o in report.rules) or any(
+        m.verdict == "fail" for m in (report.comparison.metrics if report.comparison else []))
+    if report.invalid:
+        report.verdict, report.exit_code = "invalid", INVALID
     elif failed:
-        result.verdict, result.exit_code = "fail", FAIL
-    (run_dir / "gate.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    return result
+        report.verdict, report.exit_code = "fail", FAIL
+    write_gate(run_dir, report)
+    return report

@@ -1,7 +1,10 @@
-"""Starting, watching and stopping the lab's child processes (servers, workers).
+"""Starting, watching and stopping the lab's child processes (servers, workers, locust).
 
 Each child runs in its own session, so stopping it also stops whatever it forked (gunicorn's
 workers); its output goes to a log file, and readiness is a line it prints, with a deadline.
+:class:`Supervisor` is the one owner of a run's children, for ``bench`` and ``ui`` alike: it
+tags them with the run, turns SIGINT/SIGTERM into :class:`Stopped`, and stops every child it
+started on the way out, whatever happened.
 """
 
 from __future__ import annotations
@@ -11,16 +14,26 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import FrameType, TracebackType
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class ProcessError(RuntimeError):
     pass
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGINT arrived; what is running stops cleanly. A BaseException, like
+    KeyboardInterrupt, so no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
 
 
 class ManagedProcess:
@@ -104,3 +117,58 @@ def wait_http(url: str, timeout: float = 30.0, process: ManagedProcess | None = 
             last = exc
         time.sleep(0.05)
     raise ProcessError(f"{url} did not answer within {timeout:g} s: {last}")
+
+
+class Supervisor:
+    """Every child process of one run. Use it as a context manager::
+
+        with Supervisor(run_dir) as supervisor:
+            app = supervisor.spawn("sync", ["serve", "sync"], env, log)
+
+    Inside, SIGINT and SIGTERM raise :class:`Stopped`; on leaving, every child still running is
+    stopped, newest first. Children carry ``MAILLAB_RUN_DIR`` in their environment so that
+    anyone (the tests, a person with ps) can find every process of the run.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.children: list[ManagedProcess] = []
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> Supervisor:
+        self._previous = {sig: signal.signal(sig, self._on_signal)
+                          for sig in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]  # what signal() returned
+        self.stop(*self.children)
+
+    @staticmethod
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        raise Stopped(signum)
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str], log: Path,
+              module: str = "maillab") -> ManagedProcess:
+        """Start ``python -m module *args`` as a child of this run, logging to ``log``."""
+        env = {**env, "MAILLAB_RUN_DIR": str(self.run_dir.resolve())}
+        process = ManagedProcess(name, [sys.executable, "-m", module, *args], env, log)
+        self.children.append(process)
+        return process
+
+    def stop(self, *processes: ManagedProcess) -> None:
+        """Stop ``processes``, newest first, and forget them."""
+        for process in reversed(processes):
+            process.stop()
+            if process in self.children:
+                self.children.remove(process)
+
+    def check(self, processes: list[ManagedProcess] | None = None) -> None:
+        """Raise :class:`ProcessError` naming the first of ``processes`` (default: every
+        child) that has exited."""
+        for process in processes if processes is not None else self.children:
+            if not process.alive():
+                raise ProcessError(f"{process.name} exited with {process.popen.returncode}; "
+                                   f"see {process.log_path}")

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reports import charts, sample_charts
-from reports.data import Run, load_run
+from reports.data import ReportRun, load_report_run
 from reports.figures import Chart
 from reports.html import write_html
 
@@ -14,7 +14,7 @@ CHART_DIR = "charts"
 REPORT = "report.html"
 
 # Page order: what the user waits for, what it costs, whether email is lost, what it spends.
-CHARTS: tuple[Callable[[Run, Path], Chart], ...] = (
+CHARTS: tuple[Callable[[ReportRun, Path], Chart], ...] = (
     charts.register_vs_latency,
     charts.inp_proxy_bands,
     sample_charts.inbox_cdf,
@@ -29,9 +29,9 @@ def build_report(run_dir: Path) -> Path:
     """Write ``run_dir/charts/*.png|svg`` and ``run_dir/report.html``; return the report path.
 
     Reads only results.json, gate.json when present and the cells' kept samples. Raises
-    :class:`reports.data.ReportError` naming the file when results.json is missing or invalid.
+    :class:`reports.ReportError` naming the file when results.json is missing or invalid.
     """
     run_dir = Path(run_dir)
-    run = load_run(run_dir)
+    run = load_report_run(run_dir)
     drawn = [draw(run, run_dir / CHART_DIR) for draw in CHARTS]
     return write_html(run, drawn, run_dir / REPORT)

@@ -8,10 +8,11 @@ has nothing to show returns an absent Chart whose note says why.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from maillab.stats import GOOD_MS, POOR_MS
-from reports.data import Cell, Condition, Run, sends_email
+from loadtests.results import CellResult
+from loadtests.stats import GOOD_MS, POOR_MS
+from reports.data import Condition, ReportRun
 from reports.figures import (
     Chart,
     absent,
@@ -39,17 +40,17 @@ if TYPE_CHECKING:
 NO_CELLS = "the run finished no cell, so there is nothing to draw"
 
 
-def register_vs_latency(run: Run, out_dir: Path) -> Chart:
+def register_vs_latency(run: ReportRun, out_dir: Path) -> Chart:
     name, title = "register_vs_latency", "Sign-up response time against SMTP latency"
     users = run.focus_users
     how = (f"Lower is better. Each line is a variant at {users_text(users)}; the shaded grey "
            "band is the baseline, which sends no email: the floor any variant can reach. The "
            "dotted diagonal is a response that waits exactly the SMTP latency.")
-    if not run.document["cells"]:
+    if not run.cells:
         return absent(name, title, how, NO_CELLS)
     stats = (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"))
     fig, axes = new_figure(12, 4.2, 1, 3, sharey=True)
-    values = [c["register"].get(key) for c in run.document["cells"] for key, _ in stats]
+    values = [c.metric("register", key) for c in run.cells for key, _ in stats]
     positive = [v for v in values if v]
     floor = min(positive, default=1.0) / 2
     missing = [f"{v} @ {lat} ms" for v in run.variants for lat in run.latencies
@@ -58,7 +59,7 @@ def register_vs_latency(run: Run, out_dir: Path) -> Chart:
     for ax, (key, label) in zip(axes[0], stats, strict=True):
         xlabel = latency_axis(ax, run.latencies)
         for variant in run.variants:
-            points = [(lat, cell["register"].get(key)) for lat in run.latencies
+            points = [(lat, cell.metric("register", key)) for lat in run.latencies
                       if (cell := run.cell(variant, lat, users or 0)) is not None]
             points = [(x, y) for x, y in points if y]
             if not points:
@@ -95,17 +96,17 @@ def register_vs_latency(run: Run, out_dir: Path) -> Chart:
     return save(fig, out_dir, name, title, how, note)
 
 
-def inp_proxy_bands(run: Run, out_dir: Path) -> Chart:
+def inp_proxy_bands(run: ReportRun, out_dir: Path) -> Chart:
     name, title = "inp_proxy", "INP proxy p75 per variant and SMTP latency"
     users = run.focus_users
     how = (f"Bars at {users_text(users)}; the background says how a p75 like this would be "
            f"rated as INP: good up to {GOOD_MS:g} ms, poor above {POOR_MS:g} ms. A bar in the "
            "red band is a sign-up a person feels stall. It is a proxy (response time plus a "
            "render allowance), not a browser measurement.")
-    if not run.document["cells"]:
+    if not run.cells:
         return absent(name, title, how, NO_CELLS)
     variants, lats = run.variants, run.latencies
-    values = [c["inp_proxy"].get("p75_ms") for c in run.document["cells"]]
+    values = [c.inp_proxy.p75_ms for c in run.cells]
     measured = [v for v in values if v]
     low = min([*measured, GOOD_MS]) / 3
     high = max([*measured, POOR_MS]) * 4
@@ -129,7 +130,7 @@ def inp_proxy_bands(run: Run, out_dir: Path) -> Chart:
         for j, variant in enumerate(variants):
             x = i + (j - (len(variants) - 1) / 2) * width
             cell = run.cell(variant, lat, users or 0)
-            value = cell["inp_proxy"].get("p75_ms") if cell else None
+            value = cell.inp_proxy.p75_ms if cell else None
             if value is None:
                 missing.append(f"{variant} @ {lat} ms")
                 ax.text(x, low * 1.15, "not run" if cell is None else "no data", rotation=90,
@@ -151,12 +152,12 @@ def inp_proxy_bands(run: Run, out_dir: Path) -> Chart:
     return save(fig, out_dir, name, title, how, note)
 
 
-def throughput_vs_users(run: Run, out_dir: Path) -> Chart:
+def throughput_vs_users(run: ReportRun, out_dir: Path) -> Chart:
     name, title = "throughput_vs_users", "Throughput against users"
     how = ("Higher is better: completed sign-ups per second (registered and verified; baseline "
            "sends nothing, so its registrations count) as users grow, one panel per SMTP "
            "latency. Where a line flattens, the variant has saturated.")
-    if not run.document["cells"]:
+    if not run.cells:
         return absent(name, title, how, NO_CELLS)
     if len(run.users) < 2:
         counts = ", ".join(map(str, run.users)) or "none"
@@ -175,7 +176,7 @@ def throughput_vs_users(run: Run, out_dir: Path) -> Chart:
             points = []
             for users in run.users:
                 cell = run.cell(variant, lat, users)
-                value = cell.get("throughput_rps") if cell else None
+                value = cell.throughput_rps if cell else None
                 if value:
                     points.append((users, value))
                 else:
@@ -205,7 +206,7 @@ def throughput_vs_users(run: Run, out_dir: Path) -> Chart:
     return save(fig, out_dir, name, title, how, "; ".join(missing) or None)
 
 
-def delivery(run: Run, out_dir: Path) -> Chart:
+def delivery(run: ReportRun, out_dir: Path) -> Chart:
     name, title = "delivery", "Delivery: delivered, missing and duplicated emails"
     how = ("Each bar is one cell's accepted registrations: the variant's colour reached the "
            "inbox, black never arrived (lost), the ringed block on top are duplicates. A full "
@@ -219,7 +220,7 @@ def delivery(run: Run, out_dir: Path) -> Chart:
     fig, axes = new_figure(max(7.0, 1.2 + 0.5 * len(conditions) * len(variants)), 4.6)
     ax = axes[0][0]
     top = 100.0
-    notes = []
+    notes: list[str] = []
     for i, cond in enumerate(conditions):
         for j, variant in enumerate(variants):
             x = i + (j - (len(variants) - 1) / 2) * width
@@ -245,7 +246,7 @@ def delivery(run: Run, out_dir: Path) -> Chart:
     return save(fig, out_dir, name, title, how, "; ".join(notes) or None)
 
 
-def _delivery_bar(ax: Axes, x: float, width: float, variant: str, cell: Cell | None,
+def _delivery_bar(ax: Axes, x: float, width: float, variant: str, cell: CellResult | None,
                   notes: list[str], cond: Condition) -> float:
     """Draw one cell's stacked delivery bar; return its top (%) so the axis fits it."""
     st = style(variant)
@@ -255,40 +256,41 @@ def _delivery_bar(ax: Axes, x: float, width: float, variant: str, cell: Cell | N
         ax.text(x, label_y, "not run", rotation=90, ha="center", va="bottom",
                 fontsize=7, style="italic")
         return 100.0
-    d = cell["delivery"]
-    if not sends_email(cell):
+    d = cell.delivery
+    if not cell.sends_email:
         ax.bar(x, 100, width=width, fill=False, edgecolor=st.color, linestyle="--",
                linewidth=1.2, label=f"{variant} (sends nothing)")
         ax.text(x, 50, "sends nothing", rotation=90, ha="center", va="center",
                 fontsize=7, style="italic")
         return 100.0
-    registered = d["registered"]
+    registered = d.registered
     if not registered:
         notes.append(f"{variant} @ {cond.label}: no accepted registration")
         ax.text(x, label_y, "no sign-ups", rotation=90, ha="center", va="bottom",
                 fontsize=7, style="italic")
         return 100.0
-    shares = [100 * d["delivered"] / registered, 100 * d["missing"] / registered,
-              100 * d["duplicates"] / registered]
+    shares = [100 * d.delivered / registered, 100 * d.missing / registered,
+              100 * d.duplicates / registered]
     bottom = 0.0
-    for share, kwargs in zip(shares, (
-            {"color": st.color, "hatch": st.hatch, "label": variant},
-            {"color": MISSING_COLOR, "label": "missing (never arrived)"},
-            {"color": "white", "hatch": DUPLICATE_HATCH, "label": "duplicate"}), strict=True):
+    blocks: tuple[dict[str, Any], ...] = (
+        {"color": st.color, "hatch": st.hatch, "label": variant},
+        {"color": MISSING_COLOR, "label": "missing (never arrived)"},
+        {"color": "white", "hatch": DUPLICATE_HATCH, "label": "duplicate"})
+    for share, kwargs in zip(shares, blocks, strict=True):
         if share > 0:
             ax.bar(x, share, bottom=bottom, width=width, edgecolor="black",
                    linewidth=0.6, **kwargs)
             bottom += share
-    text = f"{d['delivered']}/{registered}"
-    if d["missing"]:
-        text += f", {d['missing']} lost"
-    if d["duplicates"]:
-        text += f", {d['duplicates']} dup"
+    text = f"{d.delivered}/{registered}"
+    if d.missing:
+        text += f", {d.missing} lost"
+    if d.duplicates:
+        text += f", {d.duplicates} dup"
     ax.text(x, bottom + 2, text, rotation=90, ha="center", va="bottom", fontsize=7)
     return bottom
 
 
-def resources(run: Run, out_dir: Path) -> Chart:
+def resources(run: ReportRun, out_dir: Path) -> Chart:
     name, title = "resources", "Peak live threads and queue depth against load"
     how = ("What each variant spends to stay fast: left, the most threads the app's processes "
            "had alive at once; right, the most email tasks waiting in the queue (only queued "
@@ -307,7 +309,7 @@ def resources(run: Run, out_dir: Path) -> Chart:
             ys = []
             for cond in conditions:
                 cell = run.cell(variant, cond.latency_ms, cond.users)
-                value = (cell.get("resources") or {}).get(key) if cell else None
+                value = cell.metric("resources", key) if cell else None
                 ys.append(float("nan") if value is None else value)
                 if value is None:
                     lacking.append(f"{variant} @ {cond.label}")
@@ -330,7 +332,7 @@ def resources(run: Run, out_dir: Path) -> Chart:
     return save(fig, out_dir, name, title, how, "; ".join(notes) or None)
 
 
-def _conditions_run(run: Run) -> list[Condition]:
+def _conditions_run(run: ReportRun) -> list[Condition]:
     """The grid's conditions that have at least one cell."""
     return [c for c in run.conditions
             if any(run.cell(v, c.latency_ms, c.users) for v in run.variants)]

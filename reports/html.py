@@ -11,14 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reports import summary
-from reports.data import Run
+from reports.data import ReportRun
 from reports.figures import Chart
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "report.html"
 
 
-def write_html(run: Run, charts: Sequence[Chart], path: Path) -> Path:
+def write_html(run: ReportRun, charts: Sequence[Chart], path: Path) -> Path:
     """Render the report for ``run`` with ``charts`` to ``path`` (parent folder created)."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
@@ -31,7 +31,7 @@ def write_html(run: Run, charts: Sequence[Chart], path: Path) -> Path:
     rows = summary.verdict_rows(run)
     html = env.get_template(TEMPLATE).render(
         run=run,
-        doc=run.document,
+        doc=run.results,
         headlines=summary.headlines(run, rows),
         columns=summary.VERDICT_COLUMNS,
         verdict=rows,

@@ -1,4 +1,4 @@
-"""The charts drawn from every kept sample (``cells/*/samples.csv.gz``), one function each.
+"""The charts drawn from every kept sample (each cell's samples file), one function each.
 
 Same contract as :mod:`reports.charts`: ``(run, out_dir) -> Chart``; a cell that did not run
 or whose samples were not kept is named inside its panel and in ``Chart.note``.
@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reports.data import Cell, Run, sends_email
+from loadtests import cellfiles
+from loadtests.results import CellResult
+from reports.data import ReportRun
 from reports.figures import (
     Chart,
     absent,
@@ -27,18 +29,20 @@ if TYPE_CHECKING:
     import numpy as np
     from matplotlib.axes import Axes
 
-    from reports.data import Series
+    from loadtests.cellfiles import CellSamples
 
 
-def inbox_cdf(run: Run, out_dir: Path) -> Chart:
+def inbox_cdf(run: ReportRun, out_dir: Path) -> Chart:
     name, title = "time_to_inbox_cdf", "Time to inbox: CDF per variant"
     users = run.focus_users
     how = (f"Read across at 0.5 for the median and at 0.95 for p95: the further left a curve, "
            f"the sooner the email is in the inbox ({users_text(users)}, warm-up excluded). The "
            "dotted line is the injected SMTP latency. A curve that stops short of 1 lost "
            "emails: the share never arrived within the inbox deadline.")
-    if not run.document["cells"]:
+    if not run.cells:
         return absent(name, title, how, "the run finished no cell, so there is nothing to draw")
+    import numpy as np
+
     rows, cols = grid_shape(len(run.latencies))
     fig, axes = new_figure(4.4 * cols, 3.5 * rows + 0.6, rows, cols, sharey=True)
     notes: list[str] = []
@@ -51,16 +55,16 @@ def inbox_cdf(run: Run, out_dir: Path) -> Chart:
             if cell is None:
                 lacking.append(f"{variant}: not run")
                 continue
-            if not sends_email(cell):
+            if not cell.sends_email:
                 lacking.append(f"{variant}: sends no email")
                 continue
-            series = (run.samples(cell) or {}).get("time_to_inbox")
-            if series is None:
+            samples = run.samples(cell)
+            if samples is None:
                 lacking.append(f"{variant}: no samples kept")
                 continue
-            measured = ~series.warmup
-            arrived = series.ms[measured & series.ok]
-            total = int(measured.sum())
+            series = samples[cellfiles.TIME_TO_INBOX]
+            arrived = np.asarray(series.times)
+            total = int(series.measured.sum())
             if not total:
                 lacking.append(f"{variant}: no email measured")
                 continue
@@ -106,7 +110,7 @@ def _step_cdf(ax: Axes, arrived: np.ndarray, total: int, variant: str) -> None:
         ax.plot([xs[mid]], [ys[mid]], marker=st.marker, color=st.color, linestyle="none")
 
 
-def response_over_time(run: Run, out_dir: Path) -> Chart:
+def response_over_time(run: ReportRun, out_dir: Path) -> Chart:
     name, title = "register_over_time", "Sign-up response time over each cell's run"
     how = ("One panel per cell: every POST /register as a dot at the moment it was sent, the "
            "black line its per-second median, the grey band the warm-up (left out of every "
@@ -126,7 +130,7 @@ def response_over_time(run: Run, out_dir: Path) -> Chart:
             ax.set_title(f"{variant} · {cond.label}", fontsize=9)
             cell = run.cell(variant, cond.latency_ms, cond.users)
             samples = run.samples(cell) if cell else None
-            if cell is None or not samples or not len(samples.get("register", ())):
+            if cell is None or not samples or cellfiles.REGISTER not in samples:
                 why = "not run" if cell is None else "no samples kept"
                 panel_note(ax, [why])
                 notes.append(f"{variant} @ {cond.label}: {why}")
@@ -151,15 +155,15 @@ def response_over_time(run: Run, out_dir: Path) -> Chart:
     return save(fig, out_dir, name, title, how, "; ".join(notes) or None)
 
 
-def _over_time_panel(ax: Axes, samples: dict[str, Series], cell: Cell) -> None:
+def _over_time_panel(ax: Axes, samples: CellSamples, cell: CellResult) -> None:
     import numpy as np
 
-    st = style(cell["variant"])
-    series = samples["register"]
+    st = style(cell.variant)
+    series = samples[cellfiles.REGISTER]
     t0 = min(float(s.start.min()) for s in samples.values() if len(s.start))
     t = series.start - t0
     ok = series.ok
-    warm_end = _warmup_end(samples, t0, cell.get("warmup_s"))
+    warm_end = _warmup_end(samples, t0, cell.warmup_s)
     if warm_end is not None:
         ax.axvspan(0, warm_end, color="#d9d9d9", zorder=0, label="warm-up (not measured)")
     few = ok.sum() < 1000  # a slow cell has few requests: bigger dots so they show at all
@@ -176,7 +180,8 @@ def _over_time_panel(ax: Axes, samples: dict[str, Series], cell: Cell) -> None:
         medians = [float(np.median(chunk)) for chunk in np.split(series.ms[ok][order],
                                                                    starts[1:])]
         # A second with no request breaks the line, so a stall shows as a gap.
-        xs, ys = [], []
+        xs: list[float] = []
+        ys: list[float] = []
         for second, median in zip(bins, medians, strict=True):
             if xs and second - (xs[-1] - 0.5) > 1:
                 xs.append(float("nan"))
@@ -188,7 +193,7 @@ def _over_time_panel(ax: Axes, samples: dict[str, Series], cell: Cell) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def _warmup_end(samples: dict[str, Series], t0: float, warmup_s: float | None) -> float | None:
+def _warmup_end(samples: CellSamples, t0: float, warmup_s: float | None) -> float | None:
     """Seconds from t0 to the end of the warm-up: t0 + the cell's warmup_s, kept between the
     last warm-up sample and the first measured one (samples are flagged by start time)."""
     warm = [float(s.start[s.warmup].max()) - t0 for s in samples.values() if s.warmup.any()]

@@ -7,10 +7,11 @@ Every figure here is read from the run; the only constants are the seeds' own qu
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from reports.data import Cell, Run, cell_label, sends_email
+from loadtests.results import METRICS, CellResult, GateReport, RuleOutcome
+from reports.data import ReportRun
 
 NA = "–"
 
@@ -28,7 +29,7 @@ class Value:
 class Column:
     key: str
     title: str
-    pick: Callable[[Cell], float | None]
+    pick: Callable[[CellResult], float | None]
     fmt: Callable[[float | None], str]
     lower_is_better: bool = True
 
@@ -74,17 +75,17 @@ def fmt_rate(value: float | None) -> str:
     return NA if value is None else f"{value:,.1f}"
 
 
-def _get(*path: str) -> Callable[[Cell], float | None]:
-    def pick(cell: Cell) -> float | None:
-        node: Any = cell
-        for key in path:
-            node = node.get(key) if isinstance(node, dict) else None
-        return node if isinstance(node, int | float) and not isinstance(node, bool) else None
-    return pick
+def _get(metric: str, stat: str | None = None) -> Callable[[CellResult], float | None]:
+    """A column's reader for one of the results model's metrics (checked now, not when a page
+    is drawn, so a renamed metric fails at import)."""
+    if metric not in METRICS or (stat is not None and stat not in METRICS[metric]):
+        raise KeyError(f"the results model has no {metric}.{stat}")
+    return lambda cell: cell.metric(metric, stat)
 
 
-def _if_emailing(pick: Callable[[Cell], float | None]) -> Callable[[Cell], float | None]:
-    return lambda cell: pick(cell) if sends_email(cell) else None
+def _if_emailing(pick: Callable[[CellResult], float | None]) \
+        -> Callable[[CellResult], float | None]:
+    return lambda cell: pick(cell) if cell.sends_email else None
 
 
 VERDICT_COLUMNS = (
@@ -111,24 +112,24 @@ class VerdictRow:
     lost_in_run: int | None = None
 
 
-def verdict_rows(run: Run) -> list[VerdictRow]:
+def verdict_rows(run: ReportRun) -> list[VerdictRow]:
     """One row per variant from :meth:`Run.verdict_cell`; ``best`` marks each column's best
     value among the variants that send email, and only where they do not all tie."""
     rows: list[VerdictRow] = []
-    chosen: dict[str, Cell] = {}
+    chosen: dict[str, CellResult] = {}
     for variant in run.variants:
         cell = run.verdict_cell(variant)
         if cell is None:
             rows.append(VerdictRow(variant, "not run"))
             continue
         chosen[variant] = cell
-        mine = [c for c in run.document["cells"] if c["variant"] == variant]
-        lost = sum(c["delivery"].get("missing", 0) for c in mine if sends_email(c))
-        rows.append(VerdictRow(variant, f"{cell['smtp_latency_ms']} ms · {cell['users']} u",
-                               rating=cell["inp_proxy"].get("rating"),
-                               lost_in_run=lost if any(sends_email(c) for c in mine) else None))
+        mine = [c for c in run.cells if c.variant == variant]
+        lost = sum(c.delivery.missing for c in mine if c.sends_email)
+        rows.append(VerdictRow(variant, f"{cell.smtp_latency_ms} ms · {cell.users} u",
+                               rating=cell.inp_proxy.rating,
+                               lost_in_run=lost if any(c.sends_email for c in mine) else None))
     for column in VERDICT_COLUMNS:
-        contenders = {v: column.pick(c) for v, c in chosen.items() if sends_email(c)}
+        contenders = {v: column.pick(c) for v, c in chosen.items() if c.sends_email}
         measured = [x for x in contenders.values() if x is not None]
         best = (min if column.lower_is_better else max)(measured) if measured else None
         tie = len(set(measured)) <= 1
@@ -139,7 +140,7 @@ def verdict_rows(run: Run) -> list[VerdictRow]:
                 continue
             raw = column.pick(cell)
             text = column.fmt(raw)
-            if raw is None and not sends_email(cell) and column.key in (
+            if raw is None and not cell.sends_email and column.key in (
                     "inbox_p50", "inbox_p95", "lost"):
                 text = "sends nothing"
             row.values[column.key] = Value(
@@ -151,13 +152,13 @@ def verdict_rows(run: Run) -> list[VerdictRow]:
 @dataclass(frozen=True)
 class ClaimCheck:
     claim: Claim
-    sync: Cell | None
-    threaded: Cell | None
-    baseline: Cell | None
+    sync: CellResult | None
+    threaded: CellResult | None
+    baseline: CellResult | None
     finding: str
 
 
-def claim_checks(run: Run) -> list[ClaimCheck]:
+def claim_checks(run: ReportRun) -> list[ClaimCheck]:
     """Each seed claim beside the run's sync, threaded (and baseline) cells at its latency:
     at :attr:`Run.focus_users` when the run has that cell, else at any users count."""
     checks = []
@@ -168,14 +169,13 @@ def claim_checks(run: Run) -> list[ClaimCheck]:
     return checks
 
 
-def _cell_at(run: Run, variant: str, latency_ms: int) -> Cell | None:
-    at = [c for c in run.document["cells"]
-          if c["variant"] == variant and c["smtp_latency_ms"] == latency_ms]
-    at.sort(key=lambda c: (c["users"] != run.focus_users, -c["users"]))
+def _cell_at(run: ReportRun, variant: str, latency_ms: int) -> CellResult | None:
+    at = [c for c in run.cells if c.variant == variant and c.smtp_latency_ms == latency_ms]
+    at.sort(key=lambda c: (c.users != run.focus_users, -c.users))
     return at[0] if at else None
 
 
-def _finding(claim: Claim, sync: Cell | None, threaded: Cell | None) -> str:
+def _finding(claim: Claim, sync: CellResult | None, threaded: CellResult | None) -> str:
     lat = claim.latency_ms
     parts = []
     sync_p50 = _get("register", "p50_ms")(sync) if sync else None
@@ -198,53 +198,54 @@ def _finding(claim: Claim, sync: Cell | None, threaded: Cell | None) -> str:
     return " ".join(parts)
 
 
-def cell_rows(run: Run) -> list[dict[str, Any]]:
+def cell_rows(run: ReportRun) -> list[dict[str, Any]]:
     """Every cell of the grid in order, run or not; a cell that did not run has ``cell=None``."""
     rows = []
     for cond in run.conditions:
         for variant in run.variants:
             cell = run.cell(variant, cond.latency_ms, cond.users)
             rows.append({"variant": variant, "latency": cond.latency_ms, "users": cond.users,
-                         "cell": cell, "label": cell_label(cell) if cell else None,
-                         "sends_email": sends_email(cell) if cell else None})
+                         "cell": cell, "label": cell.label if cell else None,
+                         "sends_email": cell.sends_email if cell else None})
     return rows
 
 
-def warnings(run: Run) -> list[tuple[str, str]]:
+def warnings(run: ReportRun) -> list[tuple[str, str]]:
     """(where, what) for every warning the runner recorded, invalid cells and missing cells."""
     found = []
     for cell in run.cells:
-        for text in cell.get("warnings") or []:
-            found.append((cell_label(cell), text))
-        if not cell.get("valid", True) and not cell.get("warnings"):
-            found.append((cell_label(cell), "marked invalid"))
+        for text in cell.warnings:
+            found.append((cell.label, text))
+        if not cell.valid and not cell.warnings:
+            found.append((cell.label, "marked invalid"))
     for variant, cond in run.missing:
         found.append((f"{variant}@{cond.latency_ms}ms/{cond.users}u",
                       "this cell of the profile did not run"))
     return found
 
 
-def environment(run: Run) -> list[tuple[str, str]]:
-    doc = run.document
-    env = doc["environment"]
-    settings = doc.get("profile_settings") or {}
-    server = env.get("server") or {}
-    allowances = sorted({c["inp_proxy"]["render_allowance_ms"] for c in doc["cells"]
-                         if c["inp_proxy"].get("render_allowance_ms") is not None})
+def environment(run: ReportRun) -> list[tuple[str, str]]:
+    results = run.results
+    env = results.environment
+    settings = results.profile_settings or {}
+    allowances = sorted({c.inp_proxy.render_allowance_ms for c in results.cells
+                         if c.inp_proxy.render_allowance_ms is not None})
     pairs = [
-        ("run", doc["run_id"]),
-        ("profile", doc["profile"] + (f" ({settings['source']})" if settings.get("source")
-                                      else "")),
-        ("started / finished", f"{doc['started_at']} / {doc.get('finished_at') or 'not finished'}"),
-        ("complete", str(doc.get("complete", "not recorded")).lower()),
-        ("machine", f"{env.get('cpu_model') or 'CPU model not recorded'}, "
-                    f"{env['cpu_count']} CPUs; {env['platform']}"),
-        ("python", env["python"] + (f" ({env['executable']})" if env.get("executable") else "")),
-        ("commit", env.get("git_sha") or "not recorded"),
+        ("run", results.run_id),
+        ("profile", results.profile + (f" ({settings['source']})" if settings.get("source")
+                                       else "")),
+        ("started / finished",
+         f"{results.started_at} / {results.finished_at or 'not finished'}"),
+        ("complete", str(results.complete).lower()),
+        ("machine", f"{env.cpu_model or 'CPU model not recorded'}, "
+                    f"{env.cpu_count} CPUs; {env.platform}"),
+        ("python", env.python + (f" ({env.executable})" if env.executable else "")),
+        ("commit", env.git_sha or "not recorded"),
         ("packages", ", ".join(f"{k} {v or 'not installed'}"
-                               for k, v in sorted(env["packages"].items()))),
-        ("server", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in server.items())),
-        ("password hash", env["password_hash"]),
+                               for k, v in sorted(env.packages.items()))),
+        ("server", ", ".join(f"{k.replace('_', ' ')} {v}"
+                             for k, v in asdict(env.server).items() if v is not None)),
+        ("password hash", env.password_hash),
     ]
     if settings:
         pairs.append(("profile settings", ", ".join(
@@ -261,7 +262,7 @@ def _plain(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def headlines(run: Run, rows: list[VerdictRow]) -> list[str]:
+def headlines(run: ReportRun, rows: list[VerdictRow]) -> list[str]:
     """Three sentences that answer the page's questions from the verdict rows and all cells."""
     lines = []
     emailing = [r for r in rows if r.lost_in_run is not None and r.values]
@@ -275,16 +276,16 @@ def headlines(run: Run, rows: list[VerdictRow]) -> list[str]:
         lines.append("Time to inbox, median: " + "; ".join(
             f"{r.variant} {r.values['inbox_p50'].text} ms" for r in emailing) + ".")
     lost = sum(r.lost_in_run or 0 for r in rows)
-    emailing_cells = [c for c in run.document["cells"] if sends_email(c)]
+    emailing_cells = [c for c in run.cells if c.sends_email]
     if not emailing_cells:
         lines.append("No cell sent email, so delivery was not tested.")
     elif lost:
-        where = [f"{cell_label(c)}: {c['delivery']['missing']}" for c in emailing_cells
-                 if c["delivery"].get("missing")]
+        where = [f"{c.label}: {c.delivery.missing}" for c in emailing_cells
+                 if c.delivery.missing]
         lines.append(f"{lost} emails were lost ({'; '.join(where)}).")
     else:
-        dups = sum(c["delivery"].get("duplicates", 0) for c in emailing_cells)
-        sent = sum(c["delivery"].get("registered", 0) for c in emailing_cells)
+        dups = sum(c.delivery.duplicates for c in emailing_cells)
+        sent = sum(c.delivery.registered for c in emailing_cells)
         lines.append(f"No email was lost: all {sent:,} accepted registrations in "
                      f"{len(emailing_cells)} cells got their email"
                      + (f" ({dups} duplicates)." if dups else ", none twice."))
@@ -295,7 +296,6 @@ def _or_inf(value: float | None) -> float:
     return float("inf") if value is None else value
 
 
-def gate_rules(gate: dict[str, Any]) -> list[dict[str, Any]]:
+def gate_rules(gate: GateReport) -> list[RuleOutcome]:
     """gate.json's rule outcomes, failures and errors first, otherwise in file order."""
-    rules = [r for r in gate.get("rules") or [] if isinstance(r, dict)]
-    return sorted(rules, key=lambda r: r.get("verdict") == "pass")
+    return sorted(gate.rules, key=lambda r: r.verdict == "pass")

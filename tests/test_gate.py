@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import csv
-import gzip
 import json
 import random
 from pathlib import Path
@@ -13,61 +11,40 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from maillab import results
+from loadtests.cellfiles import CellKey, Registration, Sample
+from loadtests.profiles import Profile
 from maillab.cli import cli
-from maillab.stats import request_summary
+from tests.runs import results_for, summarize, validate
 
 LATENCY = 500
+PROFILE = Profile(name="quick", variants=("sync", "threaded"), latencies_ms=(LATENCY,),
+                  users=(10,), duration_s=10, warmup_s=0)
 
 
 def write_run(run_dir: Path, scale: float = 1.0, seed: int = 1, n: int = 400,
               **changes: Any) -> Path:
-    """A run of two cells whose samples are log-normal around realistic medians."""
+    """A run of two cells whose samples are log-normal around realistic medians; ``changes``
+    set keys of the written document (``cells__0__valid=False``)."""
     rng = random.Random(seed)
     medians = {"sync": {"register": 510.0, "verify": 3.0, "time_to_inbox": 505.0},
                "threaded": {"register": 6.0, "verify": 3.0, "time_to_inbox": 520.0}}
     cells = []
     for variant, metric_medians in medians.items():
-        cell_dir = run_dir / "cells" / f"{variant}-{LATENCY}ms-10u"
-        cell_dir.mkdir(parents=True)
-        samples = {name: [m * scale * rng.lognormvariate(0, 0.05) for _ in range(n)]
-                   for name, m in metric_medians.items()}
-        with gzip.open(cell_dir / "samples.csv.gz", "wt", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["name", "type", "start", "ms", "ok", "warmup"])
-            for name, values in samples.items():
-                writer.writerows([name, "X", 0, round(v, 3), 1, 0] for v in values)
-        inbox = sorted(samples["time_to_inbox"])
-        cells.append({
-            "variant": variant, "smtp_latency_ms": LATENCY, "users": 10, "duration_s": 10,
-            "register": request_summary(samples["register"], 0, 10),
-            "verify": request_summary(samples["verify"], 0, 10),
-            "inp_proxy": {"p75_ms": 30.0, "rating": "good"},
-            "time_to_inbox": {"count": n, "failures": 0, "p50_ms": inbox[n // 2],
-                              "p95_ms": inbox[int(n * 0.95)], "p99_ms": inbox[int(n * 0.99)]},
-            "throughput_rps": 20.0,
-            "delivery": {"registered": n, "delivered": n, "missing": 0, "duplicates": 0,
-                         "verified": n, "expected": True},
-            "resources": {"peak_threads": 20, "peak_queue_depth": 0},
-            "files": str(cell_dir.relative_to(run_dir)), "valid": True, "warnings": []})
-    document = {
-        "schema": results.SCHEMA, "run_id": run_dir.name, "profile": "quick",
-        "profile_settings": {"variants": ["sync", "threaded"], "latencies_ms": [LATENCY],
-                             "users": [10]},
-        "started_at": "2026-11-24T08:00:00+0000", "finished_at": "2026-11-24T08:01:00+0000",
-        "complete": True, "stopped_reason": None,
-        "environment": {"python": "3.11.7", "platform": "Linux", "cpu_count": 2,
-                        "git_sha": "abc", "packages": {},
-                        "server": {"workers": 2, "threads": 8, "queue_consumer_threads": 16},
-                        "password_hash": "pbkdf2:sha256:1000"},
-        "cells": cells}
+        key = CellKey(variant, LATENCY, 10)
+        samples = [Sample(name, "X", 0.0, round(m * scale * rng.lognormvariate(0, 0.05), 3),
+                          ok=True, warmup=False)
+                   for name, m in metric_medians.items() for _ in range(n)]
+        registrations = [Registration(f"u{i}@maillab.test", 0.0, warmup=False, status=303,
+                                      verify_status=200) for i in range(n)]
+        cells.append(summarize(run_dir, key, PROFILE, samples, registrations))
+    document = json.loads(results_for(PROFILE, cells, run_dir.name).to_json())
     for path, value in changes.items():
         target = document
         *parents, last = path.split("__")
-        for key in parents:
-            target = target[int(key)] if isinstance(target, list) else target[key]
+        for key_ in parents:
+            target = target[int(key_)] if isinstance(target, list) else target[key_]
         target[last] = value
-    results.validate(document)
+    validate(document)
     (run_dir / "results.json").write_text(json.dumps(document))
     return run_dir
 

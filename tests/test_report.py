@@ -7,8 +7,7 @@ seed, so the fixture folder stays text.
 
 from __future__ import annotations
 
-import csv
-import gzip
+import dataclasses
 import json
 import random
 import re
@@ -20,9 +19,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from loadtests.cellfiles import CellKey, Sample
+from loadtests.results import load_run
 from reports import ReportError, build_report
 from reports.build import CHART_DIR
 from reports.cli import report
+from reports.data import ReportRun
+from tests.runs import record_cell
 
 FIXTURES = Path(__file__).resolve().parent / "report_fixtures"
 ALL_CHARTS = ("register_vs_latency", "inp_proxy", "time_to_inbox_cdf", "throughput_vs_users",
@@ -37,30 +40,29 @@ EXTERNAL = re.compile(r"""(?:\b(?:src|href|srcset|action|poster)\s*=\s*["']?|url
 # -- helpers shared with the other test_report* modules ------------------------------------------
 
 def write_samples(run_dir: Path, cell: dict[str, Any], seed: int = 1) -> None:
-    """A samples.csv.gz for ``cell`` in the runner's format: register and time_to_inbox rows
-    around the cell's medians, the first second flagged warm-up, failures where it has some."""
+    """Samples for ``cell`` in the runner's format: register and time_to_inbox rows around the
+    cell's medians, the first second flagged warm-up, failures where it has some."""
     rng = random.Random(seed)
-    folder = run_dir / cell["files"]
-    folder.mkdir(parents=True, exist_ok=True)
     t0 = 1_800_000_000.0
     requests = max(cell["register"]["count"], 5)
-    span = cell["duration_s"] + cell.get("warmup_s", 1.0)
-    rows = []
+    warmup_s = cell.get("warmup_s", 1.0)
+    span = cell["duration_s"] + warmup_s
+    samples = []
     for i in range(requests):
         start = t0 + span * i / requests
-        warm = int(start < t0 + cell.get("warmup_s", 1.0))
-        ok = int(i >= cell["register"]["failures"])
+        warm = start < t0 + warmup_s
         ms = cell["register"]["p50_ms"] * rng.uniform(0.7, 1.6)
-        rows.append(["register", "POST", f"{start:.6f}", f"{ms:.3f}", ok, warm])
+        samples.append(Sample("register", "POST", start, round(ms, 3),
+                              ok=i >= cell["register"]["failures"], warmup=warm))
         if cell["delivery"]["expected"]:
             arrived = i >= cell["delivery"]["missing"]
             inbox = cell["time_to_inbox"]["p50_ms"] * rng.uniform(0.9, 1.2)
-            rows.append(["time_to_inbox", "SMTP", f"{start:.6f}",
-                         f"{inbox if arrived else 10000:.3f}", int(arrived), warm])
-    with gzip.open(folder / "samples.csv.gz", "wt", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["name", "type", "start", "ms", "ok", "warmup"])
-        writer.writerows(rows)
+            samples.append(Sample("time_to_inbox", "EMAIL", start,
+                                  round(inbox if arrived else 10000, 3), ok=arrived,
+                                  warmup=warm))
+    key = CellKey(cell["variant"], cell["smtp_latency_ms"], cell["users"])
+    assert cell["files"] == key.folder
+    record_cell(run_dir, key, samples)
 
 
 def assert_valid_charts(run_dir: Path, names: tuple[str, ...]) -> None:
@@ -242,7 +244,7 @@ def test_a_run_stopped_before_its_first_cell(tmp_path: Path) -> None:
     ('{"schema": "other/1"}', "not a maillab.results/1 document"),
     ('{"schema": "maillab.results/1", "run_id": "x", "profile": "p", "started_at": "t", '
      '"finished_at": null, "environment": {}, "cells": [{"variant": "sync"}]}',
-     "environment lacks python"),
+     "environment.python: Field required"),
 ])
 def test_bad_results_json_raises_a_report_error_naming_the_file(
         tmp_path: Path, content: str | None, needle: str) -> None:
@@ -280,19 +282,25 @@ def test_report_command_on_a_bad_directory(tmp_path: Path) -> None:
 
 
 def test_which_cell_speaks_for_a_variant() -> None:
-    from reports.data import Run
+    stored = load_run(FIXTURES / "v1_run")
+    template = stored.cells[0]
 
-    def cell(variant: str, latency: int, users: int) -> dict[str, Any]:
-        return {"variant": variant, "smtp_latency_ms": latency, "users": users}
+    def cell(variant: str, latency: int, users: int) -> Any:
+        return dataclasses.replace(template, variant=variant, smtp_latency_ms=latency,
+                                   users=users)
+
+    def run_of(cells: list[Any]) -> ReportRun:
+        results = dataclasses.replace(stored.results, cells=cells, profile_settings=None)
+        return ReportRun(Path("."), results)
 
     cells = [cell("sync", 0, 10), cell("sync", 500, 10), cell("sync", 5000, 50),
              cell("threaded", 0, 50), cell("threaded", 500, 50)]
-    run = Run(Path("."), {"cells": cells})
+    run = run_of(cells)
     assert run.focus_users == 50  # 10 users twice, 50 three times
     assert run.verdict_cell("sync") == cell("sync", 5000, 50)
     assert run.verdict_cell("threaded") == cell("threaded", 500, 50)
-    run = Run(Path("."), {"cells": cells[:4]})  # 10 and 50 twice each: the larger wins
+    run = run_of(cells[:4])  # 10 and 50 twice each: the larger wins
     assert run.focus_users == 50
     assert run.verdict_cell("queued") is None
-    run = Run(Path("."), {"cells": cells[:2]})
+    run = run_of(cells[:2])
     assert run.verdict_cell("sync") == cell("sync", 500, 10)

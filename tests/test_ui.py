@@ -42,7 +42,7 @@ def test_ui_swarm_on_a_chosen_variant(tmp_path: Path) -> None:
     run_dirs: list[Path] = []
     try:
         assert ui.stdout is not None
-        lines = []
+        lines: list[str] = []
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             line = ui.stdout.readline()

@@ -1,12 +1,14 @@
-"""The one registry of variants: name -> the Mailer class that implements it.
+"""The one registry of variants: name -> what implements it and what it is like.
 
 Classes are imported only when chosen, so a variant's optional backend (Redis for
-``queued``) is needed only by those who pick it.
+``queued``) is needed only by those who pick it. A variant's properties (does it send email,
+what process delivers it, one line about it) live here and are asked here, nowhere else.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -14,11 +16,24 @@ if TYPE_CHECKING:
 
     from apps.core.mailer import Mailer
 
-VARIANTS: dict[str, str] = {
-    "baseline": "apps.baseline.mailer:BaselineMailer",
-    "sync": "apps.sync.mailer:SyncMailer",
-    "threaded": "apps.threaded.mailer:ThreadedMailer",
-    "queued": "apps.queued.mailer:QueuedMailer",
+
+@dataclass(frozen=True)
+class Variant:
+    mailer: str                 # "module:Class" of its Mailer
+    summary: str                # where deliver() runs, in a few words
+    sends_email: bool = True    # False: the floor, nothing to deliver or wait for
+    consumer: str | None = None  # the maillab command that delivers its email, if not the app
+
+
+VARIANTS: dict[str, Variant] = {
+    "baseline": Variant("apps.baseline.mailer:BaselineMailer",
+                        "sends nothing: the floor every variant is measured against",
+                        sends_email=False),
+    "sync": Variant("apps.sync.mailer:SyncMailer", "delivers inside the request"),
+    "threaded": Variant("apps.threaded.mailer:ThreadedMailer",
+                        "one threading.Thread per email (the seeds' fix)"),
+    "queued": Variant("apps.queued.mailer:QueuedMailer",
+                      "a Huey task, delivered by maillab worker", consumer="worker"),
 }
 
 
@@ -28,12 +43,22 @@ class UnknownVariantError(ValueError):
         self.name = name
 
 
-def mailer_class(name: str) -> Any:
+def variant(name: str) -> Variant:
     try:
-        target = VARIANTS[name]
+        return VARIANTS[name]
     except KeyError:
         raise UnknownVariantError(name) from None
-    module_name, _, attr = target.partition(":")
+
+
+def sends_email(name: str) -> bool:
+    """Whether the variant delivers email at all; a name the registry does not know (another
+    app under load) is assumed to."""
+    found = VARIANTS.get(name)
+    return found.sends_email if found is not None else True
+
+
+def mailer_class(name: str) -> Any:
+    module_name, _, attr = variant(name).mailer.partition(":")
     return getattr(importlib.import_module(module_name), attr)
 
 

@@ -1,0 +1,265 @@
+"""A cell's files: the one place that knows their names, columns and what "measured" means.
+
+A cell is one (variant, SMTP latency, users) point of a run. The locust user records every
+request as a :class:`Sample` and every sign-up as a :class:`Registration`; at the end of the
+cell :class:`CellRecorder` writes them as gzip CSV into the cell's folder, and
+:func:`read_samples` / :func:`read_registrations` read them back for the summary, the gate's
+comparison and the report's charts.
+
+One definition of *measured*, for latency and delivery alike: a sample or registration whose
+sign-up started after the warm-up. Every sample of one sign-up (the form, the POST, its
+redirect, the email, the link) carries the warm-up flag of that sign-up, so a sign-up is in
+or out of the statistics as a whole. Of the measured samples, the successful ones give the
+times and the others count as failures.
+
+Columns are declared once, as the dataclasses' fields; the writers and readers derive from them
+(as locust's ``StatsCSV`` does), so a new column is added in one place.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import astuple, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+SAMPLES_FILE = "samples.csv.gz"
+REGISTRATIONS_FILE = "registrations.csv.gz"
+CELLS_DIR = "cells"
+
+# The names samples are recorded under (locust request names) and read back by.
+REGISTER_FORM = "register_form"
+REGISTER = "register"
+REGISTER_SENT = "register_sent"
+INP_PROXY = "inp_proxy"
+TIME_TO_INBOX = "time_to_inbox"
+VERIFY = "verify"
+
+
+class CellFileError(ValueError):
+    """A cell file that cannot be read; the message names the file."""
+
+
+@dataclass(frozen=True, order=True)
+class CellKey:
+    """Where a cell sits in a run's grid; its folder name and label derive from it."""
+
+    variant: str
+    latency_ms: int
+    users: int
+
+    @property
+    def folder(self) -> str:
+        """The cell's folder, relative to the run directory: ``cells/sync-500ms-10u``."""
+        return f"{CELLS_DIR}/{self.variant}-{self.latency_ms}ms-{self.users}u"
+
+    @property
+    def label(self) -> str:
+        """The short label tables, gate.json and warnings use: ``sync@500ms/10u``."""
+        return f"{self.variant}@{self.latency_ms}ms/{self.users}u"
+
+    @property
+    def title(self) -> str:
+        """The label for people: ``sync @ 500 ms x 10 users``."""
+        return f"{self.variant} @ {self.latency_ms} ms x {self.users} users"
+
+
+def grid(variants: Sequence[str], latencies_ms: Sequence[int],
+         users: Sequence[int]) -> list[CellKey]:
+    """Every cell of a profile, latency-major so one fakesmtp setting runs at a time."""
+    return [CellKey(v, lat, u) for lat in latencies_ms for u in users for v in variants]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measurement: a request, or a custom timing (INP proxy, time to inbox).
+
+    ``start`` is epoch seconds when it started (for custom timings, when the POST was sent);
+    ``warmup`` is whether its sign-up started during the warm-up.
+    """
+
+    name: str
+    type: str
+    start: float
+    ms: float
+    ok: bool
+    warmup: bool
+
+
+@dataclass
+class Registration:
+    """One sign-up attempt, recorded before its POST so an address the server may have seen is
+    never uncounted; ``status`` and the rest are filled in as the sign-up goes on."""
+
+    email: str
+    sent_at: float
+    warmup: bool
+    status: int | None = None
+    inbox_ms: float | None = None
+    verify_status: int | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """The app answered the POST with its redirect: the person was told to check email."""
+        return self.status == 303
+
+
+SAMPLE_COLUMNS = tuple(f.name for f in fields(Sample))
+REGISTRATION_COLUMNS = tuple(f.name for f in fields(Registration))
+
+
+@dataclass
+class CellRecorder:
+    """What the locust user records during a cell; :meth:`write` puts it in the cell's folder."""
+
+    samples: list[Sample] = field(default_factory=list)
+    registrations: list[Registration] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.samples.clear()
+        self.registrations.clear()
+
+    def write(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write(folder / SAMPLES_FILE, SAMPLE_COLUMNS, (astuple(s) for s in self.samples))
+        _write(folder / REGISTRATIONS_FILE, REGISTRATION_COLUMNS,
+               (astuple(r) for r in self.registrations))
+
+
+def _write(path: Path, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> None:
+    # Written to a temporary name and renamed, so a reader never sees half a file.
+    tmp = path.with_name(path.name + ".tmp")
+    with gzip.open(tmp, "wt", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        writer.writerows(tuple(_cell(v) for v in row) for row in rows)
+    tmp.replace(path)
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def _rows(path: Path, columns: Sequence[str]) -> Iterator[dict[str, str]]:
+    try:
+        with gzip.open(path, "rt", newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            absent = [c for c in columns if c not in (reader.fieldnames or ())]
+            if absent:
+                raise CellFileError(f"{path}: no column {', '.join(absent)}")
+            yield from reader
+    except (OSError, EOFError, csv.Error, UnicodeDecodeError) as exc:
+        raise CellFileError(f"{path}: cannot be read ({exc})") from None
+
+
+def _flag(text: str) -> bool:
+    return text == "1"
+
+
+def _optional_int(text: str) -> int | None:
+    return int(text) if text else None
+
+
+def _optional_float(text: str) -> float | None:
+    return float(text) if text else None
+
+
+@dataclass(frozen=True)
+class Series:
+    """Every sample of one name, as arrays of equal length."""
+
+    start: np.ndarray
+    ms: np.ndarray
+    ok: np.ndarray
+    warmup: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ms)
+
+    @property
+    def measured(self) -> np.ndarray:
+        """The mask of samples outside the warm-up."""
+        return ~self.warmup
+
+    @property
+    def times(self) -> list[float]:
+        """Measured successful samples' milliseconds, sorted: what percentiles are taken of."""
+        return sorted(float(x) for x in self.ms[self.measured & self.ok])
+
+    @property
+    def failures(self) -> int:
+        """Measured samples that failed."""
+        return int((self.measured & ~self.ok).sum())
+
+
+@dataclass(frozen=True)
+class CellSamples:
+    """A cell's samples by name; a name with no samples reads as an empty series."""
+
+    by_name: dict[str, Series]
+
+    def __getitem__(self, name: str) -> Series:
+        found = self.by_name.get(name)
+        return found if found is not None else _empty()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.by_name and len(self.by_name[name]) > 0
+
+    def values(self) -> Iterable[Series]:
+        return self.by_name.values()
+
+
+def _empty() -> Series:
+    import numpy as np
+
+    return Series(np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool))
+
+
+def read_samples(folder: Path) -> CellSamples:
+    """The cell's samples; raises :class:`CellFileError` naming the file when it is absent or
+    unreadable."""
+    import numpy as np
+
+    path = folder / SAMPLES_FILE
+    if not path.exists():
+        raise CellFileError(f"{path}: no samples were kept for this cell")
+    columns: dict[str, tuple[list[float], list[float], list[bool], list[bool]]] = {}
+    try:
+        for row in _rows(path, SAMPLE_COLUMNS):
+            start, ms, ok, warm = columns.setdefault(row["name"], ([], [], [], []))
+            start.append(float(row["start"]))
+            ms.append(float(row["ms"]))
+            ok.append(_flag(row["ok"]))
+            warm.append(_flag(row["warmup"]))
+    except ValueError as exc:
+        raise CellFileError(f"{path}: a value is not a number ({exc})") from None
+    return CellSamples({name: Series(np.asarray(s, dtype=float), np.asarray(m, dtype=float),
+                                     np.asarray(o, dtype=bool), np.asarray(w, dtype=bool))
+                        for name, (s, m, o, w) in columns.items()})
+
+
+def read_registrations(folder: Path) -> list[Registration]:
+    """Every registration of the cell, addresses lower-cased (fakesmtp's capture is); an empty
+    list when the cell recorded none."""
+    path = folder / REGISTRATIONS_FILE
+    if not path.exists():
+        return []
+    try:
+        return [Registration(email=row["email"].lower(), sent_at=float(row["sent_at"]),
+                             warmup=_flag(row["warmup"]), status=_optional_int(row["status"]),
+                             inbox_ms=_optional_float(row["inbox_ms"]),
+                             verify_status=_optional_int(row["verify_status"]))
+                for row in _rows(path, REGISTRATION_COLUMNS)]
+    except ValueError as exc:
+        raise CellFileError(f"{path}: a value is not a number ({exc})") from None

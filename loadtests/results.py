@@ -1,0 +1,495 @@
+"""results.json and gate.json: the one typed shape of a run's results, written and read here.
+
+``maillab bench`` builds a :class:`Results` and writes it with :func:`write_results`; the
+gate, the report and the CLI tables read it back with :func:`load_run`, the one loader of a
+stored run. Everything else derives from these models rather than naming keys again: the JSON
+schema (:func:`json_schema`), the metric names and statistics the gate accepts
+(:data:`METRICS`), the report's columns.
+
+Schema ``maillab.results/1``: the keys documented in DESIGN.md keep their names and meaning;
+keys added since are optional when read, so a run written by an older maillab still loads
+(tests/report_fixtures/v1_run is one). Readers ignore keys they do not know.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import is_dataclass
+from functools import cached_property
+from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
+from apps.core.registry import VARIANTS
+from apps.core.registry import sends_email as variant_sends_email
+from loadtests.cellfiles import CellFileError, CellKey, CellSamples, grid, read_samples
+from loadtests.stats import Rating
+
+SCHEMA: Literal["maillab.results/1"] = "maillab.results/1"
+RESULTS_FILE = "results.json"
+GATE_FILE = "gate.json"
+
+
+class RunError(ValueError):
+    """A run directory whose results cannot be read; the message names the file and why."""
+
+
+# Pydantic dataclasses rather than BaseModel: a cell has a field named ``register``, which
+# BaseModel (an ABC) reserves. Unknown keys are ignored (newer writers may add some); in
+# serialization mode every field is required in the schema, because the writer writes them all.
+_CONFIG = ConfigDict(extra="ignore", json_schema_serialization_defaults_required=True)
+
+
+def _known_variant(name: str) -> str:
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+    return name
+
+
+Ms = Annotated[float | None, Field(ge=0, description="milliseconds; null with no samples")]
+Count = Annotated[int, Field(ge=0)]
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class RequestStats:
+    """Response times of one request kind over the measured window, from every sample."""
+
+    count: Count = Field(description="measured successful requests")
+    failures: Count = Field(description="measured requests that failed")
+    rps: float = Field(ge=0, description="measured successful requests per second")
+    p50_ms: Ms
+    p75_ms: Ms
+    p95_ms: Ms
+    p99_ms: Ms
+    max_ms: Ms
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class InpProxy:
+    """Submit until the confirmation arrived, plus a render allowance; rated at p75 like INP."""
+
+    p75_ms: Ms
+    rating: Rating | None
+    render_allowance_ms: float | None = None
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class InboxStats:
+    """fakesmtp's ``received_at`` minus the moment the POST was sent."""
+
+    count: Count = Field(description="measured emails that arrived")
+    failures: Count = Field(0, description="measured sign-ups whose email did not arrive in "
+                                           "the inbox deadline")
+    p50_ms: Ms
+    p95_ms: Ms
+    p99_ms: Ms
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class Delivery:
+    """Per accepted registration, from fakesmtp's capture: the ground truth."""
+
+    registered: Count = Field(description="measured registrations the app accepted")
+    delivered: Count = Field(description="of those, how many got at least one email")
+    missing: Count = Field(description="accepted, told to check their email, none came")
+    duplicates: Count = Field(description="emails beyond the first per registration")
+    verified: Count = Field(description="registrations whose link answered 200")
+    expected: bool | None = Field(None, description="whether the variant sends email; older "
+                                                    "runs lack it (the registry answers)")
+    counted: str = Field("all registrations", description="which registrations were counted")
+    warmup_excluded: Count | None = Field(None, description="accepted registrations left out "
+                                                            "because they started in the "
+                                                            "warm-up")
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class Resources:
+    peak_threads: Count | None = Field(description="most live threads over the app's processes")
+    peak_queue_depth: Count | None = Field(description="most tasks waiting; null: no queue")
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class LoadGenerator:
+    cpu_percent: float | None = Field(description="locust's CPU over the cell, % of one core")
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class CellResult:
+    """One cell's figures. Blocks of statistics are the metrics the gate can name."""
+
+    variant: Annotated[str, AfterValidator(_known_variant)]
+    smtp_latency_ms: Count
+    users: Annotated[int, Field(ge=1)]
+    duration_s: float = Field(ge=0, description="the measured window")
+    warmup_s: float | None = Field(None, description="left out of every statistic before it")
+    register: RequestStats
+    verify: RequestStats
+    inp_proxy: InpProxy
+    time_to_inbox: InboxStats
+    throughput_rps: float | None = Field(None, description="completed sign-ups per second")
+    delivery: Delivery
+    resources: Resources
+    load_generator: LoadGenerator | None = None
+    files: str | None = Field(None, description="the cell's folder, relative to the run")
+    valid: bool
+    warnings: list[str]
+
+    @property
+    def key(self) -> CellKey:
+        return CellKey(self.variant, self.smtp_latency_ms, self.users)
+
+    @property
+    def label(self) -> str:
+        return self.key.label
+
+    @property
+    def folder(self) -> str:
+        return self.files or self.key.folder
+
+    @property
+    def sends_email(self) -> bool:
+        """As recorded in the cell; runs older than that key ask the variant registry."""
+        if self.delivery.expected is not None:
+            return self.delivery.expected
+        return variant_sends_email(self.variant)
+
+    def metric(self, metric: str, stat: str | None = None) -> float | None:
+        """The number behind ``metric.stat`` (a block) or ``metric`` (a scalar), or None."""
+        if metric not in METRICS or (stat or None) not in (METRICS[metric] or (None,)):
+            raise KeyError(f"{metric}.{stat}" if stat else metric)
+        value = getattr(self, metric)
+        if stat is not None:
+            value = None if value is None else getattr(value, stat)
+        return None if value is None else float(value)
+
+
+# The cell's axes and settings: a rule's variables, not measurements.
+VARIABLES = ("smtp_latency_ms", "users", "duration_s")
+_SETTINGS = (*VARIABLES, "warmup_s")
+
+
+def _kinds(annotation: Any) -> tuple[Any, ...]:
+    """The types an annotation admits: ``Annotated`` and ``X | None`` unwrapped."""
+    if get_origin(annotation) is Annotated:
+        return _kinds(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        return tuple(k for arg in get_args(annotation) for k in _kinds(arg))
+    return (annotation,)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls, include_extras=True)
+
+
+def _numeric(annotation: Any) -> bool:
+    return any(k in (int, float) for k in _kinds(annotation))
+
+
+def _block(annotation: Any) -> type | None:
+    return next((k for k in _kinds(annotation) if isinstance(k, type) and is_dataclass(k)),
+                None)
+
+
+def _metrics() -> dict[str, tuple[str, ...]]:
+    """Every block of a cell with its numeric statistics, and every numeric measurement that
+    stands alone (with no statistics), derived from :class:`CellResult`'s fields."""
+    found: dict[str, tuple[str, ...]] = {}
+    for name, annotation in _hints(CellResult).items():
+        block = _block(annotation)
+        if block is not None:
+            found[name] = tuple(n for n, sub in _hints(block).items() if _numeric(sub))
+        elif name not in _SETTINGS and _numeric(annotation):
+            found[name] = ()
+    return found
+
+
+METRICS: dict[str, tuple[str, ...]] = _metrics()
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class Server:
+    workers: int
+    threads: int
+    worker_class: str | None = None
+    queue_consumer_threads: int | None = None
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class Environment:
+    python: str
+    platform: str
+    cpu_count: int
+    cpu_model: str | None = None
+    git_sha: str | None
+    packages: dict[str, str | None]
+    server: Server
+    password_hash: str
+    executable: str | None = None
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class Grid:
+    """The axes of the profile a run was asked for: which cells should exist."""
+
+    variants: list[str]
+    latencies_ms: list[int]
+    users: list[int]
+
+    def cells(self) -> list[CellKey]:
+        return grid(self.variants, self.latencies_ms, self.users)
+
+
+_GRID = TypeAdapter(Grid)
+
+
+def _has_grid(settings: dict[str, Any]) -> dict[str, Any]:
+    _GRID.validate_python(settings)
+    return settings
+
+
+# Every setting of the profile, as the runner wrote it; the grid's keys must be there.
+ProfileSettings = Annotated[dict[str, Any], AfterValidator(_has_grid)]
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class Results:
+    """A whole results.json."""
+
+    schema: Literal["maillab.results/1"] = SCHEMA
+    run_id: str
+    profile: str
+    profile_settings: ProfileSettings | None = None
+    started_at: str
+    finished_at: str | None
+    complete: bool = True
+    stopped_reason: str | None = None
+    environment: Environment
+    cells: list[CellResult]
+
+    @property
+    def grid(self) -> Grid | None:
+        return None if self.profile_settings is None else _GRID.validate_python(
+            self.profile_settings)
+
+    def cell(self, key: CellKey) -> CellResult | None:
+        for cell in self.cells:
+            if cell.key == key:
+                return cell
+        return None
+
+    @property
+    def expected_cells(self) -> list[CellKey]:
+        """The profile's grid; a run without profile settings expects the cells it has."""
+        asked = self.grid
+        return [c.key for c in self.cells] if asked is None else asked.cells()
+
+    @property
+    def missing_cells(self) -> list[CellKey]:
+        present = {c.key for c in self.cells}
+        return [key for key in self.expected_cells if key not in present]
+
+    def to_json(self) -> str:
+        return json.dumps(_RESULTS.dump_python(self, mode="json"), indent=2) + "\n"
+
+
+_RESULTS = TypeAdapter(Results)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of results.json as maillab writes it (``maillab schema`` prints it)."""
+    schema = _RESULTS.json_schema(mode="serialization")
+    schema["$id"] = SCHEMA
+    return schema
+
+
+# -- gate.json ------------------------------------------------------------------------------
+
+Verdict = Literal["pass", "fail", "error", "skipped"]
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class RuleOutcome:
+    rule: str
+    cell: str | None = Field(description="the cell's label; null: the rule matched no cell")
+    measured: float | None
+    limit: str
+    verdict: Verdict
+    detail: str = ""
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class Comparison:
+    """One metric of one cell against a stored run."""
+
+    cell: str
+    metric: str
+    samples: list[int]
+    verdict: Verdict
+    detail: str = ""
+    median_ms: list[float] | None = None
+    change: float | None = None
+    p_value: float | None = None
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class ComparisonReport:
+    comparable: bool
+    differing_keys: dict[str, Any] = Field(default_factory=dict)
+    alpha: float | None = None
+    min_effect: float | None = None
+    metrics: list[Comparison] = Field(default_factory=list)
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class GateReport:
+    """A whole gate.json: the verdict, each rule's outcome, why the run is invalid."""
+
+    verdict: Literal["pass", "fail", "invalid"] = "pass"
+    exit_code: int = 0
+    rules: list[RuleOutcome] = Field(default_factory=list)
+    invalid: list[str] = Field(default_factory=list)
+    comparison: ComparisonReport | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(_GATE.dump_python(self, mode="json"), indent=2) + "\n"
+
+
+_GATE = TypeAdapter(GateReport)
+
+
+# -- files ----------------------------------------------------------------------------------
+
+def write_results(run_dir: Path, results: Results) -> Path:
+    """Write ``run_dir/results.json`` atomically (a temporary file, then a rename), so a run cut
+    short still leaves valid JSON for the cells it finished."""
+    return _write_atomic(run_dir / RESULTS_FILE, results.to_json())
+
+
+def write_gate(run_dir: Path, report: GateReport) -> Path:
+    return _write_atomic(run_dir / GATE_FILE, report.to_json())
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def point_latest(results_root: Path, run_dir: Path) -> None:
+    """Point ``results/latest`` at ``run_dir`` (relative when inside, replaced atomically)."""
+    results_root.mkdir(parents=True, exist_ok=True)
+    link = results_root / "latest"
+    tmp = results_root / f".latest.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    inside = run_dir.resolve().parent == results_root.resolve()
+    tmp.symlink_to(run_dir.name if inside else run_dir.resolve())
+    os.replace(tmp, link)
+
+
+def parse_results(text: str, where: str) -> Results:
+    """A results.json's text as :class:`Results`; :class:`RunError` names what is wrong."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise RunError(f"{where}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise RunError(f"{where}: not a {SCHEMA} document")
+    try:
+        return _RESULTS.validate_python(data)
+    except ValidationError as exc:
+        raise RunError(f"{where}: {_problems(exc)}") from None
+
+
+def _problems(exc: ValidationError, shown: int = 3) -> str:
+    errors = exc.errors()
+    text = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'document'}: {e['msg']}"
+                     for e in errors[:shown])
+    return text + (f" (and {len(errors) - shown} more)" if len(errors) > shown else "")
+
+
+class Run:
+    """A stored run: its results, its gate verdict if any, and its cells' samples on demand.
+
+    A gate.json that cannot be read does not make the run unreadable: :attr:`gate_error`
+    says why it is absent.
+    """
+
+    def __init__(self, run_dir: Path, results: Results, gate: GateReport | None = None,
+                 gate_error: str | None = None) -> None:
+        self.run_dir = run_dir
+        self.results = results
+        self.gate = gate
+        self.gate_error = gate_error
+        self._samples: dict[CellKey, CellSamples | None] = {}
+
+    @property
+    def cells(self) -> list[CellResult]:
+        return self.results.cells
+
+    @cached_property
+    def variants(self) -> list[str]:
+        """Variants the profile asked for or the run holds, in the registry's order."""
+        wanted = {k.variant for k in self.results.expected_cells} | {
+            c.variant for c in self.cells}
+        return [v for v in VARIANTS if v in wanted] + sorted(wanted - set(VARIANTS))
+
+    @cached_property
+    def latencies(self) -> list[int]:
+        return sorted({k.latency_ms for k in self.results.expected_cells}
+                      | {c.smtp_latency_ms for c in self.cells})
+
+    @cached_property
+    def users(self) -> list[int]:
+        return sorted({k.users for k in self.results.expected_cells}
+                      | {c.users for c in self.cells})
+
+    @property
+    def complete(self) -> bool:
+        return self.results.complete and not self.results.stopped_reason
+
+    def cell(self, variant: str, latency_ms: int, users: int) -> CellResult | None:
+        return self.results.cell(CellKey(variant, latency_ms, users))
+
+    def cell_dir(self, cell: CellResult) -> Path:
+        return self.run_dir / cell.folder
+
+    def samples(self, cell: CellResult) -> CellSamples | None:
+        """The cell's kept samples, or None when the file is absent or unreadable."""
+        if cell.key not in self._samples:
+            try:
+                self._samples[cell.key] = read_samples(self.cell_dir(cell))
+            except CellFileError:
+                self._samples[cell.key] = None
+        return self._samples[cell.key]
+
+
+def load_run(run_dir: Path) -> Run:
+    """Read ``run_dir/results.json`` (and ``gate.json`` when present) into a :class:`Run`.
+
+    Raises :class:`RunError` when run_dir is not a directory or results.json is missing, not
+    JSON, not a ``maillab.results/1`` document, or breaks the model (naming the field).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: not a run directory")
+    path = run_dir / RESULTS_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunError(f"{path}: no {RESULTS_FILE} in this run directory") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: cannot be read: {exc}") from None
+    run = Run(run_dir, parse_results(text, str(path)))
+    gate_path = run_dir / GATE_FILE
+    if gate_path.exists():
+        try:
+            run.gate = _GATE.validate_json(gate_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValidationError) as exc:
+            reason = _problems(exc) if isinstance(exc, ValidationError) else str(exc)
+            run.gate_error = f"{gate_path}: cannot be read ({reason})"
+    return run
