@@ -158,8 +158,11 @@ class CellResult:
         return variant_sends_email(self.variant)
 
     def metric(self, metric: str, stat: str | None = None) -> float | None:
-        """The number behind ``metric.stat`` (a block) or ``metric`` (a scalar), or None."""
-        if metric not in METRICS or (stat or None) not in (METRICS[metric] or (None,)):
+        """The number behind ``metric.stat`` (a block) or ``metric`` (a scalar), or None.
+        Raises KeyError for a name :data:`METRICS` does not have."""
+        stats = METRICS.get(metric)
+        known = stats is not None and (stat in stats if stats else stat is None)
+        if not known:
             raise KeyError(f"{metric}.{stat}" if stat else metric)
         value = getattr(self, metric)
         if stat is not None:

@@ -164,10 +164,7 @@ class Bench:
         sampler.watch_load(locust.popen.pid)
         deadline = time.monotonic() + profile.run_time_s + stop_timeout + 60
         while locust.popen.poll() is None:
-            for process in watched:
-                if not process.alive():
-                    raise BenchError(f"{process.name} died during the cell (exit "
-                                     f"{process.popen.returncode}); see {process.log_path}")
+            self.supervisor.check(watched, when="during the cell")
             if time.monotonic() > deadline:
                 raise BenchError(f"locust did not finish in time; see {locust.log_path}")
             time.sleep(0.2)

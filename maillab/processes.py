@@ -165,10 +165,10 @@ class Supervisor:
             if process in self.children:
                 self.children.remove(process)
 
-    def check(self, processes: list[ManagedProcess] | None = None) -> None:
+    def check(self, processes: list[ManagedProcess] | None = None, when: str = "") -> None:
         """Raise :class:`ProcessError` naming the first of ``processes`` (default: every
-        child) that has exited."""
+        child) that has exited; ``when`` says during what (``"during the cell"``)."""
         for process in processes if processes is not None else self.children:
             if not process.alive():
-                raise ProcessError(f"{process.name} exited with {process.popen.returncode}; "
-                                   f"see {process.log_path}")
+                raise ProcessError(f"{process.name} died{' ' + when if when else ''} (exit "
+                                   f"{process.popen.returncode}); see {process.log_path}")

@@ -40,5 +40,5 @@ def test_a_dead_child_is_named(tmp_path: Path) -> None:
         supervisor.check()
         os.kill(child.popen.pid, signal.SIGKILL)
         child.popen.wait(timeout=30)
-        with pytest.raises(ProcessError, match=r"server exited with -9; see .*server\.log"):
+        with pytest.raises(ProcessError, match=r"server died \(exit -9\); see .*server\.log"):
             supervisor.check()
