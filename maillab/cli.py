@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,11 +29,11 @@ def cli() -> None:
     """maillab: measure what sending the verification email costs a Flask sign-up."""
 
 
-def _build_app(variant: str) -> Any:
+def _build_app(variant: str, config: dict[str, Any] | None = None) -> Any:
     from apps.core import create_app
 
     try:
-        return create_app(variant)
+        return create_app(variant, config)
     except (ConfigError, UnknownVariantError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -59,11 +60,14 @@ def serve(variant: str, host: str, port: int, workers: int, threads: int, timeou
     from maillab.server import GunicornServer, gunicorn_options
 
     _check_port(host, port, "--port")
+    url = f"http://{host}:{port}"
+    # Links in emails point here unless MAILLAB_PUBLIC_URL says otherwise (never at the
+    # request's Host header).
+    config = {"PUBLIC_URL": os.environ.get("MAILLAB_PUBLIC_URL") or url}
     # Build once here: a bad setting fails now with one line, and the tables and the
     # instance secret exist before several workers race to create them.
-    app = _build_app(variant)
+    app = _build_app(variant, config)
     app.extensions["maillab.db"].engine.dispose()
-    url = f"http://{host}:{port}"
 
     def on_ready(_arbiter: Any) -> None:
         click.echo(f"maillab {variant} listening on {url} "
@@ -73,7 +77,7 @@ def serve(variant: str, host: str, port: int, workers: int, threads: int, timeou
         sys.stdout.flush()
 
     GunicornServer(variant, gunicorn_options(host, port, workers, threads, timeout,
-                                             on_ready)).run()
+                                             on_ready), config).run()
 
 
 @cli.command()
@@ -84,6 +88,7 @@ def serve(variant: str, host: str, port: int, workers: int, threads: int, timeou
 @click.option("-v", "--verbose", is_flag=True, help="Log every task.")
 def worker(threads: int | None, metrics_port: int, verbose: bool) -> None:
     """Consume the queued variant's email tasks (Huey)."""
+    from apps.queued.queue import shown
     from apps.queued.worker import build_consumer
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
@@ -91,7 +96,10 @@ def worker(threads: int | None, metrics_port: int, verbose: bool) -> None:
     if metrics_port:
         _check_port("127.0.0.1", metrics_port, "--metrics-port")
     app = _build_app("queued")
-    consumer, stats = build_consumer(app, threads)
+    try:
+        consumer, stats = build_consumer(app, threads)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     cfg = app.config
     if metrics_port:
         from prometheus_client import start_http_server
@@ -99,7 +107,8 @@ def worker(threads: int | None, metrics_port: int, verbose: bool) -> None:
         from apps.core.metrics import registry_for
 
         start_http_server(metrics_port, addr="127.0.0.1", registry=registry_for(stats))
-    click.echo(f"maillab worker consuming {cfg['QUEUE_URL']} with {consumer.workers} threads "
+    click.echo(f"maillab worker consuming {shown(cfg['QUEUE_URL'])} with {consumer.workers} "
+               "threads "
                f"(poll every {cfg['WORKER_POLL_DELAY'] * 1000:g}.."
                f"{cfg['WORKER_MAX_POLL_DELAY'] * 1000:g} ms when idle), SMTP "
                f"{cfg['SMTP_HOST']}:{cfg['SMTP_PORT']}"

@@ -9,14 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.http.errors import ParseException
 
 from apps.core import create_app
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]
-    def __init__(self, variant: str, options: dict[str, Any]) -> None:
+    def __init__(self, variant: str, options: dict[str, Any],
+                 config: dict[str, Any] | None = None) -> None:
         self.variant = variant
         self.options = options
+        self.config = config
         super().__init__()
 
     def load_config(self) -> None:
@@ -25,7 +28,17 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
                 self.cfg.set(key.lower(), value)
 
     def load(self) -> Any:
-        return create_app(self.variant)
+        app = create_app(self.variant, self.config)
+        # A body gunicorn cannot parse (a malformed chunk, a body cut short) surfaces while the
+        # view reads it: the client's fault, so a 400, not a 500.
+        app.register_error_handler(ParseException, _unparsable_body)
+        return app
+
+
+def _unparsable_body(exc: ParseException) -> Any:
+    from apps.core.responses import respond
+
+    return respond(400, "bad_body", "Bad request", f"The request body cannot be read: {exc}")
 
 
 def gunicorn_options(host: str, port: int, workers: int, threads: int, timeout: int,

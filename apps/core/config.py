@@ -6,10 +6,13 @@ a message that names the variable instead of surfacing as a 500 on the first req
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask
 
@@ -18,7 +21,7 @@ ENV_PREFIX = "MAILLAB"
 DEFAULTS: dict[str, Any] = {
     "DATABASE_URL": None,  # None: a SQLite file (WAL) in the instance folder
     "QUEUE_URL": None,  # None: Huey on a SQLite file in the instance folder
-    "SECRET_KEY": None,  # None: generated once and kept in the instance folder
+    "SECRET_KEY": None,  # None: generated once and kept in the instance folder (0600)
     "SMTP_HOST": "127.0.0.1",
     "SMTP_PORT": 8025,
     "SMTP_TIMEOUT": 10.0,
@@ -33,8 +36,15 @@ DEFAULTS: dict[str, Any] = {
     "ALLOW_TEST_DOMAINS": True,  # the lab mails *.test addresses to its own fake server
     "TOKEN_MAX_AGE": 48 * 3600,
     "RESEND_COOLDOWN": 60,
+    # At most this many emails to one address per window, whoever asks and whether or not it
+    # has an account: stops a script from mail-bombing an inbox through /register.
+    "EMAILS_PER_ADDRESS": 5,
+    "EMAIL_WINDOW": 3600,
     "MAX_CONTENT_LENGTH": 16 * 1024,
-    "PUBLIC_URL": None,  # None: links use the host the request came to
+    # Links in emails are built from this, never from the request's Host header (which a
+    # client chooses). `maillab serve` sets it to the address it binds unless it is given.
+    "PUBLIC_URL": "http://127.0.0.1:8000",
+    "SESSION_COOKIE_SAMESITE": "Lax",
     "QUEUE_RETRIES": 5,
     "QUEUE_RETRY_DELAY": 1.0,
     "QUEUE_RETRY_BACKOFF": 2.0,
@@ -56,6 +66,8 @@ _NUMBERS = {
     "EMAIL_MAX_LENGTH": (int, 6, 4096),
     "TOKEN_MAX_AGE": (int, 1, None),
     "RESEND_COOLDOWN": (float, 0, None),
+    "EMAILS_PER_ADDRESS": (int, 1, 10_000),
+    "EMAIL_WINDOW": (float, 1, None),
     "MAX_CONTENT_LENGTH": (int, 256, None),
     "QUEUE_RETRIES": (int, 0, 100),
     "QUEUE_RETRY_DELAY": (float, 0, None),
@@ -65,6 +77,7 @@ _NUMBERS = {
     "WORKER_MAX_POLL_DELAY": (float, 0.0001, None),
 }
 _BOOLEANS = ("SMTP_USE_TLS", "ALLOW_TEST_DOMAINS")
+MAX_PBKDF2_ITERATIONS = 10_000_000  # ten times werkzeug's default
 _PASSWORD_METHODS = ("scrypt", "pbkdf2")
 
 
@@ -79,8 +92,7 @@ def load(app: Flask, test_config: dict[str, Any] | None) -> None:
     if test_config:
         app.config.from_mapping(test_config)
     validate(app.config)
-    instance = Path(app.instance_path)
-    instance.mkdir(parents=True, exist_ok=True)
+    instance = private_dir(Path(app.instance_path))
     if not app.config["DATABASE_URL"]:
         app.config["DATABASE_URL"] = f"sqlite:///{instance / 'maillab.db'}"
     if not app.config["QUEUE_URL"]:
@@ -101,12 +113,16 @@ def validate(config: dict[str, Any]) -> None:
         config[key] = _number(key, config[key], kind, low, high)
     for key in _BOOLEANS:
         config[key] = _boolean(key, config[key])
-    method = str(config["PASSWORD_HASH"])
-    if method.split(":", 1)[0] not in _PASSWORD_METHODS:
-        raise ConfigError(
-            f"{ENV_PREFIX}_PASSWORD_HASH must start with one of {', '.join(_PASSWORD_METHODS)}"
-            f" (werkzeug syntax, e.g. 'pbkdf2:sha256:1000'), got {method!r}"
-        )
+    config["PASSWORD_HASH"] = _password_hash(config["PASSWORD_HASH"])
+    config["PUBLIC_URL"] = public_url(config["PUBLIC_URL"])
+    config["SESSION_COOKIE_SECURE"] = config["PUBLIC_URL"].startswith("https:")
+    secret = config["SECRET_KEY"]
+    if secret is not None and (not isinstance(secret, str) or len(secret) < 16):
+        # Flask's prefixed-env loader turns an all-digit value into a number, which signing
+        # would reject on every request; a short string is guessable.
+        raise ConfigError(f"{ENV_PREFIX}_SECRET_KEY must be a string of at least 16 "
+                          "characters (python -c 'import secrets; print(secrets.token_hex(32))'"
+                          " makes one), or unset to keep a generated one in the instance folder")
     if config["PASSWORD_MIN_LENGTH"] > config["PASSWORD_MAX_LENGTH"]:
         raise ConfigError(
             f"{ENV_PREFIX}_PASSWORD_MIN_LENGTH must not exceed {ENV_PREFIX}_PASSWORD_MAX_LENGTH"
@@ -119,9 +135,11 @@ def _number(key: str, value: Any, kind: type, low: float | None, high: float | N
         raise ConfigError(f"{name} must be a number, got {value!r}")
     try:
         number = kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # int(float("inf")) overflows
         raise ConfigError(f"{name} must be a{'n integer' if kind is int else ' number'}, "
                           f"got {value!r}") from None
+    if not math.isfinite(number):  # Infinity, NaN and 1e999 parse as floats
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
     if (low is not None and number < low) or (high is not None and number > high):
         bounds = f">= {low}" if high is None else f"between {low} and {high}"
         raise ConfigError(f"{name} must be {bounds}, got {value!r}")
@@ -139,15 +157,79 @@ def _boolean(key: str, value: Any) -> bool:
     raise ConfigError(f"{ENV_PREFIX}_{key} must be true or false, got {value!r}")
 
 
+def _password_hash(value: Any) -> str:
+    """A werkzeug hashing method that works: tried once now, not on the first sign-up."""
+    from werkzeug.security import generate_password_hash
+
+    method = str(value)
+    if method.split(":", 1)[0] not in _PASSWORD_METHODS:
+        raise ConfigError(
+            f"{ENV_PREFIX}_PASSWORD_HASH must start with one of {', '.join(_PASSWORD_METHODS)}"
+            f" (werkzeug syntax, e.g. 'pbkdf2:sha256:1000'), got {method!r}"
+        )
+    parts = method.split(":")
+    if parts[0] == "pbkdf2" and len(parts) == 3 and parts[2].isdigit() and \
+            int(parts[2]) > MAX_PBKDF2_ITERATIONS:
+        # Checked before trying: a huge count would hang start-up here, then every sign-up.
+        raise ConfigError(f"{ENV_PREFIX}_PASSWORD_HASH {method!r}: at most "
+                          f"{MAX_PBKDF2_ITERATIONS:,} pbkdf2 iterations")
+    try:
+        generate_password_hash("check", method=method)
+    except (ValueError, TypeError, OverflowError, MemoryError) as exc:
+        raise ConfigError(f"{ENV_PREFIX}_PASSWORD_HASH {method!r} cannot hash: "
+                          f"{exc or type(exc).__name__}") from None
+    return method
+
+
+def public_url(value: Any) -> str:
+    """The site's own base URL, as links in emails start: http(s), a host, no query."""
+    name = f"{ENV_PREFIX}_PUBLIC_URL"
+    text = str(value or "").strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ConfigError(f"{name} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or \
+            parts.fragment or parts.username or parts.password:
+        raise ConfigError(f"{name} must be an http(s) URL with a host and nothing after the "
+                          f"path, e.g. https://example.com, got {text!r}")
+    return text.rstrip("/")
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (mode 0700: it holds the secret key, password hashes and queued emails)
+    or check that it can be used; a folder that exists keeps its mode."""
+    name = f"{ENV_PREFIX}_INSTANCE_DIR"
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{name} {str(path)!r} cannot be created: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{name} {str(path)!r} is not a writable folder")
+    return path
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 if it does not exist, so that what a library
+    later writes there (SQLite and its -wal/-shm files copy the mode) is private."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR))
+    except FileExistsError:
+        pass
+
+
 def _instance_secret(path: Path) -> str:
-    """A secret shared by every worker process of this instance, made once."""
+    """A secret shared by every worker process of this instance, made once, mode 0600."""
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
     candidate = secrets.token_hex(32)
     tmp = path.with_suffix(f".{secrets.token_hex(8)}.tmp")  # unique per thread and process
-    tmp.write_text(candidate)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(candidate)
     try:
         # link() fails if another process won the race; then everyone uses the winner's key.
         os.link(tmp, path)

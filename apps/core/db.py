@@ -9,12 +9,22 @@ from __future__ import annotations
 import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from flask import Flask, current_app, g
 from sqlalchemy import Float, Integer, String, create_engine, event
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from apps.core.config import ConfigError, private_file
 
 
 class Base(DeclarativeBase):
@@ -40,6 +50,16 @@ class ResendLog(Base):
     last_sent_at: Mapped[float] = mapped_column(Float)
 
 
+class MailQuota(Base):
+    """How many emails an address was sent in its current window, known or not."""
+
+    __tablename__ = "mail_quota"
+
+    email: Mapped[str] = mapped_column(String(320), primary_key=True)
+    window_start: Mapped[float] = mapped_column(Float)
+    sent: Mapped[int] = mapped_column(Integer)
+
+
 @dataclass
 class Database:
     engine: Engine
@@ -47,13 +67,33 @@ class Database:
 
 
 def init_app(app: Flask) -> Database:
+    """Open the store and create its tables; a URL that cannot be used raises ConfigError
+    naming MAILLAB_DATABASE_URL (with any password hidden), before the app serves anything."""
     url = app.config["DATABASE_URL"]
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
-    else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-    _create_tables(engine)
+    name = "MAILLAB_DATABASE_URL"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"{name} is not a database URL (e.g. sqlite:///path or "
+                          "postgresql+psycopg://user@host/db)") from None
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                private_file(Path(parsed.database))
+            engine = create_engine(parsed, connect_args={"check_same_thread": False,
+                                                         "timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        _create_tables(engine)
+    except NoSuchModuleError as exc:
+        raise ConfigError(f"{name} {shown}: no driver for it ({exc}); the postgres extra "
+                          "installs psycopg") from None
+    except (OSError, SQLAlchemyError) as exc:
+        reason = getattr(exc, "orig", None) or getattr(exc, "strerror", None) or exc
+        raise ConfigError(f"{name} {shown}: cannot open the database: "
+                          f"{str(reason).strip().splitlines()[0]}") from None
     database = Database(engine, sessionmaker(engine, expire_on_commit=False))
     app.extensions["maillab.db"] = database
     app.teardown_appcontext(_close_session)

@@ -10,6 +10,7 @@ from apps.core.mailer import Email
 
 VERIFY_SUBJECT = "Confirm your email address"
 ALREADY_SUBJECT = "You already have an account"
+NO_ACCOUNT_SUBJECT = "No account uses this address"
 
 
 def new_id() -> str:
@@ -27,6 +28,12 @@ def already_registered_email(to: str, link: str | None, max_age_hours: float) ->
     email can simply register again; a verified one is told to sign in.
     """
     return _compose(to, ALREADY_SUBJECT, "already", link, max_age_hours)
+
+
+def no_account_email(to: str, signup_link: str) -> Email:
+    """Sent when someone asks to re-send a confirmation to an address with no account: the
+    same single email a known address gets, so the answer reveals nothing."""
+    return _compose(to, NO_ACCOUNT_SUBJECT, "no_account", signup_link, 0)
 
 
 def _compose(to: str, subject: str, template: str, link: str | None, hours: float) -> Email:

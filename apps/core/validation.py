@@ -23,6 +23,9 @@ JSON_TYPE = "application/json"
 # Werkzeug decodes form bytes leniently, turning invalid UTF-8 into U+FFFD; seeing it means
 # the client sent bytes that were not UTF-8 (or sent U+FFFD itself, which no address holds).
 REPLACEMENT = "\ufffd"
+# The body is a flat object; anything nested deeper than this is refused before parsing, so
+# no input can drive the parser's recursion to its limit.
+MAX_JSON_DEPTH = 8
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,11 @@ def read_payload() -> dict[str, Any]:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise Problem(400, "bad_encoding", "The body is not valid UTF-8.", "body") from None
+        if json_depth(text) > MAX_JSON_DEPTH:
+            raise Problem(400, "bad_json", f"The JSON body is nested deeper than "
+                          f"{MAX_JSON_DEPTH} levels.", "body")
         try:
-            payload = json.loads(text)
+            payload = json.loads(text, parse_constant=_no_constant)
         except ValueError as exc:
             raise Problem(400, "bad_json", f"The body is not valid JSON: {exc}", "body") from None
         if not isinstance(payload, dict):
@@ -62,6 +68,33 @@ def read_payload() -> dict[str, Any]:
     raise Problem(415, "unsupported_media_type",
                   f"Content-Type must be {JSON_TYPE} or {FORM_TYPES[0]}, not {shown}.",
                   "Content-Type")
+
+
+def json_depth(text: str) -> int:
+    """How deeply ``[`` and ``{`` nest in ``text``, strings skipped: a linear scan that needs
+    no recursion, so it is safe on any input (json.loads is not: it recurses)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _strict_urlencoded(raw: bytes) -> dict[str, str]:
@@ -104,6 +137,11 @@ def text_field(payload: dict[str, Any], name: str) -> str:
         raise Problem(422, "missing_field", f"{name} is required.", name)
     if not isinstance(value, str):
         raise Problem(422, "invalid_field", f"{name} must be a string.", name)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, which JSON's \\ud800 escapes can carry
+        raise Problem(422, "invalid_field", f"{name} contains a character that is not valid "
+                      "Unicode (a lone surrogate).", name) from None
     return value
 
 
@@ -120,10 +158,19 @@ def check_email(raw: str) -> str:
             raw.strip(),
             check_deliverability=False,
             test_environment=current_app.config["ALLOW_TEST_DOMAINS"],
+            # The flow sends through servers that may not offer SMTPUTF8, so a non-ASCII
+            # part before the @ is refused here rather than failing after the account exists.
+            allow_smtputf8=False,
         )
     except EmailNotValidError as exc:
         raise Problem(422, "invalid_email", f"email is not valid: {exc}", "email") from None
-    return checked.normalized.lower()
+    # The ASCII form (an internationalized domain as its IDNA 2008 A-label) is the one that
+    # was validated, and the one stored and mailed: smtplib would otherwise re-encode the
+    # domain under IDNA 2003, which maps some names (faß.test) to another domain.
+    ascii_email = checked.ascii_email
+    if ascii_email is None:  # not reached with allow_smtputf8=False; kept for the type
+        raise Problem(422, "invalid_email", "email must be ASCII before the @.", "email")
+    return ascii_email.lower()
 
 
 def check_password(password: str) -> str:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import math
 import time
+from typing import Any
 
 from flask import Blueprint, current_app, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from werkzeug.security import generate_password_hash
 
-from apps.core import db, emails, metrics, tokens
+from apps.core import db, emails, metrics, quota, tokens
 from apps.core.db import ResendLog, User
 from apps.core.mailer import DeliveryError, Email, Mailer, TransientDeliveryError
 from apps.core.responses import Problem, respond, wants_json
@@ -60,19 +62,24 @@ def register() -> ResponseReturnValue:
         user = User(email=form.email, password_hash=password_hash)
         session.add(user)
         try:
-            session.commit()
+            session.flush()
             created = True
         except IntegrityError:  # the same address registered concurrently
             session.rollback()
             user = session.scalar(select(User).where(User.email == form.email))
             if user is None:
                 raise
+    # One transaction: the account and the count of emails to its address commit together.
+    allowed = _take_quota(session, form.email)
+    session.commit()
     if created:
         email = emails.verification_email(user.email, _verify_link(user), _hours())
     else:
         link = None if user.verified_at is not None else _verify_link(user)
         email = emails.already_registered_email(user.email, link, _hours())
-    _dispatch(email)
+    # Over the address's quota the answer is the same, and no email goes out.
+    if allowed:
+        _dispatch(email)
     if wants_json():
         return respond(202, "pending", "Check your email", PENDING)
     return redirect(url_for("core.register_sent"), code=303)
@@ -123,6 +130,7 @@ def resend() -> ResponseReturnValue:
         session.add(ResendLog(email=address, last_sent_at=now))
     else:
         entry.last_sent_at = now
+    allowed = _take_quota(session, address)
     try:
         session.commit()
     except IntegrityError:  # a concurrent resend for the same address won
@@ -130,9 +138,17 @@ def resend() -> ResponseReturnValue:
         raise Problem(429, "cooldown", "An email was sent to this address just now.", "email",
                       headers={"Retry-After": str(max(1, math.ceil(cooldown)))}) from None
     user = session.scalar(select(User).where(User.email == address))
-    # Unknown and verified addresses get the same answer and no email: no account enumeration.
-    if user is not None and user.verified_at is None:
-        _dispatch(emails.verification_email(user.email, _verify_link(user), _hours()))
+    # Every address gets the same answer and one email (a link, "already confirmed", or "no
+    # account here"), so neither the answer nor the time to send it tells which accounts
+    # exist; the per-address quota bounds what a stranger can send.
+    if user is None:
+        email = emails.no_account_email(address, _public("core.register_form"))
+    elif user.verified_at is None:
+        email = emails.verification_email(user.email, _verify_link(user), _hours())
+    else:
+        email = emails.already_registered_email(user.email, None, _hours())
+    if allowed:
+        _dispatch(email)
     return respond(202, "pending", "Check your email", PENDING)
 
 
@@ -161,12 +177,21 @@ def _dispatch(email: Email) -> None:
                       "refused the confirmation email.") from None
 
 
+def _take_quota(session: Session, address: str) -> bool:
+    cfg = current_app.config
+    return quota.take(session, address, time.time(), cfg["EMAILS_PER_ADDRESS"],
+                      cfg["EMAIL_WINDOW"])
+
+
+def _public(endpoint: str, **values: Any) -> str:
+    """An absolute link for an email: MAILLAB_PUBLIC_URL, never the request's Host header,
+    which the client chooses (a link to an attacker's host would carry the token there)."""
+    return current_app.config["PUBLIC_URL"] + url_for(endpoint, **values)
+
+
 def _verify_link(user: User) -> str:
     token = tokens.make_token(current_app.config["SECRET_KEY"], user.id, user.email)
-    public = current_app.config["PUBLIC_URL"]
-    if public:
-        return public.rstrip("/") + url_for("core.verify", token=token)
-    return url_for("core.verify", token=token, _external=True)
+    return _public("core.verify", token=token)
 
 
 def _hours() -> float:

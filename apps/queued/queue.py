@@ -7,10 +7,12 @@ and is imported only when chosen.
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from huey import Huey, SqliteHuey
 
-from apps.core.config import ConfigError
+from apps.core.config import ConfigError, private_file
 
 QUEUE_NAME = "maillab"
 
@@ -34,9 +36,10 @@ def make_huey(url: str) -> Huey:
         if not path:
             raise QueueConfigError("MAILLAB_QUEUE_URL sqlite:/// needs a file path")
         try:
+            private_file(Path(path))  # queued emails carry verification links
             # timeout: the app's threads and the consumer's threads share one file.
             return SqliteHuey(QUEUE_NAME, filename=path, results=False, timeout=30)
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             raise QueueConfigError(
                 f"MAILLAB_QUEUE_URL {url!r}: cannot open the SQLite queue: {exc}"
             ) from None
@@ -54,7 +57,17 @@ def make_huey(url: str) -> Huey:
             # blocking=True: the consumer waits in BRPOP, so pick-up is immediate, no polling.
             return RedisHuey(QUEUE_NAME, url=url, blocking=True, results=False)
         except ValueError as exc:  # redis-py's URL parser, e.g. a port that is not a number
-            raise QueueConfigError(f"MAILLAB_QUEUE_URL {url!r}: {exc}") from None
+            raise QueueConfigError(f"MAILLAB_QUEUE_URL {shown(url)!r}: {exc}") from None
     raise QueueConfigError(
-        f"MAILLAB_QUEUE_URL must start with sqlite:/// or redis://, got {url!r}"
+        f"MAILLAB_QUEUE_URL must start with sqlite:/// or redis://, got {shown(url)!r}"
     )
+
+
+def shown(url: str) -> str:
+    """``url`` with any password replaced by ***, fit for a message or a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=user + host))

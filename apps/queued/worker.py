@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
+import time
 from typing import Any
 
 from flask import Flask
 from huey import signals
 from huey.consumer import Consumer
 
+from apps.core.config import ConfigError
 from apps.queued.mailer import QueuedMailer
+from apps.queued.queue import shown
+
+QUEUE_ERROR = "Error reading from queue"  # what Huey's worker logs when the queue is down
 
 
 class WorkerStats:
@@ -62,14 +69,15 @@ class WorkerStats:
 def build_consumer(app: Flask, threads: int | None = None) -> tuple[Consumer, WorkerStats]:
     """A consumer (not started) for ``app``'s queue, and the stats it will count into.
 
-    Raises :class:`TypeError` if ``app`` is not a ``queued`` app. It raises no configuration
-    error of its own: it reuses the Huey that ``create_app`` built, so a bad
-    ``MAILLAB_QUEUE_URL`` has already failed there (a ``ConfigError``), and every setting it
-    reads was checked there too.
+    Raises :class:`TypeError` if ``app`` is not a ``queued`` app, and ``ConfigError`` if the
+    queue cannot be reached now (``create_app`` only parses a Redis URL; Huey connects on
+    first use).
     """
     mailer = app.extensions["mailer"]
     if not isinstance(mailer, QueuedMailer):
         raise TypeError("the worker needs an app built with the 'queued' variant")
+    check_reachable(mailer, app.config["QUEUE_URL"])
+    logging.getLogger("huey.consumer").addFilter(QueueErrorThrottle())
     stats = WorkerStats(mailer)
     cfg = app.config
     consumer = mailer.huey.create_consumer(
@@ -80,3 +88,58 @@ def build_consumer(app: Flask, threads: int | None = None) -> tuple[Consumer, Wo
         max_delay=cfg["WORKER_MAX_POLL_DELAY"],
     )
     return consumer, stats
+
+
+def _queue_errors() -> tuple[type[BaseException], ...]:
+    errors: tuple[type[BaseException], ...] = (OSError, sqlite3.Error)
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:  # the redis extra is not installed: no Redis queue to fail
+        return errors
+    return (*errors, RedisError)
+
+
+def check_reachable(mailer: QueuedMailer, url: str) -> None:
+    """Raise ConfigError naming MAILLAB_QUEUE_URL (password hidden) if the queue is down."""
+    try:
+        mailer.queue_depth()
+    except _queue_errors() as exc:
+        raise ConfigError(f"MAILLAB_QUEUE_URL {shown(url)}: cannot reach the queue: "
+                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                          ) from None
+
+
+class QueueErrorThrottle(logging.Filter):
+    """Lets Huey's "Error reading from queue" through once per ``interval`` seconds, the
+    first with its traceback and the rest as one line with how many were held back.
+
+    Each of the consumer's threads retries every few milliseconds (the poll delay is short so
+    that pick-up is fast), so a queue that goes away would otherwise write thousands of
+    tracebacks a second. Huey has no setting for this; a filter on its logger is the seam.
+    """
+
+    def __init__(self, interval: float = 10.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._last = 0.0
+        self._held = 0
+        self._first = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith(QUEUE_ERROR):
+            return True
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last < self.interval:
+                self._held += 1
+                return False
+            self._last = now
+            if not self._first:
+                error = record.exc_info[1] if record.exc_info else None
+                record.msg = (f"{QUEUE_ERROR}: {error!s:.200} ({self._held} more in the last "
+                              f"{self.interval:g} s; retrying)")
+                record.args = ()
+                record.exc_info = None
+            self._first, self._held = False, 0
+        return True
