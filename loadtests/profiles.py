@@ -16,6 +16,8 @@ Keys (every one optional but ``variants``, ``latencies_ms`` and ``users``)::
     inbox_deadline_s = 30              # an email later than this is missing
     drain_s = 15                       # after a cell, how long to wait for email still in flight
     render_allowance_ms = 16.7         # added to the response time for the INP proxy
+    enumeration_samples = 200          # per side, the account-enumeration timing probe of
+                                       # each variant (0: skip it)
 
 A bad file or value raises :class:`ProfileError`, whose message names the file and the key.
 """
@@ -54,6 +56,7 @@ class Profile:
     inbox_deadline_s: float = 30.0
     drain_s: float = 15.0
     render_allowance_ms: float = 1000 / 60
+    enumeration_samples: int = 0
     source: str = field(default="", compare=False)
 
     def cells(self) -> list[CellKey]:
@@ -101,7 +104,8 @@ class Profile:
                                ("workers", 1, 64), ("threads", 1, 1024),
                                ("worker_threads", 1, 1024),
                                ("inbox_deadline_s", 1, 600), ("drain_s", 0, 600),
-                               ("render_allowance_ms", 0, 1000)):
+                               ("render_allowance_ms", 0, 1000),
+                               ("enumeration_samples", 0, 5000)):
             value = getattr(self, key)
             if not low <= value <= high:
                 fail(key, f"must be between {low} and {high}, got {value!r}")
@@ -152,7 +156,7 @@ _TYPES: dict[str, Any] = {
     "duration_s": (int, float), "warmup_s": (int, float), "workers": int, "threads": int,
     "worker_threads": int,
     "password_hash": str, "inbox_deadline_s": (int, float), "drain_s": (int, float),
-    "render_allowance_ms": (int, float),
+    "render_allowance_ms": (int, float), "enumeration_samples": int,
 }
 _NAMES = {k: ("a number" if isinstance(t, tuple) else
               {"str": "a string", "int": "an integer"}[t.__name__]) for k, t in _TYPES.items()}

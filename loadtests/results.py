@@ -259,6 +259,20 @@ ProfileSettings = Annotated[dict[str, Any], AfterValidator(_has_grid)]
 
 
 @dataclass(config=_CONFIG, kw_only=True)
+class EnumerationCheck:
+    """Whether response time tells a known address from an unknown one at one endpoint."""
+
+    variant: Annotated[str, AfterValidator(_known_variant)]
+    endpoint: str
+    samples: list[int] = Field(description="known, unknown")
+    known_p50_ms: float
+    unknown_p50_ms: float
+    gap_ms: float = Field(description="known p50 minus unknown p50")
+    p_value: float = Field(description="two-sided Mann-Whitney U")
+    distinguishable: bool = Field(description="p below 0.01")
+
+
+@dataclass(config=_CONFIG, kw_only=True)
 class Results:
     """A whole results.json."""
 
@@ -272,6 +286,8 @@ class Results:
     stopped_reason: str | None = None
     environment: Environment
     cells: list[CellResult]
+    enumeration: list[EnumerationCheck] = Field(default_factory=list,
+                                                description="timing probe per variant")
 
     @property
     def grid(self) -> Grid | None:

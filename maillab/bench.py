@@ -5,7 +5,9 @@ gunicorn, and the variant's consumer where it has one; waits for health; runs lo
 headless as a child process (locust patches the interpreter with gevent, so it never runs in
 this one) with a warm-up left out of the stats; waits, bounded, for email still in flight;
 reads fakesmtp's capture; hands what it observed to :func:`maillab.summary.summarize_cell`;
-and rewrites results.json. fakesmtp runs once per run.
+and rewrites results.json. fakesmtp runs once per run. Before the cells, where the profile
+asks for it, each variant gets the account-enumeration timing probe (maillab.enumeration) on
+a fresh app of its own.
 
 Every child belongs to the run's :class:`~maillab.processes.Supervisor`, which stops it
 whatever happened: Ctrl-C, SIGTERM, or a child that died, which stops the run with the reason.
@@ -19,6 +21,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,14 @@ from apps.core.registry import variant as variant_info
 from loadtests import cellfiles
 from loadtests.cellfiles import CellKey, Registration
 from loadtests.profiles import Profile
-from loadtests.results import CellResult, Results, point_latest, write_results
+from loadtests.results import (
+    CellResult,
+    EnumerationCheck,
+    Results,
+    point_latest,
+    write_results,
+)
+from maillab.enumeration import ProbeError, probe
 from maillab.environment import capture_environment
 from maillab.ports import free_port
 from maillab.processes import ManagedProcess, ProcessError, Stopped, Supervisor, wait_http
@@ -34,6 +44,13 @@ from maillab.sampling import CellSampler
 from maillab.summary import CAPTURE_LIMIT, Capture, Observed, summarize_cell
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.py"
+
+
+@dataclass
+class _App:
+    url: str
+    children: list[ManagedProcess]
+    consumer_metrics: str | None = None
 
 
 class BenchError(RuntimeError):
@@ -51,7 +68,8 @@ def new_run_dir(root: Path, profile: Profile, out: Path | None) -> Path:
 class Bench:
     def __init__(self, profile: Profile, run_dir: Path, results_root: Path,
                  smtp_port: int = 0, api_port: int = 0,
-                 on_cell: Callable[[int, CellKey], None] | None = None) -> None:
+                 on_cell: Callable[[int, CellKey], None] | None = None,
+                 on_stage: Callable[[str], None] | None = None) -> None:
         self.profile = profile
         self.run_dir = run_dir
         self.results_root = results_root
@@ -59,6 +77,7 @@ class Bench:
         self.api_port = api_port or free_port()
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.on_cell = on_cell or (lambda _i, _key: None)
+        self.on_stage = on_stage or (lambda _text: None)
         self.results = Results(
             run_id=run_dir.name, profile=profile.name, profile_settings=profile.settings(),
             started_at=_now(), finished_at=None, complete=False, stopped_reason=None,
@@ -77,6 +96,11 @@ class Bench:
         try:
             with self.supervisor:
                 self._start_smtp()
+                if self.profile.enumeration_samples:
+                    for name in self.profile.variants:
+                        self.on_stage(f"{name}: account-enumeration timing probe")
+                        self.results.enumeration.extend(self._probe_enumeration(name))
+                        write_results(self.run_dir, self.results)
                 for index, key in enumerate(self.profile.cells()):
                     self.on_cell(index, key)
                     self.results.cells.append(self._run_cell(key))
@@ -102,49 +126,72 @@ class Bench:
 
     # -- one cell -----------------------------------------------------------------------------
 
-    def _run_cell(self, key: CellKey) -> CellResult:
+    def _start_app(self, name: str, folder: Path) -> _App:
+        """The variant under gunicorn with a fresh instance in ``folder``, and its consumer
+        where it has one, both ready; stop them with ``self.supervisor.stop(*app.children)``."""
         profile, spawn = self.profile, self.supervisor.spawn
-        cell_dir = self.run_dir / key.folder
-        cell_dir.mkdir(parents=True)
-        self._smtp_call("POST", "/api/reset")
-        env = {**os.environ, "MAILLAB_INSTANCE_DIR": str(cell_dir / "instance"),
+        env = {**os.environ, "MAILLAB_INSTANCE_DIR": str(folder / "instance"),
                "MAILLAB_SMTP_PORT": str(self.smtp_port),
                "MAILLAB_PASSWORD_HASH": profile.password_hash}
         port = free_port()
-        app_url = f"http://127.0.0.1:{port}"
-        variant = variant_info(key.variant)
-        server = spawn(key.variant, ["serve", key.variant, "--port", str(port), "--workers",
-                                     str(profile.workers), "--threads", str(profile.threads)],
-                       env, cell_dir / "app.log")
-        cell_children = [server]
-        consumer_metrics = None
+        variant = variant_info(name)
+        server = spawn(name, ["serve", name, "--port", str(port), "--workers",
+                              str(profile.workers), "--threads", str(profile.threads)],
+                       env, folder / "app.log")
+        app = _App(f"http://127.0.0.1:{port}", [server])
         if variant.consumer is not None:
             metrics_port = free_port()
-            consumer_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
-            cell_children.append(spawn(
+            app.consumer_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+            app.children.append(spawn(
                 variant.consumer, [variant.consumer, "--threads", str(profile.worker_threads),
                                    "--metrics-port", str(metrics_port)],
-                env, cell_dir / f"{variant.consumer}.log"))
+                env, folder / f"{variant.consumer}.log"))
         try:
-            wait_http(f"{app_url}/healthz", timeout=60, process=server)
-            for consumer in cell_children[1:]:
+            wait_http(f"{app.url}/healthz", timeout=60, process=server)
+            for consumer in app.children[1:]:
                 consumer.wait_for_line("consuming", timeout=30)
-            sampler = CellSampler(server.popen.pid, consumer_metrics)
+        except BaseException:
+            self.supervisor.stop(*app.children)
+            raise
+        return app
+
+    def _probe_enumeration(self, name: str) -> list[EnumerationCheck]:
+        """The timing probe on a fresh app of ``name``, with SMTP answering at once."""
+        folder = self.run_dir / "enumeration" / name
+        folder.mkdir(parents=True)
+        self._smtp_call("POST", "/api/reset")
+        self._smtp_call("PATCH", "/api/config", {"latency": {"eom": "0ms"}, "faults": []})
+        app = self._start_app(name, folder)
+        try:
+            return probe(app.url, name, self.profile.enumeration_samples)
+        except (ProbeError, OSError) as exc:
+            raise BenchError(f"the timing probe of {name} failed: {exc}") from None
+        finally:
+            self.supervisor.stop(*app.children)
+
+    def _run_cell(self, key: CellKey) -> CellResult:
+        cell_dir = self.run_dir / key.folder
+        cell_dir.mkdir(parents=True)
+        self._smtp_call("POST", "/api/reset")
+        variant = variant_info(key.variant)
+        app = self._start_app(key.variant, cell_dir)
+        try:
+            sampler = CellSampler(app.children[0].popen.pid, app.consumer_metrics)
             sampler.start()
             try:
-                locust_exit = self._run_locust(key, cell_dir, app_url, sampler, cell_children)
+                locust_exit = self._run_locust(key, cell_dir, app.url, sampler, app.children)
                 registrations = cellfiles.read_registrations(cell_dir)
                 capture = self._drain(variant.sends_email, registrations)
             finally:
                 sampler.stop()
         finally:
-            self.supervisor.stop(*cell_children)
+            self.supervisor.stop(*app.children)
         observed = Observed(
             samples=cellfiles.read_samples(cell_dir), registrations=registrations,
             capture=capture, sends_email=variant.sends_email,
             peak_threads=sampler.peak_threads, peak_queue_depth=sampler.peak_queue_depth,
             load_cpu_percent=sampler.load_cpu_percent, locust_exit=locust_exit)
-        return summarize_cell(key, profile, observed)
+        return summarize_cell(key, self.profile, observed)
 
     def _run_locust(self, key: CellKey, cell_dir: Path, app_url: str, sampler: CellSampler,
                     watched: list[ManagedProcess]) -> int:
@@ -198,8 +245,10 @@ class Bench:
                 counts[rcpt.lower()] += 1
         return Capture(counts, truncated=received > len(messages))
 
-    def _smtp_call(self, method: str, path: str) -> Any:
-        request = urllib.request.Request(self.api_url + path, method=method)
+    def _smtp_call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.api_url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read() or b"null")
 

@@ -200,7 +200,10 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
     def on_cell(index: int, key: CellKey) -> None:
         progress.update(task, completed=index, description=key.title)
 
-    runner = Bench(profile, run_dir, results_root, smtp_port, smtp_api_port, on_cell)
+    def on_stage(text: str) -> None:
+        progress.update(task, description=text)
+
+    runner = Bench(profile, run_dir, results_root, smtp_port, smtp_api_port, on_cell, on_stage)
     kept = f"finished cells kept in {run_dir / RESULTS_FILE}"
     try:
         with progress:
@@ -334,6 +337,20 @@ def _print_summary(console: Any, results: Results) -> None:
             count(cell.metric("resources", "peak_queue_depth")),
             "yes" if cell.valid else "[red]no")
     console.print(table)
+    if results.enumeration:
+        checks = Table(title="Account enumeration by timing: known vs unknown address "
+                             "(two-sided Mann-Whitney U)")
+        for column in ("variant", "endpoint", "samples", "known p50", "unknown p50", "gap",
+                       "p", "verdict"):
+            checks.add_column(column, justify="left" if column in ("variant", "endpoint",
+                                                                   "verdict") else "right")
+        for check in results.enumeration:
+            checks.add_row(check.variant, check.endpoint, "/".join(map(str, check.samples)),
+                           ms(check.known_p50_ms), ms(check.unknown_p50_ms),
+                           f"{check.gap_ms:+.2f}", f"{check.p_value:.2g}",
+                           "[red]distinguishable" if check.distinguishable
+                           else "indistinguishable")
+        console.print(checks)
     for cell in results.cells:
         for warning in cell.warnings:
             console.print(f"[yellow]warning[/] {cell.key.title}: {warning}")

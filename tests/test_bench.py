@@ -51,7 +51,7 @@ def parent_of(pid: int) -> int:
 @pytest.mark.slow
 def test_tiny_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    profile = tiny_profile(tmp_path / "tiny.toml")
+    profile = tiny_profile(tmp_path / "tiny.toml", enumeration_samples=10)
     run_dir = tmp_path / "results" / "run"
     result = CliRunner().invoke(cli, ["bench", "--profile", str(profile), "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
@@ -82,6 +82,12 @@ def test_tiny_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         delivery, inbox = cells[variant]["delivery"], cells[variant]["time_to_inbox"]
         assert delivery["counted"] == "registrations sent after the warm-up"
         assert delivery["delivered"] == inbox["count"] + inbox["failures"]
+    # The timing probe ran on every variant, before the cells, and is in the report.
+    checks = [(c["variant"], c["endpoint"], c["samples"]) for c in document["enumeration"]]
+    assert checks == [(v, e, [10, 10]) for v in ("baseline", "sync", "threaded", "queued")
+                      for e in ("/register", "/resend")]
+    assert all(0 <= c["p_value"] <= 1 for c in document["enumeration"])
+    assert "Account enumeration by timing" in result.output
     assert processes_of(run_dir) == []
 
 

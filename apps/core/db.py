@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask, current_app, g
-from sqlalchemy import Float, Integer, String, create_engine, event
+from sqlalchemy import Executable, Float, Integer, String, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -114,6 +115,20 @@ def _create_tables(engine: Engine, attempts: int = 5) -> None:
             if "already exists" not in str(exc) or attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
+
+
+def upsert_user(db_session: Session, email: str, password_hash: str,
+                created_at: float) -> Executable:
+    """INSERT the account, or, if the address has one, an UPDATE that changes nothing: one
+    write either way. Spelled per dialect in SQLAlchemy; SQLite and PostgreSQL both have it."""
+    values = {"email": email, "password_hash": password_hash, "created_at": created_at}
+    if db_session.get_bind().dialect.name == "postgresql":
+        pg = postgresql.insert(User).values(values)
+        return pg.on_conflict_do_update(index_elements=[User.email],
+                                        set_={"email": pg.excluded.email})
+    lite = sqlite.insert(User).values(values)
+    return lite.on_conflict_do_update(index_elements=[User.email],
+                                      set_={"email": lite.excluded.email})
 
 
 def session() -> Session:
