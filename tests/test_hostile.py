@@ -216,3 +216,23 @@ def test_a_bad_setting_stops_with_one_line(tmp_path: Path, variable: str, value:
     assert "Traceback" not in done.stderr
     if hides:
         assert hides not in done.stderr
+
+
+def _every_setting() -> list[tuple[str, str]]:
+    from apps.core.config import _BOOLEANS, _NUMBERS
+
+    garbage = ("NaN", "Infinity", "-Infinity", "1e999", "-1e9", "twelve", "[1]", '{"a": 1}')
+    return ([(key, value) for key in _NUMBERS for value in garbage]
+            + [(key, value) for key in _BOOLEANS for value in ("maybe", "2", "[]")])
+
+
+@pytest.mark.parametrize(("key", "value"), _every_setting())
+def test_every_setting_refuses_garbage_naming_itself(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str, value: str) -> None:
+    from apps.core import create_app
+    from apps.core.config import ConfigError
+
+    monkeypatch.setenv(f"MAILLAB_{key}", value)
+    with pytest.raises(ConfigError, match=f"MAILLAB_{key} "):
+        create_app("baseline", {"INSTANCE_DIR": str(tmp_path / "instance")})
+    assert not (tmp_path / "instance").exists()  # nothing written before the check
