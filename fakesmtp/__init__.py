@@ -3,6 +3,7 @@ controlled over HTTP. The SMTP peer of the maillab performance lab.
 
 Modules, one job each (import what you need; this package imports nothing heavy itself):
 
+    numbers   finite(): how every number from outside is read (NaN and infinities refused)
     latency   PHASES and the latency spec parser (parse_latency -> LatencySpec)
     faults    fault rules (parse_fault, FaultRule) and their triggers (FaultSet)
     replies   named SMTP replies

@@ -19,6 +19,7 @@ from typing import Any
 
 from fakesmtp.faults import FaultError, FaultRule, check_unique, parse_fault, rules_from_json
 from fakesmtp.latency import PHASES, LatencyError, LatencySpec, check_phase, parse_latency
+from fakesmtp.numbers import shown
 
 
 class ConfigError(ValueError):
@@ -85,8 +86,9 @@ class Config:
         if not isinstance(patch, Mapping):
             raise ConfigError("expected a JSON object", "body")
         unknown = sorted(set(patch) - {"latency", "faults", "seed"})
-        if unknown:
-            raise ConfigError("unknown key; keys: latency, faults, seed", unknown[0])
+        if unknown:  # quoted, as the field alone says nothing when the key is ""
+            raise ConfigError(f"unknown key {shown(unknown[0])}; keys: latency, faults, seed",
+                              unknown[0])
         new = self
         if "latency" in patch:
             new = replace(new, latency=_merge_latency(new.latency, patch["latency"]))

@@ -9,17 +9,19 @@ the same keys (``PATCH /api/config`` ``{"faults": [...]}``)::
 Keys:
 
     id      name shown in the reply text ``[fakesmtp rule=ID]`` and in the stats
-            (default r1, r2, ... by position)
+            (default r1, r2, ... by position): up to 64 ASCII letters, digits, - and _
     phase   connect | ehlo | mail | rcpt | data | eom | quit   (required)
     action  reply (default) | disconnect (close, no reply) | hang (never answer; the session
             ends when the client gives up) | drop (phase=data only: send 354, read part of the
             message, then close without a reply)
     reply   4xx/5xx code for action=reply (default 451; 421 for rate and conns).
             A 421 closes the connection after the reply, as RFC 5321 says.
-    text    reply text (default: the code's standard text); no commas in the string form
+    text    reply text (default: the code's standard text): printable ASCII, up to 400
+            characters; no commas in the string form
     to      recipient glob(s), ``|``-separated, case-insensitive: ``*@fail.test|bob@*``;
-            only for phases rcpt (the address), data and eom (any recipient of the message)
-    trigger, at most one (none = every matching event):
+            only for phases rcpt (the address), data and eom (any recipient of the message);
+            at most 100 globs of at most 320 characters (the longest address)
+    trigger, at most one (none = every matching event); every number must be finite:
     prob=P    with probability P (0..1), from the seeded RNG
     every=N   the Nth, 2Nth, ... matching event
     first=N   the first N matching events, then succeed
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import fnmatch
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,12 +46,21 @@ from typing import Any, Final
 
 from fakesmtp import replies
 from fakesmtp.latency import PHASES
+from fakesmtp.numbers import NumberError, finite, shown
 from fakesmtp.replies import Reply
 
 ACTIONS: Final = ("reply", "disconnect", "hang", "drop")
 TRIGGERS: Final = ("prob", "every", "first", "rate", "conns")
 RECIPIENT_PHASES: Final = ("rcpt", "data", "eom")
 KEYS: Final = ("id", "phase", "action", "reply", "text", "to", *TRIGGERS)
+
+# Whatever a rule holds ends up in SMTP replies, Prometheus labels and the per-RCPT match, so
+# each part is bounded: a reply line stays one short line, and matching stays cheap.
+_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_CODE: Final = re.compile(r"[45][0-9][0-9]")
+_TEXT: Final = re.compile(r"[\x20-\x7e]{1,400}")  # no CR/LF: one reply line, nothing injected
+MAX_GLOBS: Final = 100
+MAX_GLOB_CHARS: Final = 320  # local part 64 + @ + domain 255
 
 
 class FaultError(ValueError):
@@ -70,21 +82,32 @@ class FaultRule:
     trigger: str | None = None
     value: float = 0.0
     to: tuple[str, ...] = ()
+    _patterns: tuple[re.Pattern[str], ...] = field(default=(), init=False, repr=False,
+                                                   compare=False)
+
+    def __post_init__(self) -> None:
+        # Compiled once here, not per RCPT: a glob's translation is not cheap (quadratic in
+        # the number of "[" in it), and the event loop must not pay for it on every message.
+        patterns = tuple(re.compile(fnmatch.translate(p)) for p in self.to)
+        object.__setattr__(self, "_patterns", patterns)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], default_id: str = "r1") -> FaultRule:
         unknown = sorted(set(data) - set(KEYS))
         if unknown:
-            raise FaultError(f"unknown key {unknown[0]!r}; keys: {', '.join(KEYS)}", unknown[0])
-        rule_id = str(data.get("id") or default_id)
-        if not rule_id.replace("-", "").replace("_", "").isalnum():
-            raise FaultError(f"id {rule_id!r} must be letters, digits, - or _", "id")
-        phase = str(data.get("phase", ""))
+            raise FaultError(f"unknown key {shown(unknown[0])}; keys: {', '.join(KEYS)}",
+                             unknown[0])
+        rule_id = data.get("id") or default_id
+        if not isinstance(rule_id, str) or not _ID.fullmatch(rule_id):
+            raise FaultError(f"id {shown(rule_id)} must be 1 to 64 ASCII letters, digits, - or _",
+                             "id")
+        phase = data.get("phase", "")
         if phase not in PHASES:
-            raise FaultError(f"phase {phase!r} must be one of {', '.join(PHASES)}", "phase")
-        action = str(data.get("action", "reply"))
+            raise FaultError(f"phase {shown(phase)} must be one of {', '.join(PHASES)}", "phase")
+        action = data.get("action", "reply")
         if action not in ACTIONS:
-            raise FaultError(f"action {action!r} must be one of {', '.join(ACTIONS)}", "action")
+            raise FaultError(f"action {shown(action)} must be one of {', '.join(ACTIONS)}",
+                             "action")
         if action == "drop" and phase != "data":
             raise FaultError("action=drop needs phase=data (it cuts the message body)", "action")
 
@@ -104,14 +127,14 @@ class FaultRule:
         if data.get("to"):
             if phase not in RECIPIENT_PHASES:
                 raise FaultError(f"to= needs phase {', '.join(RECIPIENT_PHASES)}", "to")
-            to = tuple(p.strip().lower() for p in str(data["to"]).split("|") if p.strip())
+            to = _globs(data["to"])
         return cls(rule_id, phase, action, reply, trigger, value, to)
 
     def matches(self, recipients: Iterable[str]) -> bool:
         """True if the rule has no ``to`` or any recipient matches one of its globs."""
         if not self.to:
             return True
-        return any(fnmatch.fnmatchcase(r.lower(), p) for r in recipients for p in self.to)
+        return any(p.match(r.lower()) for r in recipients for p in self._patterns)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "phase": self.phase, "action": self.action}
@@ -178,18 +201,22 @@ def check_unique(rules: Sequence[FaultRule]) -> None:
 
 def _trigger_value(trigger: str, raw: Any) -> float:
     try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise FaultError(f"{trigger}={raw!r} is not a number", trigger) from None
+        value = finite(raw, trigger)
+    except NumberError as err:
+        raise FaultError(str(err), trigger) from None
+    least = 0 if trigger in ("rate", "conns") else 1
     if trigger == "prob":
         if not 0.0 <= value <= 1.0:
-            raise FaultError(f"prob={raw} must be between 0 and 1", trigger)
-    elif value != int(value) or value < (0 if trigger in ("rate", "conns") else 1):
-        raise FaultError(f"{trigger}={raw} must be a whole number >= 1", trigger)
+            raise FaultError(f"prob={shown(raw)} must be between 0 and 1", trigger)
+    elif value != int(value) or value < least:
+        raise FaultError(f"{trigger}={shown(raw)} must be a whole number >= {least}", trigger)
     return value
 
 
 def _reply(code: Any, text: Any, trigger: str | None) -> Reply:
+    if text is not None and text != "" and not (isinstance(text, str) and _TEXT.fullmatch(text)):
+        raise FaultError(f"text={shown(text)} must be 1 to 400 printable ASCII characters "
+                         "(one reply line)", "text")
     if code is None:
         if text:
             raise FaultError("text= needs reply=CODE", "reply")
@@ -197,11 +224,30 @@ def _reply(code: Any, text: Any, trigger: str | None) -> Reply:
             "rate": replies.S421_RATE_LIMIT,
             "conns": replies.S421_TOO_MANY_CONNECTIONS,
         }.get(trigger or "", replies.S451_LOCAL_ERROR)
-    try:
-        number = int(str(code))
-        return replies.for_code(number, str(text) if text else None)
-    except ValueError:
-        raise FaultError(f"reply={code!r} must be a 4xx or 5xx code", "reply") from None
+    # An int, or the three ASCII digits of one: int() alone would take "5_50" or " 550 ".
+    if isinstance(code, bool) or not isinstance(code, (int, str)) or (
+        isinstance(code, str) and not _CODE.fullmatch(code)
+    ) or (isinstance(code, int) and not 400 <= code <= 599):
+        raise FaultError(f"reply={shown(code)} must be a 4xx or 5xx code", "reply")
+    return replies.for_code(int(code), text or None)
+
+
+def _globs(raw: Any) -> tuple[str, ...]:
+    """The ``to`` globs, lower-cased; each must translate to a regular expression."""
+    if not isinstance(raw, str):
+        raise FaultError(f"to={shown(raw)} must be a string of |-separated globs", "to")
+    globs = tuple(p.strip().lower() for p in raw.split("|") if p.strip())
+    if len(globs) > MAX_GLOBS:
+        raise FaultError(f"to= has {len(globs)} globs; at most {MAX_GLOBS}", "to")
+    for glob in globs:
+        if len(glob) > MAX_GLOB_CHARS:
+            raise FaultError(f"to= glob {shown(glob)} is longer than {MAX_GLOB_CHARS} "
+                             "characters", "to")
+        try:
+            re.compile(fnmatch.translate(glob))
+        except re.error as err:
+            raise FaultError(f"to= glob {shown(glob)} is not usable: {err}", "to") from None
+    return globs
 
 
 def _number(value: float) -> float | int:

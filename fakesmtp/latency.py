@@ -10,7 +10,8 @@ Phases, in the order a client meets them:
     eom      after the final dot, before the reply that accepts (or rejects) the message
     quit     before the 221 reply to QUIT
 
-Latency spec strings (every number carries its unit, ``ms`` or ``s``):
+Latency spec strings (every number is a plain decimal with its unit, ``ms`` or ``s``; a
+duration is 0, or between 0.001ms, the resolution of the canonical spelling, and 3600s):
 
     0 | 0ms             no latency
     500ms | 2s          constant
@@ -34,11 +35,16 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from fakesmtp.numbers import NumberError, finite, shown
+
 PHASES: Final[tuple[str, ...]] = ("connect", "ehlo", "mail", "rcpt", "data", "eom", "quit")
 DEFAULT_PHASE: Final = "eom"  # what `--latency X` alone applies to
 
 #: One delay above this is a typo, not a test scenario (clients time out long before).
 MAX_DELAY_S: Final = 3600.0
+#: The smallest non-zero duration: ``str(spec)`` spells durations to 0.001ms, so anything
+#: smaller would not parse back to an equal spec (it would print as 0ms).
+MIN_DELAY_S: Final = 1e-6
 
 ACCEPTED_FORMS: Final = (
     "0, 500ms, 2s, uniform:100ms..300ms, normal:200ms,50ms, "
@@ -47,7 +53,11 @@ ACCEPTED_FORMS: Final = (
 
 # z-score of the 99th percentile of a standard normal: ln(p99/p50) = sigma * Z99.
 _Z99: Final = 2.3263478740408408
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)\s*$")
+_LOG_MAX_DELAY: Final = math.log(MAX_DELAY_S)
+# Applied to stripped text only: a leading or trailing \s* here, next to the \s* in the
+# middle, would backtrack quadratically on a long run of spaces.
+_DURATION = re.compile(r"(\S*?)\s*(ms|s)")
+_DECIMAL = re.compile(r"\d+(?:\.\d*)?|\.\d+", re.ASCII)
 
 
 class LatencyError(ValueError):
@@ -79,7 +89,9 @@ class LatencySpec:
         elif kind == "lognormal":
             mu = math.log(p[0])
             sigma = (math.log(p[1]) - mu) / _Z99
-            value = rng.lognormvariate(mu, sigma)
+            # lognormvariate is exp(normalvariate): the same draw, clamped before exp(), which
+            # would otherwise overflow on a far tail of a wide spec.
+            value = math.exp(min(rng.normalvariate(mu, sigma), _LOG_MAX_DELAY))
         else:  # exp
             value = rng.expovariate(1.0 / p[0])
         return min(max(value, 0.0), MAX_DELAY_S)
@@ -108,27 +120,39 @@ def format_duration(seconds: float) -> str:
 
 
 def parse_duration(text: str) -> float:
-    """``"200ms"`` -> 0.2, ``"2s"`` -> 2.0; a unit is required (``0`` alone is also accepted)."""
-    if text.strip() == "0":
+    """``"200ms"`` -> 0.2, ``"2s"`` -> 2.0; a unit is required (``0`` alone is also accepted).
+    Raises :class:`LatencyError` for anything but a plain decimal (no sign, exponent, NaN or
+    infinity) from MIN_DELAY_S to MAX_DELAY_S, or 0."""
+    stripped = text.strip()
+    if stripped == "0":
         return 0.0
-    m = _DURATION.match(text)
-    if not m:
-        raise LatencyError(f"bad duration {text!r}: expected a number with ms or s, like 200ms")
-    value = float(m.group(1)) / (1000.0 if m.group(2) == "ms" else 1.0)
+    expected = "expected a number with ms or s, like 200ms"
+    m = _DURATION.fullmatch(stripped)
+    number, unit = m.groups() if m else (stripped, "")
+    try:
+        value = finite(number, "duration")  # names NaN and the infinities for what they are
+    except NumberError as err:
+        raise LatencyError(f"bad duration {shown(text)}: {err}; {expected}") from None
+    if not unit or not _DECIMAL.fullmatch(number):  # no sign, exponent, "_" or other digits
+        raise LatencyError(f"bad duration {shown(text)}: {expected}")
+    value /= 1000.0 if unit == "ms" else 1.0
     if value > MAX_DELAY_S:
-        raise LatencyError(f"duration {text!r} is above the {MAX_DELAY_S:g}s maximum")
+        raise LatencyError(f"duration {shown(text)} is above the {MAX_DELAY_S:g}s maximum")
+    if 0 < value < MIN_DELAY_S:
+        raise LatencyError(f"duration {shown(text)} is below the 0.001ms resolution "
+                           "(0 means none)")
     return value
 
 
 def parse_latency(spec: str) -> LatencySpec:
     """Parse a latency spec string (see the module docstring) into a :class:`LatencySpec`."""
     if not isinstance(spec, str):
-        raise LatencyError(f"latency spec must be a string, got {spec!r}; "
+        raise LatencyError(f"latency spec must be a string, got {shown(spec)}; "
                            f"accepted: {ACCEPTED_FORMS}")
     try:
         return _parse(spec.strip())
     except LatencyError as err:
-        message = f"bad latency spec {spec!r}: {err}; accepted: {ACCEPTED_FORMS}"
+        message = f"bad latency spec {shown(spec)}: {err}; accepted: {ACCEPTED_FORMS}"
         raise LatencyError(message) from None
 
 
@@ -163,20 +187,20 @@ def _parse(spec: str) -> LatencySpec:
         if mean <= 0:
             raise LatencyError("exp needs a mean above 0")
         return LatencySpec("exp", (mean,))
-    raise LatencyError(f"unknown distribution {kind!r}")
+    raise LatencyError(f"unknown distribution {shown(kind)}")
 
 
 def _key_value(part: str) -> tuple[str, str]:
     key, eq, value = part.partition("=")
     if not eq:
-        raise LatencyError(f"expected key=value, got {part!r}")
+        raise LatencyError(f"expected key=value, got {shown(part)}")
     return key.strip(), value
 
 
 def check_phase(name: str) -> str:
     """Return ``name`` if it is a phase, else raise :class:`LatencyError` listing the phases."""
     if name not in PHASES:
-        raise LatencyError(f"unknown phase {name!r}; phases: {', '.join(PHASES)}")
+        raise LatencyError(f"unknown phase {shown(name)}; phases: {', '.join(PHASES)}")
     return name
 
 
@@ -184,5 +208,7 @@ def parse_phase_latency(text: str) -> tuple[str, LatencySpec]:
     """``"rcpt=uniform:10ms..50ms"`` -> ``("rcpt", LatencySpec(...))`` (CLI ``--phase-latency``)."""
     phase, eq, spec = text.partition("=")
     if not eq:
-        raise LatencyError(f"expected PHASE=SPEC, got {text!r}; phases: {', '.join(PHASES)}")
+        raise LatencyError(
+            f"expected PHASE=SPEC, got {shown(text)}; phases: {', '.join(PHASES)}"
+        )
     return check_phase(phase.strip()), parse_latency(spec)

@@ -43,6 +43,11 @@ S550_NO_MAILBOX: Final = Reply(550, "Mailbox unavailable")
 S551_NOT_LOCAL: Final = Reply(551, "User not local")
 S552_TOO_BIG: Final = Reply(552, "Exceeded storage allocation")
 S553_BAD_NAME: Final = Reply(553, "Mailbox name not allowed")
+# Addresses refused before any phase runs (see fakesmtp.smtp.address_refusal); RFC 3463 and
+# RFC 6531 enhanced codes, as aiosmtpd gives its own "553 5.1.3 Error: malformed address".
+S553_CONTROL_CHARACTER: Final = Reply(553, "5.1.3 Control character in address")
+S553_NOT_UTF8: Final = Reply(553, "5.1.3 Address is not valid UTF-8")
+S553_NEEDS_SMTPUTF8: Final = Reply(553, "5.6.7 Non-ASCII address needs MAIL FROM SMTPUTF8")
 S554_FAILED: Final = Reply(554, "Transaction failed")
 
 #: The default text of a fault reply that names only its code.

@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from fakesmtp.api import make_app
+from fakesmtp.api import SERVER_LOG, make_app
 from fakesmtp.config import Config
 from fakesmtp.engine import Engine
 from fakesmtp.smtp import DEFAULT_DATA_SIZE_LIMIT, DEFAULT_SERVER_HOSTNAME, protocol_factory
@@ -226,7 +226,7 @@ class FakeSMTP:
         # Client disconnects cancel their handler, so an abandoned long-poll leaves no waiter.
         self._runner = web.AppRunner(
             make_app(engine), access_log=None, handle_signals=False, shutdown_timeout=1.0,
-            handler_cancellation=True,
+            handler_cancellation=True, logger=SERVER_LOG,
         )
         await self._runner.setup()
         await web.SockSite(self._runner, sock, backlog=_BACKLOG).start()

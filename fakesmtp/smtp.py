@@ -10,6 +10,9 @@ to answer with something else.
 
 Bad input is aiosmtpd's business and it answers per RFC 5321 (500 for garbage or an over-long
 line, 552 for too much data); :meth:`FaultySMTP.push` counts every 4xx/5xx sent, whoever chose it.
+Two gaps in aiosmtpd are closed here: it passes on addresses that are not valid UTF-8 (or hold
+a NUL), which would then break every page that shows them (see :func:`address_refusal`), and
+a ``SIZE=`` value such as ``²`` crashes its MAIL command (see :meth:`FaultySMTP.smtp_MAIL`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import time
 from collections.abc import Sequence
 from typing import Any, AnyStr, NoReturn
@@ -28,6 +32,30 @@ from fakesmtp.engine import Engine
 
 DEFAULT_DATA_SIZE_LIMIT = 10 * 1024 * 1024
 DEFAULT_SERVER_HOSTNAME = "fakesmtp.localhost"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def address_refusal(address: str, smtputf8: bool) -> str | None:
+    """The reply refusing a MAIL FROM or RCPT TO address, or None to accept it. aiosmtpd
+    checks only the syntax, and decodes arguments as UTF-8 with surrogateescape, so bytes that
+    are not UTF-8 arrive as lone surrogates, which no JSON or HTML encoder takes; refused too:
+    control characters, and non-ASCII without SMTPUTF8 on MAIL FROM (RFC 6531 3.4)."""
+    if _CONTROL.search(address):
+        return replies.S553_CONTROL_CHARACTER.line()
+    if address.isascii():
+        return None
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:
+        return replies.S553_NOT_UTF8.line()
+    return None if smtputf8 else replies.S553_NEEDS_SMTPUTF8.line()
+
+
+def _int_refuses_size(word: str) -> bool:
+    """True for a ``SIZE=`` parameter that aiosmtpd's ``str.isdigit()`` check passes but its
+    ``int()`` raises on (superscript and other non-decimal digits), read as aiosmtpd reads it."""
+    key, eq, value = word.upper().partition("=")
+    return key == "SIZE" and bool(eq) and value.isdigit() and not value.isdecimal()
 
 
 class FaultySMTP(SMTP):
@@ -130,6 +158,14 @@ class FaultySMTP(SMTP):
                 return
         await super().smtp_HELO(hostname)
 
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if arg is not None and any(_int_refuses_size(w) for w in arg.split()):
+            # Spelled so that aiosmtpd refuses it, with its own reply at its own point in the
+            # checks: a 501 instead of a ValueError, a traceback and a "500 Error".
+            arg = " ".join("SIZE=x" if _int_refuses_size(w) else w for w in arg.split())
+        await super().smtp_MAIL(arg)
+
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         assert self.envelope is not None
@@ -179,6 +215,9 @@ class FakeHandler:
         self, server: FaultySMTP, session: Session, envelope: Envelope, address: str,
         mail_options: list[str],
     ) -> str:
+        refused = address_refusal(address, envelope.smtp_utf8)
+        if refused is not None:  # a protocol error: answered before the phase's latency
+            return refused
         status = await server.enter("mail")
         if status is not None:
             return status
@@ -190,6 +229,9 @@ class FakeHandler:
         self, server: FaultySMTP, session: Session, envelope: Envelope, address: str,
         rcpt_options: list[str],
     ) -> str:
+        refused = address_refusal(address, envelope.smtp_utf8)
+        if refused is not None:
+            return refused
         status = await server.enter("rcpt", (address,))
         if status is not None:
             return status

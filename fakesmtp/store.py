@@ -2,7 +2,10 @@
 
 The store belongs to the server's event loop: call its methods from that loop only
 (``FakeSMTP`` hops threads for you). Bodies are parsed lazily, on first read, so ingest
-costs no more than keeping the bytes.
+costs no more than keeping the bytes; a parse happens once per message, whatever its outcome
+(see :mod:`fakesmtp.parse`: it is bounded and never raises). On the event loop, call
+:func:`parse_off_loop` before reading the parsed fields of messages, so that big messages,
+or many, are parsed in a worker thread rather than holding up every session.
 """
 
 from __future__ import annotations
@@ -10,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import OrderedDict, deque
-from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cached_property
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-from fakesmtp.parse import Content, parse_content
+from fakesmtp.parse import CHEAP_PARSE_BYTES, Content, parse_content
 
 DEFAULT_CAPACITY: Final = 100_000
 _ANY: Final = ""  # waiter key for "any recipient"
@@ -31,14 +33,28 @@ class Message:
     raw: bytes
     received_at: float
     peer: str = ""
+    _content: Content | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def size(self) -> int:
         return len(self.raw)
 
-    @cached_property
+    @property
     def content(self) -> Content:
-        return parse_content(self.raw)
+        """The parsed message, parsed on first use and kept. Safe from any thread: two
+        threads may both parse it, and both get equal results."""
+        # Not a cached_property: in Python 3.11 its lock is shared by every instance, so the
+        # event loop would wait for a worker thread parsing some other, big message.
+        content = self._content
+        if content is None:
+            content = parse_content(self.raw)
+            object.__setattr__(self, "_content", content)
+        return content
+
+    @property
+    def parsed(self) -> bool:
+        """True once :attr:`content` has been computed: reading it is then free."""
+        return self._content is not None
 
     @property
     def subject(self) -> str:
@@ -63,8 +79,14 @@ class Message:
     def header(self, name: str) -> str | None:
         return self.content.header(name)
 
+    @property
+    def parse_error(self) -> str | None:
+        return self.content.parse_error
+
     def to_json(self) -> dict[str, Any]:
-        """The API form; ``headers`` is a list of ``[name, value]`` pairs, in message order."""
+        """The API form; ``headers`` is a list of ``[name, value]`` pairs, in message order;
+        ``parse_error`` is null, or why parsing stopped early (the other parsed fields then
+        hold what was read before that point)."""
         c = self.content
         return {
             "id": self.id,
@@ -77,8 +99,24 @@ class Message:
             "text": c.text,
             "html": c.html,
             "links": list(c.links),
+            "parse_error": c.parse_error,
             "peer": self.peer,
         }
+
+
+async def parse_off_loop(messages: Iterable[Message]) -> None:
+    """Call it on the event loop before reading the parsed fields of ``messages``. If those
+    not parsed yet come to more than CHEAP_PARSE_BYTES, they are parsed in a worker thread
+    (a crafted message costs up to ~10 ms per KB, and a listing can hold 10,000 messages);
+    a few small ones are left to parse inline when read, cheaper than the thread hop."""
+    unparsed = [m for m in messages if not m.parsed]
+    if sum(len(m.raw) for m in unparsed) > CHEAP_PARSE_BYTES:
+        await asyncio.get_running_loop().run_in_executor(None, _parse_all, unparsed)
+
+
+def _parse_all(messages: Sequence[Message]) -> None:
+    for msg in messages:
+        msg.content  # noqa: B018 -- parses and keeps the result
 
 
 class MessageStore:

@@ -125,12 +125,29 @@ def test_bad_flag_in_a_subprocess_starts_nothing(run_cli) -> None:
         (["--port", "70000"], "--port", "0<=x<=65535"),
         (["--max-messages", "0"], "--max-messages", "x>=1"),
         (["--seed", "abc"], "--seed", "not a valid integer"),
+        (["--fault", "phase=eom,every=1e999"], "--fault", "every='1e999' is not a finite number"),
+        (["--fault", "phase=mail,rate=Infinity"], "--fault", "rate='Infinity' is not a finite"),
+        (["--fault", "phase=eom,prob=nan"], "--fault", "prob='nan' is not a finite number"),
+        (["--fault", "phase=connect,conns=-inf"], "--fault", "conns='-inf' is not a finite"),
+        (["--latency", "normal:nan,1ms"], "--latency", "duration='nan' is not a finite number"),
+        (["--latency", "uniform:0ms..infms"], "--latency", "duration='inf' is not a finite"),
+        (["--phase-latency", "rcpt=exp:Infinitys"], "--phase-latency", "is not a finite number"),
     ],
 )
 def test_bad_flags_name_the_flag(args, flag, hint) -> None:
     result = CliRunner().invoke(smtp, args)
-    assert result.exit_code == 2
+    assert result.exit_code == 2, result.exception  # a usage error, not a crash
     assert flag in result.output and hint in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    "args", [["--fault", "phase=eom,every=1e999"], ["--latency", "uniform:0ms..infms"]]
+)
+def test_non_finite_flag_is_one_error_line_in_a_subprocess(run_cli, args) -> None:
+    code, err = run_cli("--port", "0", "--api-port", "0", *args).finish()
+    assert code == 2 and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and args[0] in errors[0] and "not a finite number" in errors[0]
 
 
 def test_help_documents_the_syntaxes() -> None:

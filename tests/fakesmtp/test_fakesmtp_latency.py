@@ -46,7 +46,8 @@ def test_parse_accepted_forms(spec: str, kind: str, params: tuple, canonical: st
     "spec",
     ["", "200", "fast", "200 msec", "-5ms", "uniform:300ms..100ms", "uniform:100ms",
      "normal:200ms", "lognormal:p50=2s,p99=200ms", "lognormal:p50=1s", "exp:0ms",
-     "gamma:1s", "7200s"],
+     "gamma:1s", "7200s", "nanms", "infms", "-infs", "normal:nan,1ms", "uniform:0ms..infms",
+     "exp:Infinitys", "1e3ms", "1_0ms", "0.0000001ms", "lognormal:p50=0.0001ms,p99=1s"],
 )
 def test_bad_spec_lists_accepted_forms(spec: str) -> None:
     with pytest.raises(LatencyError) as info:
@@ -103,3 +104,24 @@ def test_phase_latency_and_phase_names() -> None:
         parse_phase_latency("helo=10ms")
     with pytest.raises(LatencyError, match="PHASE=SPEC"):
         parse_phase_latency("10ms")
+
+
+@pytest.mark.parametrize(
+    "spec", ["normal:nan,1ms", "uniform:0ms..infms", "exp:Infinitys", "9" * 400 + "ms"]
+)
+def test_non_finite_durations_are_named(spec: str) -> None:
+    with pytest.raises(LatencyError, match="is not a finite number"):
+        parse_latency(spec)
+
+
+def test_errors_quote_a_huge_spec_short() -> None:
+    with pytest.raises(LatencyError) as info:
+        parse_latency("uniform:" + " " * 100_000 + "1" + " " * 100_000 + "x..1ms")
+    assert len(str(info.value)) < 500
+
+
+def test_a_wide_lognormal_is_clamped_before_exp() -> None:
+    # Seed 632808 makes lognormvariate(mu, sigma) overflow for this spec (an OverflowError in
+    # an SMTP session); the spec cannot be parsed any more, but the sampler holds anyway.
+    spec = LatencySpec("lognormal", (5e-324, 3600.0))
+    assert spec.sample(random.Random(632808)) == pytest.approx(3600.0)

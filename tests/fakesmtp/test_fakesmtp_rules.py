@@ -10,6 +10,7 @@ import pytest
 
 from fakesmtp.config import Config, ConfigError
 from fakesmtp.faults import FaultError, FaultRule, FaultSet, parse_fault, rules_from_json
+from fakesmtp.numbers import NumberError, finite, shown
 from fakesmtp.parse import extract_links, parse_content
 from fakesmtp.replies import S421_RATE_LIMIT, S451_LOCAL_ERROR, Reply
 from fakesmtp.store import MessageStore
@@ -50,12 +51,66 @@ def test_rule_defaults() -> None:
         ("phase=eom,colour=red", "colour"),
         ("id=a b,phase=eom", "id"),
         ("phase=eom,bogus", "bogus"),
+        ("phase=eom,prob=nan", "prob"),
+        ("phase=eom,prob=inf", "prob"),
+        ("phase=eom,every=1e999", "every"),
+        ("phase=mail,rate=Infinity", "rate"),
+        ("phase=connect,conns=-inf", "conns"),
+        ("phase=eom,first=1.5", "first"),
+        ("phase=eom,reply=5_50", "reply"),
+        ("phase=eom,reply= 550x", "reply"),
+        ("phase=eom,reply=550,text=no\r\n250 injected", "text"),
+        ("phase=eom,reply=550,text=caf\u00e9", "text"),
+        ("id=" + "a" * 65 + ",phase=eom", "id"),
+        ("id=\u00e9,phase=eom", "id"),
+        ("phase=rcpt,to=" + "[a-" * 200, "to"),
+        ("phase=rcpt,to=" + "|".join(["a"] * 101), "to"),
     ],
 )
 def test_bad_rule_names_the_key(text: str, field: str) -> None:
     with pytest.raises(FaultError) as info:
         parse_fault(text)
     assert info.value.field == field
+    assert len(str(info.value)) < 300  # the bad value is quoted, not pasted in whole
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"phase": "eom", "prob": True}, "prob"),
+        ({"phase": "eom", "every": 10**400}, "every"),
+        ({"phase": "eom", "every": float("inf")}, "every"),
+        ({"phase": "eom", "first": [1]}, "first"),
+        ({"phase": "rcpt", "to": ["a@x.test"]}, "to"),
+        ({"phase": "eom", "reply": 550.0}, "reply"),
+        ({"phase": "eom", "reply": True}, "reply"),
+        ({"phase": "eom", "reply": 550, "text": 5}, "text"),
+        ({"phase": ["eom"]}, "phase"),
+        ({"id": 7, "phase": "eom"}, "id"),
+    ],
+)
+def test_bad_rule_object_names_the_key(data: dict, field: str) -> None:
+    with pytest.raises(FaultError) as info:
+        FaultRule.from_mapping(data)
+    assert info.value.field == field
+
+
+def test_finite_refuses_every_non_finite_spelling() -> None:
+    for raw in ("nan", "NaN", "inf", "-inf", "Infinity", "1e999", float("nan"), float("inf"),
+                10**400, True, None, [1], "x", ""):
+        with pytest.raises(NumberError) as info:
+            finite(raw, "prob")
+        assert info.value.field == "prob" and str(info.value).startswith("prob=")
+    assert finite("0.5", "prob") == 0.5 and finite(3, "every") == 3.0
+    assert finite(" 2 ", "every") == 2.0
+    assert shown("x" * 1000) == "'" + "x" * 36 + "..."
+
+
+def test_globs_are_compiled_when_the_rule_is_made() -> None:
+    rule = parse_fault("phase=rcpt,to=*@FAIL.test|bob@*")
+    assert rule.matches(["x@fail.TEST"]) and rule.matches(["bob@y.test"])
+    assert not rule.matches(["x@ok.test"])
+    assert rule == parse_fault("phase=rcpt,to=*@fail.test|bob@*")  # compiled form not compared
 
 
 def test_json_rule_errors_carry_the_index() -> None:
