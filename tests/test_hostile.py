@@ -236,3 +236,16 @@ def test_every_setting_refuses_garbage_naming_itself(
     with pytest.raises(ConfigError, match=f"MAILLAB_{key} "):
         create_app("baseline", {"INSTANCE_DIR": str(tmp_path / "instance")})
     assert not (tmp_path / "instance").exists()  # nothing written before the check
+
+
+@pytest.mark.parametrize("variant", ["sync", "queued"])
+def test_the_mailer_refuses_what_the_flow_refuses_as_permanent(
+        make_app: Callable[..., Flask], variant: str) -> None:
+    """An address that reached the mailer another way fails once, permanently: no retries."""
+    from apps.core.delivery import deliver
+    from apps.core.mailer import Email, PermanentDeliveryError
+
+    app = make_app(variant)
+    email = Email(id="x", to="üser@maillab.test", subject="s", text="t", html=None)
+    with app.app_context(), pytest.raises(PermanentDeliveryError, match="must be ASCII"):
+        deliver(email)

@@ -15,6 +15,7 @@ from flask import Flask, current_app
 from flask_mail import Connection, Mail, Message
 
 from apps.core.mailer import Email, PermanentDeliveryError, TransientDeliveryError
+from apps.core.validation import unsendable
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,12 @@ def deliver(email: Email) -> None:
     """Send ``email`` over SMTP now. Needs an app context.
 
     Raises :class:`TransientDeliveryError` for 4xx replies, timeouts and dropped or refused
-    connections, and :class:`PermanentDeliveryError` for 5xx replies.
+    connections, and :class:`PermanentDeliveryError` for 5xx replies and for a recipient no
+    SMTP envelope can carry (see :func:`apps.core.validation.unsendable`).
     """
+    reason = unsendable(email.to)
+    if reason is not None:
+        raise PermanentDeliveryError(f"recipient {email.to!r} {reason}")
     message = to_message(email)
     connection = TimeoutConnection(current_app.extensions["mail"],
                                    current_app.config["SMTP_TIMEOUT"])
@@ -94,6 +99,10 @@ def classify(exc: BaseException) -> TransientDeliveryError | PermanentDeliveryEr
         text = exc.smtp_error.decode("utf-8", "replace") if isinstance(
             exc.smtp_error, bytes) else str(exc.smtp_error)
         return _by_code(exc.smtp_code, f"{exc.smtp_code} {text}")
+    if isinstance(exc, smtplib.SMTPNotSupportedError | UnicodeEncodeError):
+        # The message needs something the server or the protocol cannot carry (SMTPUTF8):
+        # sending it again cannot help.
+        return PermanentDeliveryError(f"cannot be sent: {exc}")
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return TransientDeliveryError(f"server disconnected: {exc}")
     if isinstance(exc, TimeoutError):

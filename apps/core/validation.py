@@ -167,10 +167,27 @@ def check_email(raw: str) -> str:
     # The ASCII form (an internationalized domain as its IDNA 2008 A-label) is the one that
     # was validated, and the one stored and mailed: smtplib would otherwise re-encode the
     # domain under IDNA 2003, which maps some names (faß.test) to another domain.
-    ascii_email = checked.ascii_email
-    if ascii_email is None:  # not reached with allow_smtputf8=False; kept for the type
-        raise Problem(422, "invalid_email", "email must be ASCII before the @.", "email")
-    return ascii_email.lower()
+    address = (checked.ascii_email or checked.normalized).lower()
+    reason = unsendable(address)
+    if reason is not None:
+        raise Problem(422, "invalid_email", f"email {reason}.", "email")
+    return address
+
+
+def unsendable(address: str) -> str | None:
+    """Why ``address`` cannot go in an SMTP envelope without SMTPUTF8, or None if it can.
+
+    The one rule the flow and the mailer share: :func:`check_email` refuses what fails it
+    before an account exists, and ``deliver()`` refuses it again (a permanent error, so no
+    queue retries it) for anything that reached the mailer another way.
+    """
+    if not address.isascii():
+        return "must be ASCII (this flow does not send with SMTPUTF8)"
+    if any(ch in address for ch in "\r\n\x00") or any(ord(ch) < 32 for ch in address):
+        return "must not contain control characters"
+    if address.count("@") != 1 or address.startswith("@") or address.endswith("@"):
+        return "must have one @ between a local part and a domain"
+    return None
 
 
 def check_password(password: str) -> str:
