@@ -117,18 +117,22 @@ def _create_tables(engine: Engine, attempts: int = 5) -> None:
             time.sleep(0.05 * (attempt + 1))
 
 
+def dialect_insert(db_session: Session, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
+    """The store's own INSERT for ``model``, which has ON CONFLICT (SQLAlchemy spells it per
+    dialect; both stores the lab runs on, SQLite and PostgreSQL, have it)."""
+    if db_session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)
+
+
 def upsert_user(db_session: Session, email: str, password_hash: str,
                 created_at: float) -> Executable:
     """INSERT the account, or, if the address has one, an UPDATE that changes nothing: one
-    write either way. Spelled per dialect in SQLAlchemy; SQLite and PostgreSQL both have it."""
-    values = {"email": email, "password_hash": password_hash, "created_at": created_at}
-    if db_session.get_bind().dialect.name == "postgresql":
-        pg = postgresql.insert(User).values(values)
-        return pg.on_conflict_do_update(index_elements=[User.email],
-                                        set_={"email": pg.excluded.email})
-    lite = sqlite.insert(User).values(values)
-    return lite.on_conflict_do_update(index_elements=[User.email],
-                                      set_={"email": lite.excluded.email})
+    write either way."""
+    insert = dialect_insert(db_session, User).values(
+        email=email, password_hash=password_hash, created_at=created_at)
+    return insert.on_conflict_do_update(index_elements=[User.email],
+                                        set_={"email": insert.excluded.email})
 
 
 def session() -> Session:

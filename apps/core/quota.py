@@ -10,10 +10,9 @@ neither the answer nor the time taken says whether an account exists.
 from __future__ import annotations
 
 from sqlalchemy import Executable, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from apps.core.db import MailQuota
+from apps.core.db import MailQuota, dialect_insert
 
 
 def take(session: Session, address: str, now: float, limit: int, window: float) -> bool:
@@ -35,11 +34,6 @@ def take(session: Session, address: str, now: float, limit: int, window: float) 
 
 
 def _insert_if_absent(session: Session, address: str, now: float) -> Executable:
-    # INSERT ... ON CONFLICT DO NOTHING is spelled per dialect in SQLAlchemy; both stores the
-    # lab runs on (SQLite, PostgreSQL) have it.
-    values = {"email": address, "window_start": now, "sent": 0}
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(MailQuota).values(values).on_conflict_do_nothing(
-            index_elements=[MailQuota.email])
-    return sqlite.insert(MailQuota).values(values).on_conflict_do_nothing(
+    return dialect_insert(session, MailQuota).values(
+        email=address, window_start=now, sent=0).on_conflict_do_nothing(
         index_elements=[MailQuota.email])
