@@ -249,3 +249,30 @@ def test_the_mailer_refuses_what_the_flow_refuses_as_permanent(
     email = Email(id="x", to="üser@maillab.test", subject="s", text="t", html=None)
     with app.app_context(), pytest.raises(PermanentDeliveryError, match="must be ASCII"):
         deliver(email)
+
+
+def test_a_queue_that_goes_away_logs_a_line_every_interval_not_a_flood() -> None:
+    """Huey's worker threads retry every few ms; the throttle lets one record through per
+    interval (the first with its traceback, later ones as a count) and the rest are held."""
+    import logging
+
+    from apps.queued.worker import QUEUE_ERROR, QueueErrorThrottle
+
+    throttle = QueueErrorThrottle(interval=3600)
+
+    def record() -> logging.LogRecord:
+        try:
+            raise ConnectionError("Error 111 connecting to 127.0.0.1:6379")
+        except ConnectionError:
+            return logging.LogRecord("huey.consumer", logging.ERROR, __file__, 1, QUEUE_ERROR,
+                                     (), sys.exc_info())
+
+    passed = [r for r in (record() for _ in range(500)) if throttle.filter(r)]
+    assert len(passed) == 1 and passed[0].exc_info is not None
+    throttle._last -= 3600  # an interval later
+    [later] = [r for r in (record() for _ in range(5)) if throttle.filter(r)]
+    assert later.exc_info is None
+    assert later.getMessage() == (f"{QUEUE_ERROR}: Error 111 connecting to 127.0.0.1:6379 "
+                                  "(499 more in the last 3600 s; retrying)")
+    other = logging.LogRecord("huey.consumer", logging.INFO, __file__, 1, "other", (), None)
+    assert throttle.filter(other)
