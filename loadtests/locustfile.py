@@ -121,7 +121,6 @@ def _on_test_start(environment: Environment, **_kw: Any) -> None:
         raise RuntimeError(f"{host}/healthz answered {health_status}")
     # A variant that sends nothing (the baseline) has no inbox to wait for.
     RUN["expects_email"] = sends_email(str(health.get("variant")))
-    RUN["variant"] = health.get("variant")
     if options.warmup and environment.runner is not None:
         gevent.spawn_later(options.warmup, environment.runner.stats.reset_all)
 

@@ -236,14 +236,11 @@ class Environment:
 
 @dataclass(config=_CONFIG, kw_only=True)
 class Grid:
-    """The axes of the profile a run was asked for: which cells should exist."""
+    """The axes of the profile a run was asked for (checked once, when the run is read)."""
 
     variants: list[str]
     latencies_ms: list[int]
     users: list[int]
-
-    def cells(self) -> list[CellKey]:
-        return grid(self.variants, self.latencies_ms, self.users)
 
 
 _GRID = TypeAdapter(Grid)
@@ -289,11 +286,6 @@ class Results:
     enumeration: list[EnumerationCheck] = Field(default_factory=list,
                                                 description="timing probe per variant")
 
-    @property
-    def grid(self) -> Grid | None:
-        return None if self.profile_settings is None else _GRID.validate_python(
-            self.profile_settings)
-
     def cell(self, key: CellKey) -> CellResult | None:
         for cell in self.cells:
             if cell.key == key:
@@ -303,8 +295,10 @@ class Results:
     @property
     def expected_cells(self) -> list[CellKey]:
         """The profile's grid; a run without profile settings expects the cells it has."""
-        asked = self.grid
-        return [c.key for c in self.cells] if asked is None else asked.cells()
+        asked = self.profile_settings
+        if asked is None:
+            return [c.key for c in self.cells]
+        return grid(asked["variants"], asked["latencies_ms"], asked["users"])
 
     @property
     def missing_cells(self) -> list[CellKey]:

@@ -46,7 +46,7 @@ def summarize(run_dir: Path, key: CellKey, profile: Profile, samples: Iterable[S
     capture = Capture(delivered if delivered is not None else Counter(
         r.email for r in registrations if r.accepted and sends_email))
     return summarize_cell(key, profile, Observed(read_samples(folder), registrations, capture,
-                                                 sends_email=sends_email, peak_threads=20))
+                                                 sends_email=sends_email))
 
 
 def results_for(profile: Profile, cells: list[CellResult], run_id: str = "run") -> Results:

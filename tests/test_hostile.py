@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
@@ -29,6 +29,7 @@ from apps.core.db import User
 from apps.core.registry import VARIANTS
 from maillab.ports import free_port
 from maillab.processes import ManagedProcess
+from tests.conftest import FAST_HASH
 from tests.flow_helpers import PASSWORD
 from tests.smtp_sink import Sink
 
@@ -117,8 +118,16 @@ def test_secrets_and_password_hashes_are_private_on_disk(
         assert stat.S_IMODE((instance / name).stat().st_mode) == 0o600, name
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.fixture(scope="module")
+def baseline_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
+    """One app for every example of the property test (baseline: no SMTP server needed)."""
+    from apps.core import create_app
+
+    return create_app("baseline", {"TESTING": True, "PASSWORD_HASH": FAST_HASH,
+                                   "INSTANCE_DIR": str(tmp_path_factory.mktemp("hostile"))})
+
+
+@settings(max_examples=150, deadline=None)
 @given(body=st.one_of(st.binary(max_size=400),
                       st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
                                    lambda inner: st.lists(inner, max_size=3)
@@ -126,20 +135,11 @@ def test_secrets_and_password_hashes_are_private_on_disk(
                                    max_leaves=12).map(json.dumps)),
        content_type=st.sampled_from(["application/json", "application/x-www-form-urlencoded",
                                      "multipart/form-data; boundary=x", "text/plain"]))
-def test_no_body_reaches_a_5xx(make_app: Callable[..., Flask], body: bytes | str,
+def test_no_body_reaches_a_5xx(baseline_app: Flask, body: bytes | str,
                                content_type: str) -> None:
-    app = _shared_app(make_app)
     for path in ("/register", "/resend"):
-        response = post(app, path, body, **{"Content-Type": content_type})
+        response = post(baseline_app, path, body, **{"Content-Type": content_type})
         assert response.status_code < 500, (path, body, response.data[:200])
-
-
-_APPS: dict[int, Flask] = {}
-
-
-def _shared_app(make_app: Callable[..., Flask]) -> Flask:
-    # One app for every example of one test run (keyed by the fixture), not one per example.
-    return _APPS.setdefault(id(make_app), make_app("baseline"))
 
 
 # -- a real server ----------------------------------------------------------------------------

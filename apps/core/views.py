@@ -62,9 +62,10 @@ def register() -> ResponseReturnValue:
     # taken does not tell them apart; concurrent sign-ups of one address are safe too.
     session.execute(db.upsert_user(session, form.email, password_hash, now))
     user = session.scalars(select(User).where(User.email == form.email)).one()
-    created = user.created_at == now and user.password_hash == password_hash
+    # The hash is salted, so only the insert this request made stored this very hash.
+    created = user.password_hash == password_hash
     # One transaction: the account and the count of emails to its address commit together.
-    allowed = _take_quota(session, form.email)
+    allowed = _take_quota(session, form.email, now)
     session.commit()
     if created:
         email = emails.verification_email(user.email, _verify_link(user.id, user.email), _hours())
@@ -124,7 +125,7 @@ def resend() -> ResponseReturnValue:
         session.add(ResendLog(email=address, last_sent_at=now))
     else:
         entry.last_sent_at = now
-    allowed = _take_quota(session, address)
+    allowed = _take_quota(session, address, now)
     try:
         session.commit()
     except IntegrityError:  # a concurrent resend for the same address won
@@ -174,9 +175,9 @@ def _dispatch(email: Email) -> None:
                       "refused the confirmation email.") from None
 
 
-def _take_quota(session: Session, address: str) -> bool:
+def _take_quota(session: Session, address: str, now: float) -> bool:
     cfg = current_app.config
-    return quota.take(session, address, time.time(), cfg["EMAILS_PER_ADDRESS"],
+    return quota.take(session, address, now, cfg["EMAILS_PER_ADDRESS"],
                       cfg["EMAIL_WINDOW"])
 
 

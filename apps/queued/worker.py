@@ -77,7 +77,9 @@ def build_consumer(app: Flask, threads: int | None = None) -> tuple[Consumer, Wo
     if not isinstance(mailer, QueuedMailer):
         raise TypeError("the worker needs an app built with the 'queued' variant")
     check_reachable(mailer, app.config["QUEUE_URL"])
-    logging.getLogger("huey.consumer").addFilter(QueueErrorThrottle())
+    huey_log = logging.getLogger("huey.consumer")
+    if not any(isinstance(f, QueueErrorThrottle) for f in huey_log.filters):  # once a process
+        huey_log.addFilter(QueueErrorThrottle())
     stats = WorkerStats(mailer)
     cfg = app.config
     consumer = mailer.huey.create_consumer(
