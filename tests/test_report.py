@@ -304,3 +304,21 @@ def test_which_cell_speaks_for_a_variant() -> None:
     assert run.verdict_cell("queued") is None
     run = run_of(cells[:2])
     assert run.verdict_cell("sync") == cell("sync", 500, 10)
+
+
+def test_the_enumeration_section_states_the_false_alarm_rate_and_syncs_cost(
+        tmp_path: Path) -> None:
+    document = json.loads((FIXTURES / "partial_run" / "results.json").read_text())
+    checks = [{"variant": v, "endpoint": e, "samples": [200, 200], "known_p50_ms": 4.1,
+               "unknown_p50_ms": 4.05, "gap_ms": 0.05, "p_value": p, "distinguishable": p < 0.01}
+              for v, p in (("sync", 0.004), ("queued", 0.4)) for e in ("/register", "/resend")]
+    document["enumeration"] = checks
+    run_dir = tmp_path / "probed"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(json.dumps(document))
+    html = build_report(run_dir).read_text()
+    assert "With\n  4 tests at that level, a run shows about one false alarm in\n  25 " in html
+    assert "a cost of sending in the request" in html
+    document["enumeration"] = [c for c in checks if c["variant"] == "queued"]
+    (run_dir / "results.json").write_text(json.dumps(document))
+    assert "a cost of sending in the request" not in build_report(run_dir).read_text()
