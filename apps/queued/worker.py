@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -124,7 +125,7 @@ class QueueErrorThrottle(logging.Filter):
         super().__init__()
         self.interval = interval
         self._lock = threading.Lock()
-        self._last = 0.0
+        self._last = -math.inf  # the first error always passes, however new the machine
         self._held = 0
         self._first = True
 
