@@ -1,6 +1,7 @@
 """A cell's files: the one place that knows their names, columns and what "measured" means.
 
-A cell is one (variant, SMTP latency, users) point of a run. The locust user records every
+A cell is one (variant, SMTP latency, load) point of a run; the load is an arrival rate
+(open loop, sign-ups per second) or a number of closed-loop users. The locust user records every
 request as a :class:`Sample` and every sign-up as a :class:`Registration`; at the end of the
 cell :class:`CellRecorder` writes them as gzip CSV into the cell's folder, and
 :func:`read_samples` / :func:`read_registrations` read them back for the summary, the gate's
@@ -11,6 +12,11 @@ sign-up started after the warm-up. Every sample of one sign-up (the form, the PO
 redirect, the email, the link) carries the warm-up flag of that sign-up, so a sign-up is in
 or out of the statistics as a whole. Of the measured samples, the successful ones give the
 times and the others count as failures.
+
+Latency is measured from when a step should have started: every sample carries its sign-up's
+start lag (``lag_ms``, the open-loop scheduler's delay in starting it; 0 in closed loop), and
+:attr:`Series.times` adds it to the service time ``ms``, as wrk2 does. An arrival that could
+not start is a :class:`Registration` with ``dropped`` set: counted, never skipped.
 
 Columns are declared once, as the dataclasses' fields; the writers and readers derive from them
 (as locust's ``StatsCSV`` does), so a new column is added in one place.
@@ -39,10 +45,36 @@ REGISTER_SENT = "register_sent"
 INP_PROXY = "inp_proxy"
 TIME_TO_INBOX = "time_to_inbox"
 VERIFY = "verify"
+START_LAG = "start_lag"  # shown in locust's UI only; the registration holds the figure
 
 
 class CellFileError(ValueError):
     """A cell file that cannot be read; the message names the file."""
+
+
+@dataclass(frozen=True, order=True)
+class Load:
+    """What a cell offers the app: ``rate`` sign-ups per second on a schedule (open loop) or
+    ``users`` signing up over and over (closed loop); exactly one is set."""
+
+    users: int = 0
+    rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        if (self.users > 0) == (self.rate > 0):
+            raise ValueError(f"a load is users or a rate, not both or neither: {self!r}")
+
+    @property
+    def short(self) -> str:
+        """``10rps`` or ``10u``."""
+        return f"{self.rate:g}rps" if self.rate else f"{self.users}u"
+
+    @property
+    def title(self) -> str:
+        """``10 sign-ups/s`` or ``10 users``."""
+        if self.rate:
+            return f"{self.rate:g} sign-ups/s"
+        return f"{self.users} user{'' if self.users == 1 else 's'}"
 
 
 @dataclass(frozen=True, order=True)
@@ -51,28 +83,30 @@ class CellKey:
 
     variant: str
     latency_ms: int
-    users: int
+    load: Load
 
     @property
     def folder(self) -> str:
-        """The cell's folder, relative to the run directory: ``cells/sync-500ms-10u``."""
-        return f"{CELLS_DIR}/{self.variant}-{self.latency_ms}ms-{self.users}u"
+        """The cell's folder, relative to the run directory: ``cells/sync-500ms-10rps``."""
+        return f"{CELLS_DIR}/{self.variant}-{self.latency_ms}ms-{self.load.short}"
 
     @property
     def label(self) -> str:
-        """The short label tables, gate.json and warnings use: ``sync@500ms/10u``."""
-        return f"{self.variant}@{self.latency_ms}ms/{self.users}u"
+        """The short label tables, gate.json and warnings use: ``sync@500ms/10rps``."""
+        return f"{self.variant}@{self.latency_ms}ms/{self.load.short}"
 
     @property
     def title(self) -> str:
-        """The label for people: ``sync @ 500 ms x 10 users``."""
-        return f"{self.variant} @ {self.latency_ms} ms x {self.users} users"
+        """The label for people: ``sync @ 500 ms x 10 sign-ups/s``."""
+        return f"{self.variant} @ {self.latency_ms} ms x {self.load.title}"
 
 
-def grid(variants: Sequence[str], latencies_ms: Sequence[int],
-         users: Sequence[int]) -> list[CellKey]:
-    """Every cell of a profile, latency-major so one fakesmtp setting runs at a time."""
-    return [CellKey(v, lat, u) for lat in latencies_ms for u in users for v in variants]
+def grid(variants: Sequence[str], latencies_ms: Sequence[int], users: Sequence[int] = (),
+         rates: Sequence[float] = ()) -> list[CellKey]:
+    """Every cell of a profile, latency-major so one fakesmtp setting runs at a time: one per
+    rate when rates are given (open loop), else one per users count."""
+    loads = [Load(rate=r) for r in rates] or [Load(users=u) for u in users]
+    return [CellKey(v, lat, load) for lat in latencies_ms for load in loads for v in variants]
 
 
 @dataclass(frozen=True)
@@ -80,7 +114,8 @@ class Sample:
     """One measurement: a request, or a custom timing (INP proxy, time to inbox).
 
     ``start`` is epoch seconds when it started (for custom timings, when the POST was sent);
-    ``warmup`` is whether its sign-up started during the warm-up.
+    ``ms`` is the service time; ``warmup`` is whether its sign-up started during the warm-up;
+    ``lag_ms`` is how late its sign-up started against the schedule.
     """
 
     name: str
@@ -89,19 +124,28 @@ class Sample:
     ms: float
     ok: bool
     warmup: bool
+    lag_ms: float = 0.0
 
 
 @dataclass
 class Registration:
-    """One sign-up attempt, recorded before its POST so an address the server may have seen is
-    never uncounted; ``status`` and the rest are filled in as the sign-up goes on."""
+    """One sign-up, recorded when it arrives (open loop) or before its POST (closed loop), so an
+    address the server may have seen is never uncounted; the rest is filled in as it goes on.
+
+    ``intended_at`` is when the schedule said it should start, ``lag_ms`` how late it started
+    (None: it never did), ``dropped`` that it could not start (the cap on sign-ups in flight),
+    ``sent_at`` when its POST was sent (None: it did not get that far).
+    """
 
     email: str
-    sent_at: float
+    sent_at: float | None
     warmup: bool
     status: int | None = None
     inbox_ms: float | None = None
     verify_status: int | None = None
+    intended_at: float | None = None
+    lag_ms: float | None = None
+    dropped: bool = False
 
     @property
     def accepted(self) -> bool:
@@ -111,6 +155,8 @@ class Registration:
 
 SAMPLE_COLUMNS = tuple(f.name for f in fields(Sample))
 REGISTRATION_COLUMNS = tuple(f.name for f in fields(Registration))
+# Columns added since the first format; files written before them read with the defaults.
+_ADDED = {"lag_ms", "intended_at", "dropped"}
 
 
 @dataclass
@@ -155,7 +201,8 @@ def _rows(path: Path, columns: Sequence[str]) -> Iterator[dict[str, str]]:
     try:
         with gzip.open(path, "rt", newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
-            absent = [c for c in columns if c not in (reader.fieldnames or ())]
+            absent = [c for c in columns
+                      if c not in (reader.fieldnames or ()) and c not in _ADDED]
             if absent:
                 raise CellFileError(f"{path}: no column {', '.join(absent)}")
             yield from reader
@@ -183,6 +230,7 @@ class Series:
     ms: np.ndarray
     ok: np.ndarray
     warmup: np.ndarray
+    lag: np.ndarray
 
     def __len__(self) -> int:
         return len(self.ms)
@@ -193,9 +241,15 @@ class Series:
         return ~self.warmup
 
     @property
+    def latency(self) -> np.ndarray:
+        """Milliseconds from when each step should have started: service time plus the start
+        lag of its sign-up."""
+        return self.ms + self.lag
+
+    @property
     def times(self) -> list[float]:
-        """Measured successful samples' milliseconds, sorted: what percentiles are taken of."""
-        return sorted(float(x) for x in self.ms[self.measured & self.ok])
+        """Measured successful samples' latency, sorted: what percentiles are taken of."""
+        return sorted(float(x) for x in self.latency[self.measured & self.ok])
 
     @property
     def failures(self) -> int:
@@ -223,30 +277,38 @@ class CellSamples:
 def _empty() -> Series:
     import numpy as np
 
-    return Series(np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool))
+    return Series(np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool),
+                  np.zeros(0))
 
 
-def read_samples(folder: Path) -> CellSamples:
-    """The cell's samples; raises :class:`CellFileError` naming the file when it is absent or
-    unreadable."""
-    import numpy as np
-
+def read_sample_rows(folder: Path) -> list[Sample]:
+    """The cell's samples as written, one :class:`Sample` each; raises :class:`CellFileError`
+    naming the file when it is absent or unreadable."""
     path = folder / SAMPLES_FILE
     if not path.exists():
         raise CellFileError(f"{path}: no samples were kept for this cell")
-    columns: dict[str, tuple[list[float], list[float], list[bool], list[bool]]] = {}
     try:
-        for row in _rows(path, SAMPLE_COLUMNS):
-            start, ms, ok, warm = columns.setdefault(row["name"], ([], [], [], []))
-            start.append(float(row["start"]))
-            ms.append(float(row["ms"]))
-            ok.append(_flag(row["ok"]))
-            warm.append(_flag(row["warmup"]))
+        return [Sample(row["name"], row["type"], float(row["start"]), float(row["ms"]),
+                       _flag(row["ok"]), _flag(row["warmup"]), float(row.get("lag_ms") or 0.0))
+                for row in _rows(path, SAMPLE_COLUMNS)]
     except ValueError as exc:
         raise CellFileError(f"{path}: a value is not a number ({exc})") from None
-    return CellSamples({name: Series(np.asarray(s, dtype=float), np.asarray(m, dtype=float),
-                                     np.asarray(o, dtype=bool), np.asarray(w, dtype=bool))
-                        for name, (s, m, o, w) in columns.items()})
+
+
+def read_samples(folder: Path) -> CellSamples:
+    """The cell's samples by name, as arrays; raises :class:`CellFileError` naming the file
+    when it is absent or unreadable."""
+    import numpy as np
+
+    columns: dict[str, list[Sample]] = {}
+    for sample in read_sample_rows(folder):
+        columns.setdefault(sample.name, []).append(sample)
+    return CellSamples({name: Series(np.asarray([s.start for s in rows], dtype=float),
+                                     np.asarray([s.ms for s in rows], dtype=float),
+                                     np.asarray([s.ok for s in rows], dtype=bool),
+                                     np.asarray([s.warmup for s in rows], dtype=bool),
+                                     np.asarray([s.lag_ms for s in rows], dtype=float))
+                        for name, rows in columns.items()})
 
 
 def read_registrations(folder: Path) -> list[Registration]:
@@ -256,10 +318,13 @@ def read_registrations(folder: Path) -> list[Registration]:
     if not path.exists():
         return []
     try:
-        return [Registration(email=row["email"].lower(), sent_at=float(row["sent_at"]),
+        return [Registration(email=row["email"].lower(), sent_at=_optional_float(row["sent_at"]),
                              warmup=_flag(row["warmup"]), status=_optional_int(row["status"]),
                              inbox_ms=_optional_float(row["inbox_ms"]),
-                             verify_status=_optional_int(row["verify_status"]))
+                             verify_status=_optional_int(row["verify_status"]),
+                             intended_at=_optional_float(row.get("intended_at") or ""),
+                             lag_ms=_optional_float(row.get("lag_ms") or ""),
+                             dropped=_flag(row.get("dropped") or "0"))
                 for row in _rows(path, REGISTRATION_COLUMNS)]
     except ValueError as exc:
         raise CellFileError(f"{path}: a value is not a number ({exc})") from None

@@ -1,4 +1,4 @@
-"""The maillab user: one iteration is what a person does to sign up.
+"""The maillab load: sign-ups, each what a person does to sign up.
 
     GET /register (the form, with its CSRF token)
     POST /register with a new address          -> "register"
@@ -12,6 +12,19 @@ Custom measurements are fired as locust request events, so they show in the web 
 ``received_at`` minus the moment the POST was sent. An email that has not arrived by the
 inbox deadline is a ``time_to_inbox`` failure, not a hang.
 
+Two ways to load the app, chosen by ``--arrival-rate``:
+
+- **open loop** (a rate above 0, what ``maillab bench`` does by default): sign-ups arrive on a
+  schedule, constant or Poisson (seeded), whatever the app's speed, as k6's arrival-rate
+  executors and wrk2 do. Each arrival runs one whole sign-up on its own greenlet with its own
+  HTTP connection and cookies (a new person), so neither a slow answer nor the HTTP client's
+  pool holds the next arrival back. Latency is measured from when the sign-up should have
+  started: every sample carries the sign-up's start lag. An arrival past ``--max-in-flight``
+  is dropped and recorded as such, never skipped. One user runs the schedule (run it with
+  ``--users 1``; extra users stop at once).
+- **closed loop** (rate 0): every locust user signs up over and over with no think time, so
+  the load is what the app lets through.
+
 Works with stock ``locust -f loadtests/locustfile.py --host http://127.0.0.1:8000`` against
 any running variant, headless or with the web UI; the arguments below appear in the UI and
 are applied to fakesmtp through its API at every test start. ``maillab bench`` also passes
@@ -23,17 +36,22 @@ are applied to fakesmtp through its API at every test start. ``maillab bench`` a
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import gevent
+from gevent.pool import Group
 from geventhttpclient import URL, HTTPClient
 from locust import FastHttpUser, events, task
+from locust.contrib.fasthttp import FastHttpSession
 from locust.env import Environment
+from locust.exception import StopUser
 
 from apps.core.registry import VARIANTS, sends_email
 from loadtests import cellfiles
@@ -44,7 +62,8 @@ VERIFY_LINK = re.compile(r"/verify/[^\s\"'<>]+")
 PASSWORD = "maillab load test"
 
 # Filled at test start, read by every user.
-RUN: dict[str, Any] = {"expects_email": True, "warmup_until": 0.0}
+RUN: dict[str, Any] = {"expects_email": True, "warmup_until": 0.0, "stopping": False,
+                       "scheduler": None}
 RECORDER = CellRecorder()
 
 
@@ -71,6 +90,19 @@ def _arguments(parser: Any) -> None:
                        help="seconds to wait for the email before counting it missing")
     parser.add_argument("--warmup", type=float, default=0.0, env_var="MAILLAB_WARMUP",
                        help="seconds at the start whose samples are left out of the stats")
+    parser.add_argument("--arrival-rate", type=float, default=0.0,
+                        env_var="MAILLAB_ARRIVAL_RATE",
+                        help="sign-ups per second on a schedule (open loop, run with 1 user); "
+                             "0: closed loop, each user signs up again as soon as it is done")
+    parser.add_argument("--arrivals", default="constant", choices=["constant", "poisson"],
+                        env_var="MAILLAB_ARRIVALS",
+                        help="open loop: constant gaps, or Poisson arrivals from --arrival-seed")
+    parser.add_argument("--arrival-seed", type=int, default=1, env_var="MAILLAB_ARRIVAL_SEED",
+                        help="open loop: the seed of the Poisson schedule")
+    parser.add_argument("--max-in-flight", type=int, default=1000,
+                        env_var="MAILLAB_MAX_IN_FLIGHT",
+                        help="open loop: sign-ups running at once; an arrival past this is "
+                             "dropped and counted")
     parser.add_argument("--variant", default="", env_var="MAILLAB_VARIANT",
                         choices=["", *VARIANTS],
                         help="which variant to load, from --variant-hosts (empty: use --host)")
@@ -102,7 +134,10 @@ def _on_test_start(environment: Environment, **_kw: Any) -> None:
                                f"{options.variant_hosts!r}")
         # Runs before locust copies environment.host onto the user classes.
         environment.host = hosts[options.variant]
+    _check_arrival_options(options)
     RECORDER.clear()
+    RUN["stopping"] = False
+    RUN["scheduler"] = None
     RUN["warmup_until"] = time.time() + options.warmup
     patch: dict[str, Any] = {}
     if options.smtp_latency:
@@ -123,6 +158,22 @@ def _on_test_start(environment: Environment, **_kw: Any) -> None:
     RUN["expects_email"] = sends_email(str(health.get("variant")))
     if options.warmup and environment.runner is not None:
         gevent.spawn_later(options.warmup, environment.runner.stats.reset_all)
+
+
+def _check_arrival_options(options: Any) -> None:
+    """A bad rate or cap stops the test with a one-line reason (argparse cannot bound them)."""
+    rate = options.arrival_rate
+    if not (rate == rate and 0 <= rate <= 10_000):  # NaN fails the first test
+        raise RuntimeError(f"--arrival-rate must be sign-ups per second from 0 (closed loop) "
+                           f"to 10000, got {rate!r}")
+    if not 1 <= options.max_in_flight <= 100_000:
+        raise RuntimeError(f"--max-in-flight must be 1..100000, got {options.max_in_flight!r}")
+
+
+@events.test_stopping.add_listener
+def _on_test_stopping(**_kw: Any) -> None:
+    # The schedule stops here; sign-ups in flight finish (bounded by --stop-timeout).
+    RUN["stopping"] = True
 
 
 def _json_request(method: str, url: str, body: Any = None) -> tuple[int, dict[str, Any]]:
@@ -148,10 +199,13 @@ def _on_request(request_type: str, name: str, response_time: float, exception: A
                 context: dict[str, Any] | None = None, **_kw: Any) -> None:
     context = context or {}
     # A request started response_time ago; a custom timing says when it started.
+    if name == cellfiles.START_LAG:
+        return  # the arrival's registration holds its lag; the event is for locust's UI
     start = context.get("start", time.time() - response_time / 1000)
     signup = context.get("signup_started", start)
     RECORDER.samples.append(Sample(name, request_type, start, round(response_time, 3),
-                                   exception is None, _in_warmup(signup)))
+                                   exception is None, _in_warmup(signup),
+                                   round(context.get("lag_ms", 0.0), 3)))
 
 
 @events.test_stop.add_listener
@@ -161,57 +215,53 @@ def _on_test_stop(environment: Environment, **_kw: Any) -> None:
         RECORDER.write(Path(out))
 
 
-class SignUpUser(FastHttpUser):
-    """A person signing up and confirming their address, over and over, with no think time."""
+@dataclass
+class SignUp:
+    """One person signing up and confirming their address, over ``client`` (their browser).
 
-    signup_started = 0.0
+    ``started`` is when the sign-up should have started (epoch seconds) and ``lag_ms`` how late
+    it did; both go into every sample of it through the request context."""
+
+    environment: Environment
+    client: Any  # a FastHttpSession
+    inbox: HTTPClient
+    record: Registration
+    started: float
+    lag_ms: float = 0.0
 
     def context(self) -> dict[str, Any]:
-        # Added by locust to every request's event: ties the request to its sign-up.
-        return {"signup_started": self.signup_started}
+        return {"signup_started": self.started, "lag_ms": self.lag_ms}
 
-    def on_start(self) -> None:
-        self.inbox = HTTPClient.from_url(
-            URL(_api(self.environment)), concurrency=1, connection_timeout=10,
-            network_timeout=_options(self.environment).inbox_deadline + 10)
-
-    def on_stop(self) -> None:
-        self.inbox.close()
-
-    @task
-    def sign_up(self) -> None:
+    def run(self) -> None:
         options = _options(self.environment)
-        self.signup_started = time.time()
-        form = self.client.get("/register", name=cellfiles.REGISTER_FORM)
+        record, context = self.record, self.context()
+        form = self.client.get("/register", name=cellfiles.REGISTER_FORM, context=context)
         match = CSRF.search(form.text or "")
         if not match:
             return
-        email = f"u-{uuid.uuid4().hex}@maillab.test"
-        record = Registration(email=email, sent_at=time.time(),
-                              warmup=_in_warmup(self.signup_started))
-        # Recorded before the POST, so an address the server may have seen is never uncounted.
-        RECORDER.registrations.append(record)
+        record.sent_at = time.time()
         started = time.perf_counter()
         with self.client.post("/register", name=cellfiles.REGISTER, allow_redirects=False,
-                              data={"email": email, "password": PASSWORD,
+                              data={"email": record.email, "password": PASSWORD,
                                     "csrf_token": match.group(1)},
-                              catch_response=True) as response:
+                              catch_response=True, context=context) as response:
             record.status = response.status_code
             if response.status_code != 303:
                 response.failure(f"expected 303, got {response.status_code}")
                 return
             response.success()
             location = response.headers.get("Location", "/register/sent")
-        self.client.get(location, name=cellfiles.REGISTER_SENT)
+        self.client.get(location, name=cellfiles.REGISTER_SENT, context=context)
         waited_ms = (time.perf_counter() - started) * 1000
         self._fire("INP", cellfiles.INP_PROXY, waited_ms + options.render_allowance_ms,
                    record.sent_at)
         if not RUN["expects_email"]:
             return
-        link = self._await_email(record, options.inbox_deadline)
+        link = self._await_email(record.sent_at, options.inbox_deadline)
         if link is None:
             return
-        with self.client.get(link, name=cellfiles.VERIFY, catch_response=True) as verified:
+        with self.client.get(link, name=cellfiles.VERIFY, catch_response=True,
+                             context=context) as verified:
             record.verify_status = verified.status_code
             if verified.status_code != 200:
                 verified.failure(f"verify answered {verified.status_code}")
@@ -222,26 +272,118 @@ class SignUpUser(FastHttpUser):
         self.environment.events.request.fire(
             request_type=request_type, name=name, response_time=ms, response_length=0,
             exception=RuntimeError(error) if error else None,
-            context={"start": started, "signup_started": self.signup_started})
+            context={"start": started, **self.context()})
 
-    def _await_email(self, record: Registration, deadline: float) -> str | None:
+    def _await_email(self, sent_at: float, deadline: float) -> str | None:
         """The verification link path, or None after firing a time_to_inbox failure."""
+        record = self.record
         query = f"/api/messages?to={quote(record.email)}&wait={deadline:g}"
         inbox = cellfiles.TIME_TO_INBOX
         try:
             response = self.inbox.get(query)
             messages = json.loads(response.read())
         except Exception as exc:  # the failure is reported as a sample, with its reason
-            self._fire("EMAIL", inbox, deadline * 1000, record.sent_at,
+            self._fire("EMAIL", inbox, deadline * 1000, sent_at,
                        f"fakesmtp long-poll failed: {exc!r}")
             return None
         if not messages:
-            self._fire("EMAIL", inbox, deadline * 1000, record.sent_at,
+            self._fire("EMAIL", inbox, deadline * 1000, sent_at,
                        f"no email within {deadline:g} s")
             return None
         message = messages[-1]
-        inbox_ms = max(0.0, (message["received_at"] - record.sent_at) * 1000)
+        inbox_ms = max(0.0, (message["received_at"] - sent_at) * 1000)
         record.inbox_ms = round(inbox_ms, 3)
-        self._fire("EMAIL", inbox, inbox_ms, record.sent_at)
+        self._fire("EMAIL", inbox, inbox_ms, sent_at)
         found = VERIFY_LINK.search(" ".join(message.get("links", [])))
         return found.group(0) if found else None
+
+
+def _new_registration(intended_at: float, lag_ms: float | None = 0.0,
+                      dropped: bool = False) -> Registration:
+    """A sign-up's record, kept from the moment it arrives, so every arrival is counted."""
+    record = Registration(email=f"u-{uuid.uuid4().hex}@maillab.test", sent_at=None,
+                          warmup=_in_warmup(intended_at), intended_at=intended_at,
+                          lag_ms=None if lag_ms is None else round(lag_ms, 3), dropped=dropped)
+    RECORDER.registrations.append(record)
+    return record
+
+
+class SignUpUser(FastHttpUser):
+    """Closed loop: signs up over and over with no think time. Open loop (``--arrival-rate``):
+    the first user runs the arrival schedule, and every arrival is a new person."""
+
+    def on_start(self) -> None:
+        options = _options(self.environment)
+        open_loop = options.arrival_rate > 0
+        self.inbox = HTTPClient.from_url(
+            URL(_api(self.environment)), concurrency=options.max_in_flight if open_loop else 1,
+            connection_timeout=10, network_timeout=options.inbox_deadline + 10)
+        self.arrivals: Group | None = None
+        if open_loop:
+            if RUN["scheduler"] is not None:
+                raise StopUser()  # one schedule per test: more would multiply the rate
+            RUN["scheduler"] = self
+
+    def on_stop(self) -> None:
+        if self.arrivals is not None:  # killed at --stop-timeout: so are its sign-ups
+            self.arrivals.kill(block=True, timeout=5)
+        self.inbox.close()
+
+    @task
+    def sign_up(self) -> None:
+        rate = _options(self.environment).arrival_rate
+        if rate > 0:
+            self._run_schedule(rate)
+            return
+        started = time.time()
+        SignUp(self.environment, self.client, self.inbox, _new_registration(started),
+               started).run()
+
+    def _run_schedule(self, rate: float) -> None:
+        """Start a sign-up at every arrival until the test stops, then let those in flight
+        finish. Scheduled on the monotonic clock; recorded in epoch seconds."""
+        options = _options(self.environment)
+        rng = random.Random(options.arrival_seed)
+        poisson = options.arrivals == "poisson"
+        self.arrivals = Group()
+        epoch, origin = time.time(), time.monotonic()
+        # The warm-up is the schedule's first seconds, so it holds exactly rate x warm-up.
+        RUN["warmup_until"] = epoch + options.warmup
+        offset = 0.0  # seconds after origin of the next arrival
+        count = 0
+        while not RUN["stopping"]:
+            offset = rng.expovariate(rate) + offset if poisson else count / rate
+            count += 1
+            due = origin + offset
+            while not RUN["stopping"] and (delay := due - time.monotonic()) > 0:
+                gevent.sleep(min(delay, 0.25))
+            if RUN["stopping"]:
+                break
+            intended = epoch + offset
+            if len(self.arrivals) >= options.max_in_flight:
+                _new_registration(intended, lag_ms=None, dropped=True)
+                self.environment.events.request.fire(
+                    request_type="ARRIVAL", name=cellfiles.START_LAG, response_time=0,
+                    response_length=0, exception=RuntimeError(
+                        f"dropped: {options.max_in_flight} sign-ups already in flight"),
+                    context={})
+                continue
+            self.arrivals.spawn(self._arrive, intended, due)
+        self.arrivals.join(timeout=max(1.0, (self.environment.stop_timeout or 0) - 2))
+        self.arrivals.kill(block=True, timeout=5)
+
+    def _arrive(self, intended: float, due: float) -> None:
+        lag_ms = max(0.0, (time.monotonic() - due) * 1000)
+        self.environment.events.request.fire(
+            request_type="ARRIVAL", name=cellfiles.START_LAG, response_time=lag_ms,
+            response_length=0, exception=None, context={})
+        record = _new_registration(intended, lag_ms)
+        # A new person: their own connection and cookies, nothing shared with other arrivals.
+        client = FastHttpSession(
+            self.host, self.environment.events.request, user=None, concurrency=1,
+            network_timeout=self.network_timeout, connection_timeout=self.connection_timeout,
+            max_redirects=self.max_redirects, max_retries=self.max_retries)
+        try:
+            SignUp(self.environment, client, self.inbox, record, intended, lag_ms).run()
+        finally:
+            client.client.clientpool.close()

@@ -1,12 +1,24 @@
 """Bench profiles: which cells to run and how, from ``loadtests/profiles/<name>.toml``.
 
-Keys (every one optional but ``variants``, ``latencies_ms`` and ``users``)::
+Keys (every one optional but ``variants``, ``latencies_ms``, and ``rates`` in open loop or
+``users`` in closed loop)::
 
     description = "..."
     variants = ["baseline", "sync", "threaded", "queued"]
     latencies_ms = [0, 500, 5000]      # fakesmtp latency after the final dot
-    users = [10]                       # locust users, closed loop, no think time
-    duration_s = 12                    # measured time per cell
+    mode = "open"                      # "open": sign-ups arrive on a schedule, the same for
+                                       # every variant; "closed": locust users, no think time
+    rates = [10]                       # open loop: sign-ups per second, one cell each
+    arrivals = "constant"              # open loop: "constant" gaps or "poisson" (seeded)
+    seed = 1                           # the Poisson schedule's seed
+    max_in_flight = 1000               # open loop: sign-ups running at once; an arrival past
+                                       # it is dropped (and counted)
+    min_signups = 200                  # open loop: the measured window is long enough for this
+                                       # many arrivals (or duration_s, if longer)
+    max_start_lag_ms = 25              # open loop: a cell whose start lag p99 is above this is
+                                       # invalid (the load generator could not keep the schedule)
+    users = [10]                       # closed loop: locust users, no think time
+    duration_s = 12                    # measured time per cell (at least; see min_signups)
     warmup_s = 3                       # run before it, left out of the stats
     workers = 2                        # gunicorn workers
     threads = 8                        # gunicorn threads per worker
@@ -40,12 +52,23 @@ class ProfileError(ValueError):
     pass
 
 
+MODES = ("open", "closed")
+ARRIVALS = ("constant", "poisson")
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
     variants: tuple[str, ...]
     latencies_ms: tuple[int, ...]
-    users: tuple[int, ...]
+    users: tuple[int, ...] = ()
+    rates: tuple[float, ...] = ()
+    mode: str = "open"
+    arrivals: str = "constant"
+    seed: int = 1
+    max_in_flight: int = 1000
+    min_signups: int = 200
+    max_start_lag_ms: float = 25.0
     description: str = ""
     duration_s: float = 10.0
     warmup_s: float = 2.0
@@ -59,18 +82,27 @@ class Profile:
     enumeration_samples: int = 0
     source: str = field(default="", compare=False)
 
+    @property
+    def open_loop(self) -> bool:
+        return self.mode == "open"
+
     def cells(self) -> list[CellKey]:
-        return grid(self.variants, self.latencies_ms, self.users)
+        if self.open_loop:
+            return grid(self.variants, self.latencies_ms, rates=self.rates)
+        return grid(self.variants, self.latencies_ms, users=self.users)
 
-    @property
-    def run_time_s(self) -> int:
-        """locust's --run-time takes whole seconds: warm-up plus duration, rounded up."""
-        return math.ceil(self.warmup_s + self.duration_s)
+    def run_time_s(self, key: CellKey) -> int:
+        """locust's --run-time takes whole seconds: warm-up plus the measured window, rounded
+        up. In open loop the window holds at least ``min_signups`` arrivals, plus one second so
+        the last of them is not cut at the edge."""
+        duration = self.duration_s
+        if key.load.rate:
+            duration = max(duration, self.min_signups / key.load.rate + 1)
+        return math.ceil(self.warmup_s + duration)
 
-    @property
-    def measured_s(self) -> float:
+    def measured_s(self, key: CellKey) -> float:
         """The measured window: the run time after the warm-up."""
-        return self.run_time_s - self.warmup_s
+        return self.run_time_s(key) - self.warmup_s
 
     def settings(self) -> dict[str, Any]:
         """Every setting, as results.json records it (the name is the document's "profile")."""
@@ -98,14 +130,30 @@ class Profile:
                      f"{', '.join(VARIANTS)}")
         if not self.latencies_ms or any(not 0 <= x <= 120_000 for x in self.latencies_ms):
             fail("latencies_ms", "must be a non-empty list of 0..120000")
-        if not self.users or any(not 1 <= x <= 1000 for x in self.users):
-            fail("users", "must be a non-empty list of 1..1000")
+        if self.mode not in MODES:
+            fail("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.arrivals not in ARRIVALS:
+            fail("arrivals", f"must be one of {', '.join(ARRIVALS)}, got {self.arrivals!r}")
+        if self.open_loop:
+            if not self.rates:
+                fail("rates", "must be a non-empty list of sign-ups per second in open loop "
+                     "(mode = \"open\")")
+            for rate in self.rates:
+                if not math.isfinite(rate) or not 0 < rate <= 10_000:
+                    fail("rates", f"must be sign-ups per second above 0 and at most 10000, "
+                         f"got {rate!r}")
+        elif not self.users:
+            fail("users", "must be a non-empty list in closed loop (mode = \"closed\")")
+        if any(not 1 <= x <= 1000 for x in self.users):
+            fail("users", "must be a list of 1..1000")
         for key, low, high in (("duration_s", 1, 3600), ("warmup_s", 0, 600),
                                ("workers", 1, 64), ("threads", 1, 1024),
                                ("worker_threads", 1, 1024),
                                ("inbox_deadline_s", 1, 600), ("drain_s", 0, 600),
                                ("render_allowance_ms", 0, 1000),
-                               ("enumeration_samples", 0, 5000)):
+                               ("enumeration_samples", 0, 5000), ("seed", 0, 2**32 - 1),
+                               ("max_in_flight", 1, 10_000), ("min_signups", 1, 100_000),
+                               ("max_start_lag_ms", 0, 60_000)):
             value = getattr(self, key)
             if not low <= value <= high:
                 fail(key, f"must be between {low} and {high}, got {value!r}")
@@ -131,17 +179,18 @@ def profile_from_mapping(name: str, data: dict[str, Any], source: str) -> Profil
     if unknown:
         raise ProfileError(f"{source}: unknown key {unknown[0]!r}; "
                            f"keys: {', '.join(sorted(known))}")
-    for key in ("variants", "latencies_ms", "users"):
+    for key in ("variants", "latencies_ms"):
         if key not in data:
             raise ProfileError(f"{source}: {key} is required")
     values: dict[str, Any] = {}
     for key, value in data.items():
         expected = _TYPES[key]
-        if key in ("variants", "latencies_ms", "users"):
+        if key in _LISTS:
             if not isinstance(value, list) or not all(
                     isinstance(x, expected) and not isinstance(x, bool) for x in value):
-                raise ProfileError(f"{source}: {key} must be a list of {expected.__name__}")
-            values[key] = tuple(value)
+                plural = _NAMES[key].split(" ", 1)[1] + "s"
+                raise ProfileError(f"{source}: {key} must be a list of {plural}")
+            values[key] = tuple(float(x) for x in value) if key == "rates" else tuple(value)
         else:
             if isinstance(value, bool) or not isinstance(value, expected):
                 raise ProfileError(f"{source}: {key} must be {_NAMES[key]}, got {value!r}")
@@ -151,8 +200,11 @@ def profile_from_mapping(name: str, data: dict[str, Any], source: str) -> Profil
     return profile
 
 
+_LISTS = ("variants", "latencies_ms", "users", "rates")
 _TYPES: dict[str, Any] = {
     "description": str, "variants": str, "latencies_ms": int, "users": int,
+    "rates": (int, float), "mode": str, "arrivals": str, "seed": int, "max_in_flight": int,
+    "min_signups": int, "max_start_lag_ms": (int, float),
     "duration_s": (int, float), "warmup_s": (int, float), "workers": int, "threads": int,
     "worker_threads": int,
     "password_hash": str, "inbox_deadline_s": (int, float), "drain_s": (int, float),

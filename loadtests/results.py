@@ -26,7 +26,7 @@ from pydantic.dataclasses import dataclass
 
 from apps.core.registry import VARIANTS
 from apps.core.registry import sends_email as variant_sends_email
-from loadtests.cellfiles import CellFileError, CellKey, CellSamples, grid, read_samples
+from loadtests.cellfiles import CellFileError, CellKey, CellSamples, Load, grid, read_samples
 from loadtests.stats import Rating
 
 SCHEMA: Literal["maillab.results/1"] = "maillab.results/1"
@@ -107,6 +107,17 @@ class Delivery:
 
 
 @dataclass(config=_CONFIG, kw_only=True)
+class Arrivals:
+    """The schedule against what happened: every arrival started, or was dropped."""
+
+    offered: Count = Field(description="measured arrivals the schedule asked for")
+    started: Count = Field(description="of those, how many began their sign-up")
+    dropped: Count = Field(description="could not start: the cap on sign-ups in flight")
+    lag_p50_ms: Ms = Field(description="how late sign-ups started against the schedule")
+    lag_p99_ms: Ms
+
+
+@dataclass(config=_CONFIG, kw_only=True)
 class Resources:
     peak_threads: Count | None = Field(description="most live threads over the app's processes")
     peak_queue_depth: Count | None = Field(description="most tasks waiting; null: no queue")
@@ -123,7 +134,11 @@ class CellResult:
 
     variant: Annotated[str, AfterValidator(_known_variant)]
     smtp_latency_ms: Count
-    users: Annotated[int, Field(ge=1)]
+    users: Annotated[int, Field(ge=1, description="closed loop: locust users; open loop: the "
+                                                 "cap on sign-ups in flight")]
+    mode: Literal["open", "closed"] = Field("closed", description="open: arrivals on a "
+                                            "schedule; closed: users with no think time")
+    rate: float | None = Field(None, gt=0, description="open loop: offered sign-ups per second")
     duration_s: float = Field(ge=0, description="the measured window")
     warmup_s: float | None = Field(None, description="left out of every statistic before it")
     register: RequestStats
@@ -132,6 +147,7 @@ class CellResult:
     time_to_inbox: InboxStats
     throughput_rps: float | None = Field(None, description="completed sign-ups per second")
     delivery: Delivery
+    arrivals: Arrivals | None = None
     resources: Resources
     load_generator: LoadGenerator | None = None
     files: str | None = Field(None, description="the cell's folder, relative to the run")
@@ -140,7 +156,13 @@ class CellResult:
 
     @property
     def key(self) -> CellKey:
-        return CellKey(self.variant, self.smtp_latency_ms, self.users)
+        return CellKey(self.variant, self.smtp_latency_ms, self.load)
+
+    @property
+    def load(self) -> Load:
+        if self.mode == "open" and self.rate:
+            return Load(rate=self.rate)
+        return Load(users=self.users)
 
     @property
     def label(self) -> str:
@@ -171,7 +193,7 @@ class CellResult:
 
 
 # The cell's axes and settings: a rule's variables, not measurements.
-VARIABLES = ("smtp_latency_ms", "users", "duration_s")
+VARIABLES = ("smtp_latency_ms", "users", "rate", "duration_s")
 _SETTINGS = (*VARIABLES, "warmup_s")
 
 
@@ -240,7 +262,9 @@ class Grid:
 
     variants: list[str]
     latencies_ms: list[int]
-    users: list[int]
+    users: list[int] = Field(default_factory=list)
+    rates: list[float] = Field(default_factory=list)
+    mode: Literal["open", "closed"] = "closed"
 
 
 _GRID = TypeAdapter(Grid)
@@ -298,7 +322,9 @@ class Results:
         asked = self.profile_settings
         if asked is None:
             return [c.key for c in self.cells]
-        return grid(asked["variants"], asked["latencies_ms"], asked["users"])
+        if asked.get("mode", "closed") == "open":
+            return grid(asked["variants"], asked["latencies_ms"], rates=asked["rates"])
+        return grid(asked["variants"], asked["latencies_ms"], users=asked["users"])
 
     @property
     def missing_cells(self) -> list[CellKey]:
@@ -457,16 +483,17 @@ class Run:
                       | {c.smtp_latency_ms for c in self.cells})
 
     @cached_property
-    def users(self) -> list[int]:
-        return sorted({k.users for k in self.results.expected_cells}
-                      | {c.users for c in self.cells})
+    def loads(self) -> list[Load]:
+        """Every load of the grid, closed-loop users first, then rates, each ascending."""
+        return sorted({k.load for k in self.results.expected_cells}
+                      | {c.load for c in self.cells})
 
     @property
     def complete(self) -> bool:
         return self.results.complete and not self.results.stopped_reason
 
-    def cell(self, variant: str, latency_ms: int, users: int) -> CellResult | None:
-        return self.results.cell(CellKey(variant, latency_ms, users))
+    def cell(self, variant: str, latency_ms: int, load: Load) -> CellResult | None:
+        return self.results.cell(CellKey(variant, latency_ms, load))
 
     def cell_dir(self, cell: CellResult) -> Path:
         return self.run_dir / cell.folder

@@ -1,6 +1,6 @@
 """The matrix runner behind ``maillab bench``: every cell of a profile, measured for real.
 
-For each cell (variant x SMTP latency x users) it starts a fresh app (fresh database) under
+For each cell (variant x SMTP latency x load) it starts a fresh app (fresh database) under
 gunicorn, and the variant's consumer where it has one; waits for health; runs locust
 headless as a child process (locust patches the interpreter with gevent, so it never runs in
 this one) with a warm-up left out of the stats; waits, bounded, for email still in flight;
@@ -197,8 +197,13 @@ class Bench:
                     watched: list[ManagedProcess]) -> int:
         profile = self.profile
         stop_timeout = profile.inbox_deadline_s + 15
-        args = ["-f", str(LOCUSTFILE), "--headless", "--users", str(key.users),
-                "--spawn-rate", str(key.users), "--run-time", f"{profile.run_time_s}s",
+        run_time = profile.run_time_s(key)
+        users = key.load.users or 1  # open loop: one user runs the schedule
+        args = ["-f", str(LOCUSTFILE), "--headless", "--users", str(users),
+                "--spawn-rate", str(users), "--run-time", f"{run_time}s",
+                "--arrival-rate", f"{key.load.rate:g}", "--arrivals", profile.arrivals,
+                "--arrival-seed", str(profile.seed),
+                "--max-in-flight", str(profile.max_in_flight),
                 "--stop-timeout", f"{stop_timeout:g}", "--host", app_url,
                 "--smtp-api", self.api_url, "--smtp-latency", f"{key.latency_ms}ms",
                 "--smtp-faults", "none", "--warmup", f"{profile.warmup_s:g}",
@@ -209,7 +214,7 @@ class Bench:
         locust = self.supervisor.spawn("locust", args, dict(os.environ),
                                        cell_dir / "locust.log", module="locust")
         sampler.watch_load(locust.popen.pid)
-        deadline = time.monotonic() + profile.run_time_s + stop_timeout + 60
+        deadline = time.monotonic() + run_time + stop_timeout + 60
         while locust.popen.poll() is None:
             self.supervisor.check(watched, when="during the cell")
             if time.monotonic() > deadline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -133,13 +134,40 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
                                  ctx, param) from None
 
 
+def _rate_list(ctx: click.Context, param: click.Parameter,
+               value: str | None) -> list[float] | None:
+    if value is None:
+        return None
+    rates = []
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        try:
+            rate = float(part)
+        except ValueError:
+            raise click.BadParameter(f"{part!r} is not a number of sign-ups per second",
+                                     ctx, param) from None
+        if not math.isfinite(rate) or not 0 < rate <= 10_000:
+            raise click.BadParameter(f"{part!r}: a rate must be sign-ups per second above 0 "
+                                     "and at most 10000", ctx, param)
+        rates.append(rate)
+    if not rates:
+        raise click.BadParameter("give at least one rate, e.g. 10,20", ctx, param)
+    return rates
+
+
 @cli.command()
 @click.option("--profile", "profile_name", default="quick", show_default=True,
               help="A profile in loadtests/profiles (smoke, quick, full) or a .toml path.")
 @click.option("--variants", default=None, help="Comma-separated, e.g. sync,threaded.")
 @click.option("--latencies", callback=_int_list, default=None,
               help="SMTP latencies in ms, comma-separated, e.g. 0,500,5000.")
-@click.option("--users", callback=_int_list, default=None, help="Comma-separated, e.g. 1,10.")
+@click.option("--rates", callback=_rate_list, default=None,
+              help="Open loop: sign-ups per second, comma-separated, e.g. 10,20.")
+@click.option("--users", callback=_int_list, default=None,
+              help="Closed loop: locust users, comma-separated, e.g. 1,10 (implies --mode "
+                   "closed).")
+@click.option("--mode", type=click.Choice(["open", "closed"]), default=None,
+              help="open: arrivals on a schedule, the same for every variant; closed: users "
+                   "with no think time [default: the profile's].")
 @click.option("--duration", type=click.FloatRange(1, 3600), default=None,
               help="Measured seconds per cell.")
 @click.option("--warmup", type=click.FloatRange(0, 600), default=None,
@@ -157,7 +185,8 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--baseline", type=click.Path(file_okay=False, exists=True, path_type=Path),
               default=None, help="A stored run for --gate to compare with.")
 def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
-          users: list[int] | None, duration: float | None, warmup: float | None,
+          rates: list[float] | None, users: list[int] | None, mode: str | None,
+          duration: float | None, warmup: float | None,
           out: Path | None, smtp_port: int, smtp_api_port: int, gate_after: bool,
           rules_file: Path | None, baseline: Path | None) -> None:
     """Measure every variant under the profile's SMTP latencies and loads; write results.json."""
@@ -176,10 +205,16 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
     from maillab.bench import Bench, BenchError, Stopped, new_run_dir
 
     results_root = Path("results")
+    if rates and users:
+        raise click.UsageError("--rates (open loop) and --users (closed loop) exclude each "
+                               "other")
+    if mode is None and (rates or users):
+        mode = "open" if rates else "closed"
     try:
         profile = load_profile(profile_name).with_overrides(
             variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
-            latencies_ms=latencies, users=users, duration_s=duration, warmup_s=warmup)
+            latencies_ms=latencies, rates=rates, users=users, mode=mode, duration_s=duration,
+            warmup_s=warmup)
         require_free("--smtp-port", smtp_port)
         require_free("--smtp-api-port", smtp_api_port)
         run_dir = new_run_dir(results_root, profile, out)
@@ -187,8 +222,11 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
         raise click.ClickException(str(exc)) from None
     console = Console(width=None if sys.stdout.isatty() else 160)
     cells = profile.cells()
-    console.print(f"maillab bench: profile {profile.name} ({len(cells)} cells, "
-                  f"{profile.warmup_s:g} s warm-up + {profile.duration_s:g} s each), "
+    load = (f"open loop, {profile.arrivals} arrivals, the same rate for every variant, "
+            f"{profile.min_signups}+ measured sign-ups" if profile.open_loop
+            else f"closed loop, {profile.duration_s:g} s measured")
+    console.print(f"maillab bench: profile {profile.name} ({len(cells)} cells, {load}, "
+                  f"{profile.warmup_s:g} s warm-up each), "
                   f"gunicorn {profile.workers}x{profile.threads} gthread, queue consumer "
                   f"{profile.worker_threads} threads, passwords hashed "
                   f"with {profile.password_hash} (cheap on purpose), results in {run_dir}")
@@ -314,7 +352,7 @@ def _print_summary(console: Any, results: Results) -> None:
     from rich.table import Table
 
     table = Table(title=f"maillab {results.profile}: medians and p95 from every sample")
-    for column in ("variant", "SMTP", "users", "register p50", "p95", "INP proxy p75",
+    for column in ("variant", "SMTP", "load", "register p50", "p95", "INP proxy p75",
                    "inbox p50", "done/s", "delivered", "missing", "dup", "peak thr", "peak q",
                    "valid"):
         table.add_column(column, justify="left" if column == "variant" else "right")
@@ -328,7 +366,7 @@ def _print_summary(console: Any, results: Results) -> None:
     for cell in results.cells:
         d = cell.delivery
         table.add_row(
-            cell.variant, f"{cell.smtp_latency_ms} ms", str(cell.users),
+            cell.variant, f"{cell.smtp_latency_ms} ms", cell.load.short,
             ms(cell.metric("register", "p50_ms")), ms(cell.metric("register", "p95_ms")),
             f"{ms(cell.metric('inp_proxy', 'p75_ms'))} {cell.inp_proxy.rating or ''}",
             ms(cell.metric("time_to_inbox", "p50_ms")), ms(cell.metric("throughput_rps")),

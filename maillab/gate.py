@@ -3,18 +3,22 @@
 Rules (TOML, ``rules = ["...", ...]``) read like k6 thresholds::
 
     *.delivery.missing == 0
-    threaded.register.p95_ms < 50
+    *.arrivals.dropped == 0
+    queued.register.p95_ms < baseline.register.p95_ms * 1.5 + 5
     queued{latency=500}.time_to_inbox.p95_ms < smtp_latency_ms + 200
-    sync.register.p50_ms >= smtp_latency_ms
+    sync{rate=10}.register.p50_ms >= smtp_latency_ms
 
 ``SELECTOR.METRIC.STAT OP EXPRESSION`` (or ``SELECTOR.METRIC OP ...`` for a metric that is
 a single number, such as ``throughput_rps``): the selector is a variant or ``*``, optionally
-with ``{latency=MS,users=N}``; the right side is arithmetic over numbers and the cell's
-variables (:data:`loadtests.results.VARIABLES`). The metrics and statistics a rule may name
-are the results model's (:data:`loadtests.results.METRICS`). A rule is checked on every cell
-it selects. A name the model does not know is a rule error (exit 2, with a suggestion); a
-known metric the run lacks, or a selector no cell matches, fails the rule: never a silent
-pass.
+with ``{latency=MS,rate=R,users=N}``; the right side is arithmetic over numbers, the cell's
+variables (:data:`loadtests.results.VARIABLES`) and other variants' figures in the same cell
+position (``baseline.register.p95_ms``: the baseline at the same SMTP latency and load), so
+a rule can hold a variant to the floor measured in the same run rather than to absolute
+milliseconds on a noisy machine. The metrics and statistics a rule may name are the results
+model's (:data:`loadtests.results.METRICS`). A rule is checked on every cell it selects. A
+name the model does not know is a rule error (exit 2, with a suggestion); a known metric the
+run lacks, a variant the run has no cell of at that position, or a selector no cell matches,
+fails the rule: never a silent pass.
 
 Comparison with a baseline run: for each cell present in both, register, verify and time to
 inbox are compared on their measured samples with a one-sided Mann-Whitney U test; a
@@ -32,12 +36,14 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from apps.core.registry import VARIANTS
 from loadtests import cellfiles
+from loadtests.cellfiles import CellKey
 from loadtests.results import (
     METRICS,
     VARIABLES,
@@ -71,7 +77,7 @@ class RuleError(ValueError):
 class Rule:
     text: str
     variant: str
-    filters: tuple[tuple[str, int], ...]
+    filters: tuple[tuple[str, float], ...]
     metric: str
     stat: str | None
     op: str
@@ -80,11 +86,52 @@ class Rule:
     def selects(self, cell: CellResult) -> bool:
         if self.variant not in ("*", cell.variant):
             return False
-        keys = {"latency": cell.smtp_latency_ms, "users": cell.users}
+        load = cell.load
+        keys = {"latency": cell.smtp_latency_ms, "users": load.users, "rate": load.rate}
         return all(keys[name] == value for name, value in self.filters)
 
 
 # -- rules ---------------------------------------------------------------------------------
+
+def _metric_name(text: str, where: str, metric: str, stat: str | None) -> None:
+    """Raise a :class:`RuleError` unless ``metric`` (with ``stat``) is in the results model;
+    ``where`` names a reference on the right side ("" for the rule's own metric)."""
+    at = f" in {where}" if where else ""
+    if metric not in METRICS:
+        raise RuleError(f"rule {text!r}: unknown metric {metric!r}{at}"
+                        f"{_suggest(metric, METRICS)}")
+    stats = METRICS[metric]
+    if stats and stat is None:
+        raise RuleError(f"rule {text!r}: {metric}{at} needs a statistic; one of "
+                        f"{', '.join(stats)}")
+    if not stats and stat is not None:
+        raise RuleError(f"rule {text!r}: {metric}{at} is a single number; write "
+                        f"{metric} alone")
+    if stat is not None and stat not in stats:
+        raise RuleError(f"rule {text!r}: {metric}{at} has no {stat!r}{_suggest(stat, stats)}")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """``VARIANT.METRIC[.STAT]`` on a rule's right side: that variant's figure in the cell at
+    the same SMTP latency and load as the cell being checked."""
+
+    variant: str
+    metric: str
+    stat: str | None
+
+    @classmethod
+    def parse(cls, token: str, rule: str) -> Reference:
+        parts = token.split(".")
+        if len(parts) not in (2, 3):
+            raise RuleError(f"rule {rule!r}: {token!r} is not VARIANT.METRIC.STAT")
+        if parts[0] not in VARIANTS:
+            raise RuleError(f"rule {rule!r}: unknown variant {parts[0]!r} in {token!r}"
+                            f"{_suggest(parts[0], VARIANTS)}")
+        reference = cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+        _metric_name(rule, repr(token), reference.metric, reference.stat)
+        return reference
+
 
 def parse_rule(text: str) -> Rule:
     match = _RULE.match(text)
@@ -95,25 +142,29 @@ def parse_rule(text: str) -> Rule:
     if match["variant"] != "*" and match["variant"] not in VARIANTS:
         raise RuleError(f"rule {text!r}: unknown variant {match['variant']!r}"
                         f"{_suggest(match['variant'], VARIANTS)}")
-    if metric not in METRICS:
-        raise RuleError(f"rule {text!r}: unknown metric {metric!r}{_suggest(metric, METRICS)}")
-    stats = METRICS[metric]
-    if stats and stat is None:
-        raise RuleError(f"rule {text!r}: {metric} needs a statistic; one of {', '.join(stats)}")
-    if not stats and stat is not None:
-        raise RuleError(f"rule {text!r}: {metric} is a single number; write {metric} alone")
-    if stat is not None and stat not in stats:
-        raise RuleError(f"rule {text!r}: {metric} has no {stat!r}{_suggest(stat, stats)}")
-    filters = []
+    _metric_name(text, "", metric, stat)
+    filters: list[tuple[str, float]] = []
     for part in filter(None, (p.strip() for p in (match["filters"] or "").split(","))):
-        name, _, value = part.partition("=")
-        if name.strip() not in ("latency", "users") or not value.strip().isdigit():
-            raise RuleError(f"rule {text!r}: selector filter {part!r} must be latency=MS or "
-                            "users=N")
-        filters.append((name.strip(), int(value)))
-    evaluate(match["rhs"], {v: 1.0 for v in VARIABLES}, text)  # fails now on a bad expression
+        name, _, value = (s.strip() for s in part.partition("="))
+        number = _filter_value(value)
+        if name not in ("latency", "users", "rate") or number is None:
+            raise RuleError(f"rule {text!r}: selector filter {part!r} must be latency=MS, "
+                            "rate=R or users=N")
+        filters.append((name, number))
+    # Fails now on a bad expression or reference, before any cell is checked.
+    def checked(token: str) -> float:
+        Reference.parse(token, text)
+        return 1.0
+
+    evaluate(match["rhs"], {v: 1.0 for v in VARIABLES}, text, checked)
     return Rule(text.strip(), match["variant"], tuple(filters), metric, stat, match["op"],
                 match["rhs"])
+
+
+def _filter_value(text: str) -> float | None:
+    if not re.fullmatch(r"\d+(\.\d+)?", text):
+        return None
+    return float(text)
 
 
 def load_rules(path: Path) -> list[Rule]:
@@ -134,9 +185,11 @@ def _suggest(word: str, known: Any) -> str:
     return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
 
 
-def evaluate(expression: str, variables: dict[str, float], rule: str = "") -> float:
-    """Arithmetic over numbers and ``variables``: + - * / and parentheses, nothing else."""
-    tokens = re.findall(r"\d+\.?\d*|\.\d+|[A-Za-z_]\w*|[-+*/()]|\S", expression)
+def evaluate(expression: str, variables: dict[str, float], rule: str = "",
+             reference: Callable[[str], float] | None = None) -> float:
+    """Arithmetic over numbers and ``variables``: + - * / and parentheses, nothing else. A
+    dotted name (``baseline.register.p95_ms``) is passed to ``reference`` for its value."""
+    tokens = re.findall(r"\d+\.?\d*|\.\d+|[A-Za-z_]\w*(?:\.\w+)*|[-+*/()]|\S", expression)
     position = 0
 
     def fail(why: str) -> RuleError:
@@ -166,7 +219,10 @@ def evaluate(expression: str, variables: dict[str, float], rule: str = "") -> fl
             return float(token)
         if token in variables:
             return float(variables[token])
-        raise fail(f"unknown name {token!r} (names: {', '.join(VARIABLES)})")
+        if "." in token and reference is not None:
+            return reference(token)
+        raise fail(f"unknown name {token!r} (names: {', '.join(VARIABLES)}, or "
+                   "VARIANT.METRIC.STAT)")
 
     def product() -> float:
         value = atom()
@@ -203,8 +259,13 @@ def check_rules(results: Results, rules: list[Rule]) -> list[RuleOutcome]:
                                         limit=rule.rhs, verdict="error",
                                         detail="no cell of this run matches the selector"))
         for cell in cells:
-            limit = evaluate(rule.rhs, {name: float(getattr(cell, name)) for name in VARIABLES},
-                             rule.text)
+            variables = {name: float(getattr(cell, name) or 0) for name in VARIABLES}
+            try:
+                limit = evaluate(rule.rhs, variables, rule.text, _same_position(results, cell))
+            except _Unmeasured as absent:
+                outcomes.append(RuleOutcome(rule=rule.text, cell=cell.label, measured=None,
+                                            limit=rule.rhs, verdict="error", detail=str(absent)))
+                continue
             value = cell.metric(rule.metric, rule.stat)
             shown = f"{rule.op} {limit:g}"
             if value is None:
@@ -217,6 +278,27 @@ def check_rules(results: Results, rules: list[Rule]) -> list[RuleOutcome]:
             outcomes.append(RuleOutcome(rule=rule.text, cell=cell.label, measured=value,
                                         limit=shown, verdict="pass" if ok else "fail"))
     return outcomes
+
+
+class _Unmeasured(LookupError):
+    """A rule's right side names a figure the run does not have; the message says which."""
+
+
+def _same_position(results: Results, cell: CellResult) -> Callable[[str], float]:
+    """Resolve ``VARIANT.METRIC.STAT`` in the cell at ``cell``'s SMTP latency and load."""
+
+    def value(token: str) -> float:
+        reference = Reference.parse(token, token)
+        other = results.cell(CellKey(reference.variant, cell.smtp_latency_ms, cell.load))
+        if other is None:
+            raise _Unmeasured(f"this run has no {reference.variant} cell at "
+                              f"{cell.smtp_latency_ms} ms and {cell.load.title} for {token}")
+        found = other.metric(reference.metric, reference.stat)
+        if found is None:
+            raise _Unmeasured(f"{other.label} has no {token.split('.', 1)[1]}")
+        return found
+
+    return value
 
 
 # -- validity and comparability --------------------------------------------------------------

@@ -16,6 +16,7 @@ from loadtests import cellfiles
 from loadtests.cellfiles import CellKey, CellSamples, Registration, Series
 from loadtests.profiles import Profile
 from loadtests.results import (
+    Arrivals,
     CellResult,
     Delivery,
     InboxStats,
@@ -91,9 +92,23 @@ def delivery(registrations: Sequence[Registration], capture: Capture,
         warmup_excluded=len(accepted) - len(measured))
 
 
+def arrivals(registrations: Sequence[Registration]) -> Arrivals:
+    """The measured sign-ups' schedule against what happened: started or dropped, and how
+    late the started ones began."""
+    measured = [r for r in registrations if not r.warmup]
+    lags = sorted(r.lag_ms for r in measured if r.lag_ms is not None and not r.dropped)
+    dropped = sum(1 for r in measured if r.dropped)
+    return Arrivals(offered=len(measured), started=len(measured) - dropped, dropped=dropped,
+                    lag_p50_ms=_ms(percentile(lags, 50)), lag_p99_ms=_ms(percentile(lags, 99)))
+
+
 def summarize_cell(key: CellKey, profile: Profile, observed: Observed,
                    files: str | None = None) -> CellResult:
-    window = profile.measured_s
+    schedule = arrivals(observed.registrations)
+    window = profile.measured_s(key)
+    if key.load.rate and schedule.offered:
+        # The schedule's own span: locust's run time also holds its start-up.
+        window = schedule.offered / key.load.rate
     samples = observed.samples
     inp = samples[cellfiles.INP_PROXY].times
     inp_p75 = _ms(percentile(inp, 75))
@@ -101,16 +116,19 @@ def summarize_cell(key: CellKey, profile: Profile, observed: Observed,
     verify = request_stats(samples[cellfiles.VERIFY], window)
     counts = delivery(observed.registrations, observed.capture, observed.sends_email)
     completed = verify.count if observed.sends_email else register.count
-    valid, warnings = _validity(observed, register, counts, profile)
+    valid, warnings = _validity(observed, register, counts, schedule, profile)
+    rate = key.load.rate or None
     return CellResult(
-        variant=key.variant, smtp_latency_ms=key.latency_ms, users=key.users,
+        variant=key.variant, smtp_latency_ms=key.latency_ms,
+        users=profile.max_in_flight if rate else key.load.users,
+        mode="open" if rate else "closed", rate=rate,
         duration_s=window, warmup_s=profile.warmup_s,
         register=register, verify=verify,
         inp_proxy=InpProxy(p75_ms=inp_p75, rating=inp_rating(inp_p75),
                            render_allowance_ms=round(profile.render_allowance_ms, 3)),
         time_to_inbox=inbox_stats(samples[cellfiles.TIME_TO_INBOX]),
         throughput_rps=round(completed / window, 3) if window > 0 else 0.0,
-        delivery=counts,
+        delivery=counts, arrivals=schedule,
         resources=Resources(peak_threads=observed.peak_threads or None,
                             peak_queue_depth=observed.peak_queue_depth),
         load_generator=LoadGenerator(cpu_percent=observed.load_cpu_percent),
@@ -118,9 +136,17 @@ def summarize_cell(key: CellKey, profile: Profile, observed: Observed,
 
 
 def _validity(observed: Observed, register: RequestStats, counts: Delivery,
-              profile: Profile) -> tuple[bool, list[str]]:
+              schedule: Arrivals, profile: Profile) -> tuple[bool, list[str]]:
     """Whether the cell's figures can be trusted, and every reason to doubt them."""
     valid, warnings = True, []
+    lag = schedule.lag_p99_ms
+    if lag is not None and lag > profile.max_start_lag_ms:
+        valid = False
+        warnings.append(f"the load generator could not keep the schedule: start lag p99 "
+                        f"{lag:.1f} ms is above the {profile.max_start_lag_ms:g} ms bound")
+    if schedule.dropped:
+        warnings.append(f"{schedule.dropped} of {schedule.offered} arrivals were dropped: "
+                        f"{profile.max_in_flight} sign-ups were already in flight")
     cpu = observed.load_cpu_percent
     if cpu is not None and cpu > SATURATED_CPU_PERCENT:
         valid = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loadtests.cellfiles import Load
 from loadtests.results import CellResult
 from loadtests.stats import GOOD_MS, POOR_MS
 from reports.data import Condition, ReportRun
@@ -19,11 +20,11 @@ from reports.figures import (
     grid_shape,
     latency_axis,
     legend,
+    load_text,
     new_figure,
     panel_note,
     plain_ticks,
     save,
-    users_text,
 )
 from reports.style import (
     DUPLICATE_HATCH,
@@ -42,8 +43,8 @@ NO_CELLS = "the run finished no cell, so there is nothing to draw"
 
 def register_vs_latency(run: ReportRun, out_dir: Path) -> Chart:
     name, title = "register_vs_latency", "Sign-up response time against SMTP latency"
-    users = run.focus_users
-    how = (f"Lower is better. Each line is a variant at {users_text(users)}; the shaded grey "
+    load = run.focus_load
+    how = (f"Lower is better. Each line is a variant at {load_text(load)}; the shaded grey "
            "band is the baseline, which sends no email: the floor any variant can reach. The "
            "dotted diagonal is a response that waits exactly the SMTP latency.")
     if not run.cells:
@@ -54,13 +55,13 @@ def register_vs_latency(run: ReportRun, out_dir: Path) -> Chart:
     positive = [v for v in values if v]
     floor = min(positive, default=1.0) / 2
     missing = [f"{v} @ {lat} ms" for v in run.variants for lat in run.latencies
-               if run.cell(v, lat, users or 0) is None]
+               if run.at(v, lat, load) is None]
     xlabel = ""
     for ax, (key, label) in zip(axes[0], stats, strict=True):
         xlabel = latency_axis(ax, run.latencies)
         for variant in run.variants:
             points = [(lat, cell.metric("register", key)) for lat in run.latencies
-                      if (cell := run.cell(variant, lat, users or 0)) is not None]
+                      if (cell := run.at(variant, lat, load)) is not None]
             points = [(x, y) for x, y in points if y]
             if not points:
                 continue
@@ -92,14 +93,14 @@ def register_vs_latency(run: ReportRun, out_dir: Path) -> Chart:
     if missing:
         note = "not run: " + ", ".join(missing)
         panel_note(axes[0][2], ["not run:", *missing])
-    fig.suptitle(f"{title} ({users_text(users)})")
+    fig.suptitle(f"{title} ({load_text(load)})")
     return save(fig, out_dir, name, title, how, note)
 
 
 def inp_proxy_bands(run: ReportRun, out_dir: Path) -> Chart:
     name, title = "inp_proxy", "INP proxy p75 per variant and SMTP latency"
-    users = run.focus_users
-    how = (f"Bars at {users_text(users)}; the background says how a p75 like this would be "
+    load = run.focus_load
+    how = (f"Bars at {load_text(load)}; the background says how a p75 like this would be "
            f"rated as INP: good up to {GOOD_MS:g} ms, poor above {POOR_MS:g} ms. A bar in the "
            "red band is a sign-up a person feels stall. It is a proxy (response time plus a "
            "render allowance), not a browser measurement.")
@@ -129,7 +130,7 @@ def inp_proxy_bands(run: ReportRun, out_dir: Path) -> Chart:
     for i, lat in enumerate(lats):
         for j, variant in enumerate(variants):
             x = i + (j - (len(variants) - 1) / 2) * width
-            cell = run.cell(variant, lat, users or 0)
+            cell = run.at(variant, lat, load)
             value = cell.inp_proxy.p75_ms if cell else None
             if value is None:
                 missing.append(f"{variant} @ {lat} ms")
@@ -145,27 +146,41 @@ def inp_proxy_bands(run: ReportRun, out_dir: Path) -> Chart:
     ax.set_xticks(range(len(lats)), labels=[f"SMTP {lat} ms" for lat in lats])
     ax.set_xlim(-0.6, len(lats) - 0.4)
     ax.set_ylabel("INP proxy p75 (ms, log scale)")
-    ax.set_xlabel(f"SMTP latency, {users_text(users)}")
+    ax.set_xlabel(f"SMTP latency, {load_text(load)}")
     legend(ax, fontsize=8, loc="upper left", ncols=min(4, len(variants)))
-    ax.set_title(f"{title} ({users_text(users)})")
+    ax.set_title(f"{title} ({load_text(load)})")
     note = ("not measured: " + ", ".join(missing)) if missing else None
     return save(fig, out_dir, name, title, how, note)
 
 
-def throughput_vs_users(run: ReportRun, out_dir: Path) -> Chart:
-    name, title = "throughput_vs_users", "Throughput against users"
-    how = ("Higher is better: completed sign-ups per second (registered and verified; baseline "
-           "sends nothing, so its registrations count) as users grow, one panel per SMTP "
-           "latency. Where a line flattens, the variant has saturated.")
+def _loads_of_focus(run: ReportRun) -> list[Load]:
+    """The run's loads of the same kind as its focus load (rates, or users), ascending."""
+    focus = run.focus_load
+    if focus is None:
+        return []
+    return [load for load in run.loads if bool(load.rate) == bool(focus.rate)]
+
+
+def _load_axis(loads: list[Load]) -> tuple[list[float], str]:
+    if loads and loads[0].rate:
+        return [load.rate for load in loads], "offered sign-ups per second (log scale)"
+    return [float(load.users) for load in loads], "concurrent users (log scale)"
+
+
+def _against_load(run: ReportRun, out_dir: Path, name: str, title: str, how: str,
+                  ylabel: str, pick: Any) -> Chart:
+    """One panel per SMTP latency, one line per variant: ``pick(cell)`` against the load."""
     if not run.cells:
         return absent(name, title, how, NO_CELLS)
-    if len(run.users) < 2:
-        counts = ", ".join(map(str, run.users)) or "none"
-        return absent(name, title, how, f"not drawn: this profile runs one users count "
-                                        f"({counts}), so there is no curve against users; "
-                                        "each cell's throughput is in the tables")
+    loads = _loads_of_focus(run)
+    if len(loads) < 2:
+        shown = ", ".join(load.title for load in loads) or "none"
+        return absent(name, title, how, f"not drawn: this profile runs one load ({shown}), so "
+                                        "there is no curve against load; each cell's figures "
+                                        "are in the tables")
     from matplotlib.ticker import NullFormatter
 
+    xs_all, xlabel = _load_axis(loads)
     rows, cols = grid_shape(len(run.latencies))
     fig, axes = new_figure(4.2 * cols, 3.4 * rows + 0.5, rows, cols, sharey=True)
     missing = []
@@ -174,14 +189,14 @@ def throughput_vs_users(run: ReportRun, out_dir: Path) -> Chart:
         lacking = []
         for variant in run.variants:
             points = []
-            for users in run.users:
-                cell = run.cell(variant, lat, users)
-                value = cell.throughput_rps if cell else None
+            for x, load in zip(xs_all, loads, strict=True):
+                cell = run.cell(variant, lat, load)
+                value = pick(cell) if cell else None
                 if value:
-                    points.append((users, value))
+                    points.append((x, value))
                 else:
-                    lacking.append(f"{variant} @ {users} u: "
-                                   f"{'not run' if cell is None else 'none completed'}")
+                    lacking.append(f"{variant} @ {load.short}: "
+                                   f"{'not run' if cell is None else 'none measured'}")
             if points:
                 st = style(variant)
                 xs, ys = zip(*points, strict=True)
@@ -190,20 +205,39 @@ def throughput_vs_users(run: ReportRun, out_dir: Path) -> Chart:
         ax.set_xscale("log")
         ax.set_yscale("log")
         plain_ticks(ax.yaxis)
-        ax.set_xticks(run.users, labels=[str(u) for u in run.users])
+        ax.set_xticks(xs_all, labels=[f"{x:g}" for x in xs_all])
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"SMTP latency {lat} ms", fontsize=10)
-        ax.set_xlabel("concurrent users (log scale)")
+        ax.set_xlabel(xlabel)
         ax.grid(True, alpha=0.3)
         panel_note(ax, lacking)
         missing += [f"{lat} ms: {text}" for text in lacking]
     for index in range(len(run.latencies), rows * cols):
         axes[index // cols][index % cols].set_visible(False)
     for row in axes:
-        row[0].set_ylabel("completed sign-ups per second (log)")
+        row[0].set_ylabel(ylabel)
     legend(axes[0][0], fontsize=8)
     fig.suptitle(title)
     return save(fig, out_dir, name, title, how, "; ".join(missing) or None)
+
+
+def throughput_vs_load(run: ReportRun, out_dir: Path) -> Chart:
+    return _against_load(
+        run, out_dir, "throughput_vs_load", "Throughput against load",
+        "Higher is better: completed sign-ups per second (registered and verified; baseline "
+        "sends nothing, so its registrations count) as the load grows, one panel per SMTP "
+        "latency. In open loop a variant that keeps up sits on the offered rate; where its "
+        "line falls below the others, it could not.",
+        "completed sign-ups per second (log)", lambda cell: cell.throughput_rps)
+
+
+def latency_vs_load(run: ReportRun, out_dir: Path) -> Chart:
+    return _against_load(
+        run, out_dir, "latency_vs_load", "Sign-up response time against load",
+        "Lower is better: register p95, from when each sign-up should have started, as the "
+        "offered load grows, one panel per SMTP latency. A flat line is a variant with room to "
+        "spare; the bend upward (the hockey stick) is where it saturates and requests queue.",
+        "register p95 (ms, log)", lambda cell: cell.metric("register", "p95_ms"))
 
 
 def delivery(run: ReportRun, out_dir: Path) -> Chart:
@@ -224,13 +258,13 @@ def delivery(run: ReportRun, out_dir: Path) -> Chart:
     for i, cond in enumerate(conditions):
         for j, variant in enumerate(variants):
             x = i + (j - (len(variants) - 1) / 2) * width
-            cell = run.cell(variant, cond.latency_ms, cond.users)
+            cell = run.cell(variant, cond.latency_ms, cond.load)
             top = max(top, _delivery_bar(ax, x, width * 0.92, variant, cell, notes, cond))
     ax.set_ylim(0, top * 1.45)
     ax.set_xticks(range(len(conditions)), labels=[c.label for c in conditions])
     ax.set_xlim(-0.6, len(conditions) - 0.4)
     ax.set_ylabel("share of accepted registrations (%)")
-    ax.set_xlabel("cell: SMTP latency · users")
+    ax.set_xlabel("cell: SMTP latency · load")
     from matplotlib.patches import Patch
 
     handles, labels = ax.get_legend_handles_labels()
@@ -294,7 +328,7 @@ def resources(run: ReportRun, out_dir: Path) -> Chart:
     name, title = "resources", "Peak live threads and queue depth against load"
     how = ("What each variant spends to stay fast: left, the most threads the app's processes "
            "had alive at once; right, the most email tasks waiting in the queue (only queued "
-           "has one). A line that climbs with SMTP latency or users is a cost that grows "
+           "has one). A line that climbs with SMTP latency or load is a cost that grows "
            "with load.")
     conditions = _conditions_run(run)
     if not conditions:
@@ -308,7 +342,7 @@ def resources(run: ReportRun, out_dir: Path) -> Chart:
         for variant in run.variants:
             ys = []
             for cond in conditions:
-                cell = run.cell(variant, cond.latency_ms, cond.users)
+                cell = run.cell(variant, cond.latency_ms, cond.load)
                 value = cell.metric("resources", key) if cell else None
                 ys.append(float("nan") if value is None else value)
                 if value is None:
@@ -319,7 +353,7 @@ def resources(run: ReportRun, out_dir: Path) -> Chart:
                     if variant == "baseline" else st.color)
         ax.set_xticks(xs, labels=[c.label.replace(" · ", "\n") for c in conditions],
                       fontsize=8)
-        ax.set_xlabel("load: SMTP latency and users")
+        ax.set_xlabel("SMTP latency and load (rps: sign-ups per second offered)")
         ax.set_ylabel(label)
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
@@ -335,4 +369,4 @@ def resources(run: ReportRun, out_dir: Path) -> Chart:
 def _conditions_run(run: ReportRun) -> list[Condition]:
     """The grid's conditions that have at least one cell."""
     return [c for c in run.conditions
-            if any(run.cell(v, c.latency_ms, c.users) for v in run.variants)]
+            if any(run.cell(v, c.latency_ms, c.load) for v in run.variants)]

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loadtests.cellfiles import Load
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -127,5 +129,6 @@ def legend(ax: Axes, **options: Any) -> None:
         ax.legend(handles, labels, **options)
 
 
-def users_text(users: int | None) -> str:
-    return "no users" if users is None else f"{users} user{'' if users == 1 else 's'}"
+def load_text(load: Load | None) -> str:
+    """``10 sign-ups/s`` or ``10 users``; ``no load`` for a run without cells."""
+    return "no load" if load is None else load.title

@@ -35,7 +35,7 @@ def write_html(run: ReportRun, charts: Sequence[Chart], path: Path) -> Path:
         headlines=summary.headlines(run, rows),
         columns=summary.VERDICT_COLUMNS,
         verdict=rows,
-        focus_users=run.focus_users,
+        focus_load=run.focus_load,
         claims=summary.claim_checks(run),
         charts=[(chart, _data_uri(chart.png)) for chart in charts],
         cells=summary.cell_rows(run),

@@ -16,12 +16,12 @@ from reports.figures import (
     Chart,
     absent,
     grid_shape,
+    load_text,
     ms_axis,
     new_figure,
     panel_note,
     plain_ticks,
     save,
-    users_text,
 )
 from reports.style import MISSING_COLOR, style
 
@@ -34,9 +34,9 @@ if TYPE_CHECKING:
 
 def inbox_cdf(run: ReportRun, out_dir: Path) -> Chart:
     name, title = "time_to_inbox_cdf", "Time to inbox: CDF per variant"
-    users = run.focus_users
+    load = run.focus_load
     how = (f"Read across at 0.5 for the median and at 0.95 for p95: the further left a curve, "
-           f"the sooner the email is in the inbox ({users_text(users)}, warm-up excluded). The "
+           f"the sooner the email is in the inbox ({load_text(load)}, warm-up excluded). The "
            "dotted line is the injected SMTP latency. A curve that stops short of 1 lost "
            "emails: the share never arrived within the inbox deadline.")
     if not run.cells:
@@ -51,7 +51,7 @@ def inbox_cdf(run: ReportRun, out_dir: Path) -> Chart:
         lacking: list[str] = []
         spans: list[tuple[float, float]] = []
         for variant in run.variants:
-            cell = run.cell(variant, lat, users or 0)
+            cell = run.at(variant, lat, load)
             if cell is None:
                 lacking.append(f"{variant}: not run")
                 continue
@@ -90,7 +90,7 @@ def inbox_cdf(run: ReportRun, out_dir: Path) -> Chart:
         axes[index // cols][index % cols].set_visible(False)
     for row in axes:
         row[0].set_ylabel("share of emails in the inbox")
-    fig.suptitle(f"{title} ({users_text(users)})")
+    fig.suptitle(f"{title} ({load_text(load)})")
     return save(fig, out_dir, name, title, how, "; ".join(notes) or None)
 
 
@@ -117,7 +117,7 @@ def response_over_time(run: ReportRun, out_dir: Path) -> Chart:
            "statistic), crosses the failed requests. Look for a slow start, a line that "
            "climbs (saturation) or a gap (a stall).")
     conditions = [c for c in run.conditions
-                  if any(run.cell(v, c.latency_ms, c.users) for v in run.variants)]
+                  if any(run.cell(v, c.latency_ms, c.load) for v in run.variants)]
     if not conditions:
         return absent(name, title, how, "the run finished no cell, so there is nothing to draw")
     variants = run.variants
@@ -128,7 +128,7 @@ def response_over_time(run: ReportRun, out_dir: Path) -> Chart:
         for c, variant in enumerate(variants):
             ax = axes[r][c]
             ax.set_title(f"{variant} · {cond.label}", fontsize=9)
-            cell = run.cell(variant, cond.latency_ms, cond.users)
+            cell = run.cell(variant, cond.latency_ms, cond.load)
             samples = run.samples(cell) if cell else None
             if cell is None or not samples or cellfiles.REGISTER not in samples:
                 why = "not run" if cell is None else "no samples kept"
@@ -167,17 +167,17 @@ def _over_time_panel(ax: Axes, samples: CellSamples, cell: CellResult) -> None:
     if warm_end is not None:
         ax.axvspan(0, warm_end, color="#d9d9d9", zorder=0, label="warm-up (not measured)")
     few = ok.sum() < 1000  # a slow cell has few requests: bigger dots so they show at all
-    ax.scatter(t[ok], series.ms[ok], s=9 if few else 3, color=st.color, marker=".",
+    ax.scatter(t[ok], series.latency[ok], s=9 if few else 3, color=st.color, marker=".",
                linewidths=0, alpha=0.8 if few else 0.4, rasterized=True, zorder=3,
                label="a request")
     if (~ok).any():
-        ax.scatter(t[~ok], series.ms[~ok], s=14, color=MISSING_COLOR, marker="x",
+        ax.scatter(t[~ok], series.latency[~ok], s=14, color=MISSING_COLOR, marker="x",
                    linewidths=0.8, zorder=4, label="failed request")
     if ok.any():
         seconds = np.floor(t[ok]).astype(int)
         order = np.argsort(seconds, kind="stable")
         bins, starts = np.unique(seconds[order], return_index=True)
-        medians = [float(np.median(chunk)) for chunk in np.split(series.ms[ok][order],
+        medians = [float(np.median(chunk)) for chunk in np.split(series.latency[ok][order],
                                                                    starts[1:])]
         # A second with no request breaks the line, so a stall shows as a gap.
         xs: list[float] = []

@@ -125,7 +125,7 @@ def verdict_rows(run: ReportRun) -> list[VerdictRow]:
         chosen[variant] = cell
         mine = [c for c in run.cells if c.variant == variant]
         lost = sum(c.delivery.missing for c in mine if c.sends_email)
-        rows.append(VerdictRow(variant, f"{cell.smtp_latency_ms} ms · {cell.users} u",
+        rows.append(VerdictRow(variant, f"{cell.smtp_latency_ms} ms · {cell.load.title}",
                                rating=cell.inp_proxy.rating,
                                lost_in_run=lost if any(c.sends_email for c in mine) else None))
     for column in VERDICT_COLUMNS:
@@ -160,7 +160,7 @@ class ClaimCheck:
 
 def claim_checks(run: ReportRun) -> list[ClaimCheck]:
     """Each seed claim beside the run's sync, threaded (and baseline) cells at its latency:
-    at :attr:`Run.focus_users` when the run has that cell, else at any users count."""
+    at :attr:`ReportRun.focus_load` when the run has that cell, else at the heaviest load."""
     checks = []
     for claim in SEED_CLAIMS:
         found = {v: _cell_at(run, v, claim.latency_ms) for v in ("sync", "threaded", "baseline")}
@@ -171,8 +171,8 @@ def claim_checks(run: ReportRun) -> list[ClaimCheck]:
 
 def _cell_at(run: ReportRun, variant: str, latency_ms: int) -> CellResult | None:
     at = [c for c in run.cells if c.variant == variant and c.smtp_latency_ms == latency_ms]
-    at.sort(key=lambda c: (c.users != run.focus_users, -c.users))
-    return at[0] if at else None
+    focused = [c for c in at if c.load == run.focus_load]
+    return max(focused or at, key=lambda c: c.load, default=None)
 
 
 def _finding(claim: Claim, sync: CellResult | None, threaded: CellResult | None) -> str:
@@ -203,8 +203,8 @@ def cell_rows(run: ReportRun) -> list[dict[str, Any]]:
     rows = []
     for cond in run.conditions:
         for variant in run.variants:
-            cell = run.cell(variant, cond.latency_ms, cond.users)
-            rows.append({"variant": variant, "latency": cond.latency_ms, "users": cond.users,
+            cell = run.cell(variant, cond.latency_ms, cond.load)
+            rows.append({"variant": variant, "latency": cond.latency_ms, "load": cond.load,
                          "cell": cell, "label": cell.label if cell else None,
                          "sends_email": cell.sends_email if cell else None})
     return rows
@@ -219,7 +219,7 @@ def warnings(run: ReportRun) -> list[tuple[str, str]]:
         if not cell.valid and not cell.warnings:
             found.append((cell.label, "marked invalid"))
     for variant, cond in run.missing:
-        found.append((f"{variant}@{cond.latency_ms}ms/{cond.users}u",
+        found.append((cond.key(variant).label,
                       "this cell of the profile did not run"))
     return found
 

@@ -21,10 +21,15 @@ from tests.runs import validate
 LATENCY_MS = 300
 
 
+RATE = 10
+
+
 def tiny_profile(path: Path, **changes: object) -> Path:
+    """Open loop at 10 sign-ups/s, 20 measured per cell: sync holds 3 requests in flight."""
     settings = {"variants": '["baseline", "sync", "threaded", "queued"]',
-                "latencies_ms": f"[{LATENCY_MS}]", "users": "[2]", "duration_s": "2",
-                "warmup_s": "0.5", "drain_s": "10", "workers": "1", "threads": "4"}
+                "latencies_ms": f"[{LATENCY_MS}]", "rates": f"[{RATE}]", "min_signups": "20",
+                "duration_s": "1", "warmup_s": "0.5", "drain_s": "10", "workers": "1",
+                "threads": "8"}
     settings.update({k: str(v) for k, v in changes.items()})
     path.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
     return path
@@ -64,6 +69,12 @@ def test_tiny_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     for variant, cell in cells.items():
         delivery = cell["delivery"]
         assert delivery["registered"] > 0
+        # Equal load: every variant was offered the same schedule, and all of it started.
+        assert (cell["mode"], cell["rate"]) == ("open", RATE)
+        arrivals = cell["arrivals"]
+        assert arrivals["offered"] >= 20 and arrivals["dropped"] == 0
+        assert arrivals["started"] == arrivals["offered"] == delivery["registered"]
+        assert 0 <= arrivals["lag_p50_ms"] <= arrivals["lag_p99_ms"]
         assert (run_dir / cell["files"] / "samples.csv.gz").exists()
         if variant == "baseline":
             assert delivery["delivered"] == 0 and delivery["expected"] is False
@@ -89,6 +100,43 @@ def test_tiny_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert all(0 <= c["p_value"] <= 1 for c in document["enumeration"])
     assert "Account enumeration by timing" in result.output
     assert processes_of(run_dir) == []
+    # The default rules pass this run; the same run with one variant's register samples
+    # slowed by a fifth fails against it.
+    assert CliRunner().invoke(cli, ["gate", str(run_dir)]).exit_code == 0
+    slowed = slow_register(run_dir, tmp_path / "slowed", "threaded", 1.2)
+    result = CliRunner().invoke(cli, ["gate", str(slowed), "--baseline", str(run_dir)])
+    assert result.exit_code == 1, result.output
+    failed = json.loads((slowed / "gate.json").read_text())["comparison"]["metrics"]
+    assert [(m["cell"], m["metric"]) for m in failed if m["verdict"] == "fail"] == [
+        (f"threaded@{LATENCY_MS}ms/{RATE}rps", "register")]
+
+
+def slow_register(run_dir: Path, copy: Path, variant: str, factor: float) -> Path:
+    """A copy of a run whose ``variant`` register samples took ``factor`` times as long, its
+    results.json figures recomputed from them by the product's own summary code."""
+    import dataclasses
+    import shutil
+
+    from loadtests.cellfiles import REGISTER, CellRecorder, read_registrations, read_sample_rows
+    from loadtests.results import load_run, write_results
+    from maillab.summary import request_stats
+
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("gate.json", "report.html"))
+    run = load_run(copy)
+    cells = []
+    for cell in run.cells:
+        if cell.variant == variant:
+            folder = run.cell_dir(cell)
+            rows = [dataclasses.replace(s, ms=round(s.ms * factor, 3)) if s.name == REGISTER
+                    else s for s in read_sample_rows(folder)]
+            CellRecorder(rows, read_registrations(folder)).write(folder)
+            samples = load_run(copy).samples(cell)
+            assert samples is not None
+            cell = dataclasses.replace(cell, register=request_stats(samples[REGISTER],
+                                                                    cell.duration_s))
+        cells.append(cell)
+    write_results(copy, dataclasses.replace(run.results, cells=cells))
+    return copy
 
 
 def bench_under_load(tmp_path: Path, run_dir: Path, variants: str, *extra: str,
@@ -103,7 +151,8 @@ def bench_under_load(tmp_path: Path, run_dir: Path, variants: str, *extra: str,
     deadline = time.monotonic() + 60
     # locust writes its stats history once a second while requests flow: a row after the
     # header means the app is up and the cell is under load.
-    history = run_dir / "cells" / f"{first}-{LATENCY_MS}ms-2u" / "locust_stats_history.csv"
+    load = "2u" if "--users" in extra else f"{RATE}rps"
+    history = run_dir / "cells" / f"{first}-{LATENCY_MS}ms-{load}" / "locust_stats_history.csv"
     while not (history.exists() and len(history.read_text().splitlines()) > 1):
         if bench.poll() is not None or time.monotonic() > deadline:
             bench.kill()
@@ -116,8 +165,9 @@ def bench_under_load(tmp_path: Path, run_dir: Path, variants: str, *extra: str,
 def test_interrupt_mid_run_stops_every_child(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     smtp_port, api_port = free_port(), free_port()
+    # Closed loop here, so that mode runs end to end too.
     bench = bench_under_load(tmp_path, run_dir, '["threaded", "sync"]', "--smtp-port",
-                             str(smtp_port), "--smtp-api-port", str(api_port))
+                             str(smtp_port), "--smtp-api-port", str(api_port), "--users", "2")
     try:
         assert len(processes_of(run_dir)) >= 3  # fakesmtp, the app (and workers), locust
         bench.send_signal(signal.SIGINT)
@@ -138,7 +188,14 @@ def test_interrupt_mid_run_stops_every_child(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "needle"), [
     (["--variants", "sync,carrier-pigeon"], "unknown variant 'carrier-pigeon'"),
     (["--latencies", "0,fast"], "not a comma-separated list of integers"),
-    (["--users", "0"], "users must be a non-empty list of 1..1000"),
+    (["--users", "0"], "users must be a list of 1..1000"),
+    (["--rates", "0"], "'0': a rate must be sign-ups per second above 0"),
+    (["--rates", "-5"], "'-5': a rate must be sign-ups per second above 0"),
+    (["--rates", "nan"], "'nan': a rate must be sign-ups per second above 0"),
+    (["--rates", "fast"], "'fast' is not a number of sign-ups per second"),
+    (["--rates", "10", "--users", "2"], "--rates (open loop) and --users (closed loop)"),
+    (["--mode", "closed"], "users must be a non-empty list in closed loop"),
+    (["--mode", "sideways"], "'sideways' is not one of 'open', 'closed'"),
     (["--profile", "nonesuch"], "no profile 'nonesuch' (known: full, quick, smoke"),
 ])
 def test_bad_flags_start_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

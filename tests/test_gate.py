@@ -11,32 +11,40 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from loadtests.cellfiles import CellKey, Registration, Sample
+from loadtests.cellfiles import CellKey, Load, Registration, Sample
 from loadtests.profiles import Profile
 from maillab.cli import cli
 from tests.runs import results_for, summarize, validate
 
 LATENCY = 500
-PROFILE = Profile(name="quick", variants=("sync", "threaded"), latencies_ms=(LATENCY,),
-                  users=(10,), duration_s=10, warmup_s=0)
+RATE = 10.0
+PROFILE = Profile(name="quick", variants=("baseline", "sync", "threaded"),
+                  latencies_ms=(LATENCY,), rates=(RATE,), duration_s=10, warmup_s=0)
+MEDIANS = {"baseline": {"register": 5.0, "verify": 3.0},
+           "sync": {"register": 510.0, "verify": 3.0, "time_to_inbox": 505.0},
+           "threaded": {"register": 6.0, "verify": 3.0, "time_to_inbox": 520.0}}
 
 
 def write_run(run_dir: Path, scale: float = 1.0, seed: int = 1, n: int = 400,
-              **changes: Any) -> Path:
-    """A run of two cells whose samples are log-normal around realistic medians; ``changes``
-    set keys of the written document (``cells__0__valid=False``)."""
+              slower: dict[str, float] | None = None, **changes: Any) -> Path:
+    """An open-loop run of three cells at ``RATE`` whose samples are log-normal around
+    realistic medians, every metric times ``scale`` (``slower`` scales one variant's register
+    samples more); ``changes`` set keys of the written document (``cells__0__valid=False``)."""
     rng = random.Random(seed)
-    medians = {"sync": {"register": 510.0, "verify": 3.0, "time_to_inbox": 505.0},
-               "threaded": {"register": 6.0, "verify": 3.0, "time_to_inbox": 520.0}}
     cells = []
-    for variant, metric_medians in medians.items():
-        key = CellKey(variant, LATENCY, 10)
-        samples = [Sample(name, "X", 0.0, round(m * scale * rng.lognormvariate(0, 0.05), 3),
-                          ok=True, warmup=False)
+    for variant, metric_medians in MEDIANS.items():
+        key = CellKey(variant, LATENCY, Load(rate=RATE))
+        factor = {name: scale * ((slower or {}).get(variant, 1.0) if name == "register" else 1)
+                  for name in metric_medians}
+        samples = [Sample(name, "X", 0.0,
+                          round(m * factor[name] * rng.lognormvariate(0, 0.05), 3),
+                          ok=True, warmup=False, lag_ms=0.5)
                    for name, m in metric_medians.items() for _ in range(n)]
-        registrations = [Registration(f"u{i}@maillab.test", 0.0, warmup=False, status=303,
-                                      verify_status=200) for i in range(n)]
-        cells.append(summarize(run_dir, key, PROFILE, samples, registrations))
+        registrations = [Registration(f"u{i}@maillab.test", i / RATE, warmup=False, status=303,
+                                      verify_status=200, intended_at=i / RATE, lag_ms=0.5)
+                         for i in range(n)]
+        cells.append(summarize(run_dir, key, PROFILE, samples, registrations,
+                               sends_email=variant != "baseline"))
     document = json.loads(results_for(PROFILE, cells, run_dir.name).to_json())
     for path, value in changes.items():
         target = document
@@ -85,9 +93,28 @@ def test_regression_of_20_percent_exits_1_and_is_named(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     failed = [m for m in json.loads((run / "gate.json").read_text())["comparison"]["metrics"]
               if m["verdict"] == "fail"]
-    assert {(m["cell"], m["metric"]) for m in failed} >= {("threaded@500ms/10u", "register")}
-    assert all(m["change"] == pytest.approx(0.2, abs=0.03) for m in failed)
-    assert "threaded@500ms/10u" in result.output and "fail" in result.output
+    assert {(m["cell"], m["metric"]) for m in failed} >= {("threaded@500ms/10rps", "register")}
+    # 20% on the service time; the 0.5 ms start lag is not scaled
+    assert all(m["change"] == pytest.approx(0.2, abs=0.05) for m in failed)
+    assert "threaded@500ms/10rps" in result.output and "fail" in result.output
+
+
+def test_default_rules_pass_the_run_and_fail_it_with_one_variant_slowed_by_20_percent(
+        tmp_path: Path) -> None:
+    """The same run (same seed), once as measured and once with only threaded's register
+    samples 20% slower: the default rules and the comparison with the first tell them apart."""
+    before = write_run(tmp_path / "before")
+    assert gate(str(before), "--baseline", str(before)).exit_code == 0
+    after = write_run(tmp_path / "after", slower={"threaded": 1.2})
+    result = gate(str(after), "--baseline", str(before))
+    assert result.exit_code == 1, result.output
+    report = json.loads((after / "gate.json").read_text())
+    verdicts = {(r["rule"], r["verdict"]) for r in report["rules"]}
+    assert {v for _, v in verdicts} == {"pass", "skipped"}  # skipped: the run has no queued
+    assert all(rule.startswith("queued.") for rule, v in verdicts if v == "skipped")
+    failed = [(m["cell"], m["metric"]) for m in report["comparison"]["metrics"]
+              if m["verdict"] == "fail"]
+    assert failed == [("threaded@500ms/10rps", "register")]
 
 
 def test_same_distribution_with_noise_exits_0(tmp_path: Path) -> None:
@@ -113,11 +140,11 @@ def test_invalid_cell_exits_3(tmp_path: Path) -> None:
 
 
 def test_missing_cells_and_unfinished_runs_exit_3(tmp_path: Path) -> None:
-    run = write_run(tmp_path / "run", profile_settings__users=[10, 50], complete=False,
+    run = write_run(tmp_path / "run", profile_settings__rates=[10, 50], complete=False,
                     stopped_reason="stopped by SIGINT")
     result = gate(str(run))
     assert result.exit_code == 3
-    assert "2 cells missing" in result.output and "stopped by SIGINT" in result.output
+    assert "3 cells missing" in result.output and "stopped by SIGINT" in result.output
 
 
 def test_typo_in_metric_name_is_a_clear_error(tmp_path: Path) -> None:
@@ -138,7 +165,7 @@ def test_malformed_rules_are_usage_errors(tmp_path: Path, rule: str) -> None:
 
 
 def test_metric_the_run_lacks_is_an_error_not_a_pass(tmp_path: Path) -> None:
-    run = write_run(tmp_path / "run", cells__1__time_to_inbox__p95_ms=None)
+    run = write_run(tmp_path / "run", cells__2__time_to_inbox__p95_ms=None)
     result = gate(str(run), "--rules", rules_file(
         tmp_path, "threaded.time_to_inbox.p95_ms < 10000", "sync{users=99}.register.p50_ms < 10"))
     assert result.exit_code == 1
@@ -148,13 +175,50 @@ def test_metric_the_run_lacks_is_an_error_not_a_pass(tmp_path: Path) -> None:
     assert verdicts[1] == ("error", "no cell of this run matches the selector")
 
 
-def test_selectors_filter_by_latency_and_users(tmp_path: Path) -> None:
+def test_selectors_filter_by_latency_and_rate(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run")
     result = gate(str(run), "--rules", rules_file(
-        tmp_path, "sync{latency=500,users=10}.register.p50_ms > smtp_latency_ms - 10",
-        "*{latency=500}.delivery.missing == 0"))
+        tmp_path, "sync{latency=500,rate=10}.register.p50_ms > smtp_latency_ms - 10",
+        "*{latency=500}.delivery.missing == 0", "sync.register.p50_ms > rate * 50"))
     assert result.exit_code == 0, result.output
-    assert len(json.loads((run / "gate.json").read_text())["rules"]) == 3
+    assert len(json.loads((run / "gate.json").read_text())["rules"]) == 5
+    result = gate(str(run), "--rules", rules_file(tmp_path, "sync{rate=20}.register.p50_ms > 1"))
+    assert result.exit_code == 1
+
+
+def test_a_rule_compares_with_another_variant_in_the_same_cell_position(
+        tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run")
+    result = gate(str(run), "--rules", rules_file(
+        tmp_path, "threaded.register.p95_ms < baseline.register.p95_ms * 1.5 + 5",
+        "sync.register.p50_ms < baseline.register.p50_ms * 2",
+        "*.register.p50_ms >= (baseline.register.p50_ms - 1) / 1.05"))
+    assert result.exit_code == 1, result.output
+    rows = json.loads((run / "gate.json").read_text())["rules"]
+    assert [(r["cell"], r["verdict"]) for r in rows] == [
+        ("threaded@500ms/10rps", "pass"), ("sync@500ms/10rps", "fail"),
+        ("baseline@500ms/10rps", "pass"), ("sync@500ms/10rps", "pass"),
+        ("threaded@500ms/10rps", "pass")]
+    assert rows[1]["limit"].startswith("< 11")  # twice baseline's p50 (5 ms + 0.5 ms lag)
+
+
+def test_a_reference_the_run_lacks_fails_and_a_bad_one_is_a_usage_error(
+        tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run")
+    result = gate(str(run), "--rules", rules_file(
+        tmp_path, "threaded.register.p95_ms < queued.register.p95_ms * 1.5"))
+    assert result.exit_code == 1
+    [row] = json.loads((run / "gate.json").read_text())["rules"]
+    assert row["verdict"] == "error"
+    assert row["detail"].startswith("this run has no queued cell at 500 ms and 10 sign-ups/s")
+    for rule, needle in (("threaded.register.p95_ms < basline.register.p95_ms", "did you mean "
+                          "'baseline'?"),
+                         ("threaded.register.p95_ms < baseline.regster.p95_ms", "did you mean "
+                          "'register'?"),
+                         ("threaded.register.p95_ms < baseline.register", "needs a statistic"),
+                         ("threaded{rate=fast}.register.p95_ms < 1", "rate=R")):
+        result = gate(str(run), "--rules", rules_file(tmp_path, rule))
+        assert result.exit_code == 2 and needle in result.output, result.output
 
 
 def test_incomparable_runs_exit_3_naming_the_keys(tmp_path: Path) -> None:
@@ -176,7 +240,7 @@ def test_not_a_run_directory(tmp_path: Path) -> None:
 
 
 def test_rules_for_a_variant_the_run_skipped(tmp_path: Path) -> None:
-    run = write_run(tmp_path / "run")  # sync and threaded only
+    run = write_run(tmp_path / "run")  # baseline, sync and threaded only
     result = gate(str(run), "--rules", rules_file(tmp_path, "queued.register.p50_ms < 10"))
     assert result.exit_code == 0, result.output
     [row] = json.loads((run / "gate.json").read_text())["rules"]

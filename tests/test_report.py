@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from loadtests.cellfiles import CellKey, Sample
+from loadtests.cellfiles import CellKey, Load, Sample
 from loadtests.results import load_run
 from reports import ReportError, build_report
 from reports.build import CHART_DIR
@@ -28,8 +28,9 @@ from reports.data import ReportRun
 from tests.runs import record_cell
 
 FIXTURES = Path(__file__).resolve().parent / "report_fixtures"
-ALL_CHARTS = ("register_vs_latency", "inp_proxy", "time_to_inbox_cdf", "throughput_vs_users",
-              "register_over_time", "delivery", "resources")
+ALL_CHARTS = ("register_vs_latency", "inp_proxy", "time_to_inbox_cdf", "throughput_vs_load",
+              "latency_vs_load", "register_over_time", "delivery", "resources")
+AGAINST_LOAD = ("throughput_vs_load", "latency_vs_load")
 SECTIONS = ("verdict", "claims", "charts", "cells", "environment", "warnings")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # src=, href=, url( or @import pointing at another host (scheme-relative included).
@@ -60,7 +61,8 @@ def write_samples(run_dir: Path, cell: dict[str, Any], seed: int = 1) -> None:
             samples.append(Sample("time_to_inbox", "EMAIL", start,
                                   round(inbox if arrived else 10000, 3), ok=arrived,
                                   warmup=warm))
-    key = CellKey(cell["variant"], cell["smtp_latency_ms"], cell["users"])
+    load = Load(rate=cell["rate"]) if cell.get("rate") else Load(users=cell["users"])
+    key = CellKey(cell["variant"], cell["smtp_latency_ms"], load)
     assert cell["files"] == key.folder
     record_cell(run_dir, key, samples)
 
@@ -147,12 +149,12 @@ def test_stopped_run_missing_cell_and_warnings_are_prominent(built: tuple[Path, 
     _, html = built
     assert "This run was cut short" in html and "stopped by SIGINT" in html
     assert "1 cell(s) of the profile did not run" in html
-    assert "queued @ 500 ms · 4 u" in html
+    assert "queued @ 500 ms · 4u" in html
     assert html.count("not run") >= 4  # banner, cell table, charts' notes
     assert "2 of 168 emails never arrived" in html
     assert "load generator saturated" in html
     assert "baseline (invalid)" in html
-    assert "sync @ 0 ms · 4 u: no samples kept" in html  # the over-time chart's note
+    assert "sync @ 0 ms · 4u: no samples kept" in html  # the over-time chart's note
 
 
 def test_verdict_numbers_come_from_the_run(built: tuple[Path, str]) -> None:
@@ -218,10 +220,10 @@ def test_a_run_with_only_the_required_keys_and_no_samples(tmp_path: Path) -> Non
     assert 'id="gate"' not in html and "Gate verdict" not in html
     assert "This run was cut short" not in html
     assert "no samples kept" in html
-    assert "one users count (4)" in html  # throughput against users: skipped with a note
-    names = tuple(n for n in ALL_CHARTS if n != "throughput_vs_users")
+    assert "runs one load (4 users)" in html  # the charts against load: skipped with a note
+    names = tuple(n for n in ALL_CHARTS if n not in AGAINST_LOAD)
     assert_valid_charts(run_dir, names)
-    assert not (run_dir / CHART_DIR / "throughput_vs_users.png").exists()
+    assert not (run_dir / CHART_DIR / "throughput_vs_load.png").exists()
     assert "sends nothing" in html  # baseline, known without delivery.expected
 
 
@@ -296,11 +298,11 @@ def test_which_cell_speaks_for_a_variant() -> None:
     cells = [cell("sync", 0, 10), cell("sync", 500, 10), cell("sync", 5000, 50),
              cell("threaded", 0, 50), cell("threaded", 500, 50)]
     run = run_of(cells)
-    assert run.focus_users == 50  # 10 users twice, 50 three times
+    assert run.focus_load == Load(users=50)  # 10 users twice, 50 three times
     assert run.verdict_cell("sync") == cell("sync", 5000, 50)
     assert run.verdict_cell("threaded") == cell("threaded", 500, 50)
     run = run_of(cells[:4])  # 10 and 50 twice each: the larger wins
-    assert run.focus_users == 50
+    assert run.focus_load == Load(users=50)
     assert run.verdict_cell("queued") is None
     run = run_of(cells[:2])
     assert run.verdict_cell("sync") == cell("sync", 500, 10)

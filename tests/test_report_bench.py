@@ -23,14 +23,14 @@ from tests.test_report_browser import assert_renders_cleanly
 
 pytestmark = pytest.mark.slow
 
-# One users count: the throughput-against-users chart is skipped with a note.
+# One load: the charts against load are skipped with a note.
 DRAWN = ("register_vs_latency", "inp_proxy", "time_to_inbox_cdf", "register_over_time",
          "delivery", "resources")
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A finished tiny run (4 variants at one latency, 2 users), shared by this module."""
+    """A finished tiny run (4 variants at one latency and one rate), shared by this module."""
     tmp_path = tmp_path_factory.mktemp("tiny-bench")
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.chdir(tmp_path)
@@ -55,8 +55,8 @@ def test_real_run_report_has_every_chart_and_section(tiny_run: Path,
                                                      tiny_report: tuple[Path, str]) -> None:
     _, html = tiny_report
     assert_valid_charts(tiny_run, DRAWN)
-    assert not (tiny_run / CHART_DIR / "throughput_vs_users.png").exists()
-    assert "one users count (2)" in html
+    assert not (tiny_run / CHART_DIR / "throughput_vs_load.png").exists()
+    assert "runs one load (10 sign-ups/s)" in html
     assert_sections(html)
     assert len(embedded_images(html)) == len(DRAWN)
     assert external_urls(html) == []
