@@ -36,7 +36,6 @@ are applied to fakesmtp through its API at every test start. ``maillab bench`` a
 from __future__ import annotations
 
 import json
-import random
 import re
 import time
 import uuid
@@ -55,6 +54,7 @@ from locust.exception import StopUser
 
 from apps.core.registry import VARIANTS, sends_email
 from loadtests import cellfiles
+from loadtests.arrivals import KINDS, schedule
 from loadtests.cellfiles import CellRecorder, Registration, Sample
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -94,7 +94,7 @@ def _arguments(parser: Any) -> None:
                         env_var="MAILLAB_ARRIVAL_RATE",
                         help="sign-ups per second on a schedule (open loop, run with 1 user); "
                              "0: closed loop, each user signs up again as soon as it is done")
-    parser.add_argument("--arrivals", default="constant", choices=["constant", "poisson"],
+    parser.add_argument("--arrivals", default="constant", choices=list(KINDS),
                         env_var="MAILLAB_ARRIVALS",
                         help="open loop: constant gaps, or Poisson arrivals from --arrival-seed")
     parser.add_argument("--arrival-seed", type=int, default=1, env_var="MAILLAB_ARRIVAL_SEED",
@@ -343,17 +343,13 @@ class SignUpUser(FastHttpUser):
         """Start a sign-up at every arrival until the test stops, then let those in flight
         finish. Scheduled on the monotonic clock; recorded in epoch seconds."""
         options = _options(self.environment)
-        rng = random.Random(options.arrival_seed)
-        poisson = options.arrivals == "poisson"
+        offsets = schedule(rate, options.arrivals, options.arrival_seed)
         self.arrivals = Group()
         epoch, origin = time.time(), time.monotonic()
         # The warm-up is the schedule's first seconds, so it holds exactly rate x warm-up.
         RUN["warmup_until"] = epoch + options.warmup
-        offset = 0.0  # seconds after origin of the next arrival
-        count = 0
         while not RUN["stopping"]:
-            offset = rng.expovariate(rate) + offset if poisson else count / rate
-            count += 1
+            offset = next(offsets)
             due = origin + offset
             while not RUN["stopping"] and (delay := due - time.monotonic()) > 0:
                 gevent.sleep(min(delay, 0.25))

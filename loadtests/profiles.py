@@ -17,6 +17,10 @@ Keys (every one optional but ``variants``, ``latencies_ms``, and ``rates`` in op
                                        # many arrivals (or duration_s, if longer)
     max_start_lag_ms = 25              # open loop: a cell whose start lag p99 is above this is
                                        # invalid (the load generator could not keep the schedule)
+    capacity = false                   # open loop: step each (variant, latency) up the rates,
+                                       # stopping at the first that breaks the SLO
+    slo_p99_ms = 1000                  # capacity: register p99, from the intended start
+    slo_bad_share = 0.01               # capacity: dropped plus failed sign-ups, a share
     users = [10]                       # closed loop: locust users, no think time
     duration_s = 12                    # measured time per cell (at least; see min_signups)
     warmup_s = 3                       # run before it, left out of the stats
@@ -43,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from apps.core.registry import VARIANTS
+from loadtests.arrivals import KINDS as ARRIVALS
 from loadtests.cellfiles import CellKey, grid
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
@@ -53,7 +58,6 @@ class ProfileError(ValueError):
 
 
 MODES = ("open", "closed")
-ARRIVALS = ("constant", "poisson")
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,9 @@ class Profile:
     max_in_flight: int = 1000
     min_signups: int = 200
     max_start_lag_ms: float = 25.0
+    capacity: bool = False
+    slo_p99_ms: float = 1000.0
+    slo_bad_share: float = 0.01
     description: str = ""
     duration_s: float = 10.0
     warmup_s: float = 2.0
@@ -144,6 +151,8 @@ class Profile:
                          f"got {rate!r}")
         elif not self.users:
             fail("users", "must be a non-empty list in closed loop (mode = \"closed\")")
+        if self.capacity and not self.open_loop:
+            fail("capacity", "steps up a rate, so it needs mode = \"open\"")
         if any(not 1 <= x <= 1000 for x in self.users):
             fail("users", "must be a list of 1..1000")
         for key, low, high in (("duration_s", 1, 3600), ("warmup_s", 0, 600),
@@ -153,7 +162,8 @@ class Profile:
                                ("render_allowance_ms", 0, 1000),
                                ("enumeration_samples", 0, 5000), ("seed", 0, 2**32 - 1),
                                ("max_in_flight", 1, 10_000), ("min_signups", 1, 100_000),
-                               ("max_start_lag_ms", 0, 60_000)):
+                               ("max_start_lag_ms", 0, 60_000), ("slo_p99_ms", 1, 600_000),
+                               ("slo_bad_share", 0, 1)):
             value = getattr(self, key)
             if not low <= value <= high:
                 fail(key, f"must be between {low} and {high}, got {value!r}")
@@ -192,7 +202,7 @@ def profile_from_mapping(name: str, data: dict[str, Any], source: str) -> Profil
                 raise ProfileError(f"{source}: {key} must be a list of {plural}")
             values[key] = tuple(float(x) for x in value) if key == "rates" else tuple(value)
         else:
-            if isinstance(value, bool) or not isinstance(value, expected):
+            if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
                 raise ProfileError(f"{source}: {key} must be {_NAMES[key]}, got {value!r}")
             values[key] = value
     profile = Profile(name=name, source=source, **values)
@@ -204,11 +214,13 @@ _LISTS = ("variants", "latencies_ms", "users", "rates")
 _TYPES: dict[str, Any] = {
     "description": str, "variants": str, "latencies_ms": int, "users": int,
     "rates": (int, float), "mode": str, "arrivals": str, "seed": int, "max_in_flight": int,
-    "min_signups": int, "max_start_lag_ms": (int, float),
+    "min_signups": int, "max_start_lag_ms": (int, float), "capacity": bool,
+    "slo_p99_ms": (int, float), "slo_bad_share": (int, float),
     "duration_s": (int, float), "warmup_s": (int, float), "workers": int, "threads": int,
     "worker_threads": int,
     "password_hash": str, "inbox_deadline_s": (int, float), "drain_s": (int, float),
     "render_allowance_ms": (int, float), "enumeration_samples": int,
 }
 _NAMES = {k: ("a number" if isinstance(t, tuple) else
-              {"str": "a string", "int": "an integer"}[t.__name__]) for k, t in _TYPES.items()}
+              {"str": "a string", "int": "an integer", "bool": "true or false"}[t.__name__])
+          for k, t in _TYPES.items()}

@@ -121,6 +121,9 @@ class Arrivals:
 class Resources:
     peak_threads: Count | None = Field(description="most live threads over the app's processes")
     peak_queue_depth: Count | None = Field(description="most tasks waiting; null: no queue")
+    app_cpu_percent: float | None = Field(None, description="CPU of the app's processes "
+                                                            "(workers and consumer) over the "
+                                                            "cell, % of one core")
 
 
 @dataclass(config=_CONFIG, kw_only=True)
@@ -294,6 +297,34 @@ class EnumerationCheck:
 
 
 @dataclass(config=_CONFIG, kw_only=True)
+class Capacity:
+    """One variant at one SMTP latency in a capacity run: the rate stepped up until the SLO
+    broke, beside what first principles predict."""
+
+    variant: Annotated[str, AfterValidator(_known_variant)]
+    smtp_latency_ms: Count
+    slo: str = Field(description="what sustainable means here")
+    knee_rps: float | None = Field(description="the highest offered rate that held the SLO; "
+                                               "null: even the lowest step broke it")
+    broke_at_rps: float | None = Field(description="the first rate that broke it; null: none "
+                                                   "of the steps did")
+    broke_because: str | None = None
+    skipped_rates: list[float] = Field(default_factory=list, description="steps not run "
+                                                                         "after the break")
+    predicted_rps: float | None = Field(None, description="capacity from first principles, "
+                                                          "where the variant has one")
+    prediction: str | None = Field(None, description="how the prediction was made")
+    peak_threads: Count | None = Field(None, description="at the knee")
+    predicted_email_threads: float | None = Field(None, description="at the knee, Little's "
+                                                                    "law: rate x SMTP time")
+    email_threads: float | None = Field(None, description="at the knee: live threads above "
+                                                          "the baseline's at the same rate")
+    peak_queue_depth: Count | None = None
+    app_cpu_percent: float | None = None
+    inbox_p99_ms: float | None = Field(None, description="time to inbox p99 at the knee")
+
+
+@dataclass(config=_CONFIG, kw_only=True)
 class Results:
     """A whole results.json."""
 
@@ -309,6 +340,9 @@ class Results:
     cells: list[CellResult]
     enumeration: list[EnumerationCheck] = Field(default_factory=list,
                                                 description="timing probe per variant")
+    capacity: list[Capacity] = Field(default_factory=list,
+                                     description="capacity runs: the knee per variant and "
+                                                 "SMTP latency")
 
     def cell(self, key: CellKey) -> CellResult | None:
         for cell in self.cells:
@@ -328,8 +362,12 @@ class Results:
 
     @property
     def missing_cells(self) -> list[CellKey]:
+        """The grid's cells that did not run, except a capacity run's steps past the break,
+        which were left out on purpose."""
         present = {c.key for c in self.cells}
-        return [key for key in self.expected_cells if key not in present]
+        skipped = {CellKey(row.variant, row.smtp_latency_ms, Load(rate=rate))
+                   for row in self.capacity for rate in row.skipped_rates}
+        return [key for key in self.expected_cells if key not in present | skipped]
 
     def to_json(self) -> str:
         return json.dumps(_RESULTS.dump_python(self, mode="json"), indent=2) + "\n"

@@ -36,6 +36,7 @@ from loadtests.results import (
     point_latest,
     write_results,
 )
+from maillab.capacity import capacity_rows
 from maillab.enumeration import ProbeError, probe
 from maillab.environment import capture_environment
 from maillab.ports import free_port
@@ -103,7 +104,11 @@ class Bench:
                         write_results(self.run_dir, self.results)
                 for index, key in enumerate(self.profile.cells()):
                     self.on_cell(index, key)
+                    if self._past_capacity(key):
+                        continue
                     self.results.cells.append(self._run_cell(key))
+                    if self.profile.capacity:
+                        self.results.capacity = capacity_rows(self.results.cells, self.profile)
                     write_results(self.run_dir, self.results)
             self.results.complete = True
         except Stopped as stop:
@@ -116,6 +121,14 @@ class Bench:
             self.results.finished_at = _now()
             write_results(self.run_dir, self.results)
         return self.results
+
+    def _past_capacity(self, key: CellKey) -> bool:
+        """In a capacity run, whether a lower rate of this series already broke the SLO."""
+        if not self.profile.capacity:
+            return False
+        return any(row.variant == key.variant and row.smtp_latency_ms == key.latency_ms
+                   and row.broke_at_rps is not None and key.load.rate > row.broke_at_rps
+                   for row in self.results.capacity)
 
     def _start_smtp(self) -> None:
         smtp = self.supervisor.spawn(
@@ -176,7 +189,8 @@ class Bench:
         variant = variant_info(key.variant)
         app = self._start_app(key.variant, cell_dir)
         try:
-            sampler = CellSampler(app.children[0].popen.pid, app.consumer_metrics)
+            consumer = app.children[1].popen.pid if len(app.children) > 1 else None
+            sampler = CellSampler(app.children[0].popen.pid, app.consumer_metrics, consumer)
             sampler.start()
             try:
                 locust_exit = self._run_locust(key, cell_dir, app.url, sampler, app.children)
@@ -190,7 +204,8 @@ class Bench:
             samples=cellfiles.read_samples(cell_dir), registrations=registrations,
             capture=capture, sends_email=variant.sends_email,
             peak_threads=sampler.peak_threads, peak_queue_depth=sampler.peak_queue_depth,
-            load_cpu_percent=sampler.load_cpu_percent, locust_exit=locust_exit)
+            load_cpu_percent=sampler.load_cpu_percent, app_cpu_percent=sampler.app_cpu_percent,
+            locust_exit=locust_exit)
         return summarize_cell(key, self.profile, observed)
 
     def _run_locust(self, key: CellKey, cell_dir: Path, app_url: str, sampler: CellSampler,
@@ -221,6 +236,7 @@ class Bench:
                 raise BenchError(f"locust did not finish in time; see {locust.log_path}")
             time.sleep(0.2)
         code = locust.popen.returncode
+        sampler.load_ended_now()
         self.supervisor.stop(locust)
         if not (cell_dir / cellfiles.SAMPLES_FILE).exists():
             raise BenchError(f"locust wrote no samples (exit {code}); see {locust.log_path}")

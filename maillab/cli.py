@@ -168,6 +168,8 @@ def _rate_list(ctx: click.Context, param: click.Parameter,
 @click.option("--mode", type=click.Choice(["open", "closed"]), default=None,
               help="open: arrivals on a schedule, the same for every variant; closed: users "
                    "with no think time [default: the profile's].")
+@click.option("--capacity", "capacity", is_flag=True, default=None,
+              help="Step each variant up the rates until the SLO breaks; report the knee.")
 @click.option("--duration", type=click.FloatRange(1, 3600), default=None,
               help="Measured seconds per cell.")
 @click.option("--warmup", type=click.FloatRange(0, 600), default=None,
@@ -186,7 +188,7 @@ def _rate_list(ctx: click.Context, param: click.Parameter,
               default=None, help="A stored run for --gate to compare with.")
 def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
           rates: list[float] | None, users: list[int] | None, mode: str | None,
-          duration: float | None, warmup: float | None,
+          capacity: bool | None, duration: float | None, warmup: float | None,
           out: Path | None, smtp_port: int, smtp_api_port: int, gate_after: bool,
           rules_file: Path | None, baseline: Path | None) -> None:
     """Measure every variant under the profile's SMTP latencies and loads; write results.json."""
@@ -213,8 +215,8 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
     try:
         profile = load_profile(profile_name).with_overrides(
             variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
-            latencies_ms=latencies, rates=rates, users=users, mode=mode, duration_s=duration,
-            warmup_s=warmup)
+            latencies_ms=latencies, rates=rates, users=users, mode=mode, capacity=capacity,
+            duration_s=duration, warmup_s=warmup)
         require_free("--smtp-port", smtp_port)
         require_free("--smtp-api-port", smtp_api_port)
         run_dir = new_run_dir(results_root, profile, out)
@@ -375,6 +377,27 @@ def _print_summary(console: Any, results: Results) -> None:
             count(cell.metric("resources", "peak_queue_depth")),
             "yes" if cell.valid else "[red]no")
     console.print(table)
+    if results.capacity:
+        knees = Table(title=f"Capacity: the highest offered rate that held the SLO "
+                            f"({results.capacity[0].slo})")
+        for column in ("variant", "SMTP", "knee", "broke at", "why", "predicted", "threads",
+                       "email threads (Little)", "queue", "app CPU"):
+            knees.add_column(column, justify="left" if column in ("variant", "why") else "right")
+
+        def rate(value: float | None) -> str:
+            return "-" if value is None else f"{value:g}/s"
+
+        for row in results.capacity:
+            knees.add_row(
+                row.variant, f"{row.smtp_latency_ms} ms",
+                rate(row.knee_rps) if row.knee_rps is not None else "below the lowest step",
+                rate(row.broke_at_rps) if row.broke_at_rps is not None else "none broke",
+                row.broke_because or "", rate(row.predicted_rps), count(row.peak_threads),
+                "-" if row.predicted_email_threads is None else
+                f"{count(row.email_threads)} (predicted {row.predicted_email_threads:g})",
+                count(row.peak_queue_depth),
+                "-" if row.app_cpu_percent is None else f"{row.app_cpu_percent:.0f}%")
+        console.print(knees)
     if results.enumeration:
         checks = Table(title="Account enumeration by timing: known vs unknown address "
                              "(two-sided Mann-Whitney U)")

@@ -1,4 +1,5 @@
-"""Watching a cell while it runs: the app's live threads, the queue's depth, locust's CPU.
+"""Watching a cell while it runs: the app's live threads and CPU, the queue's depth, locust's
+CPU.
 
 Threads are counted from /proc over every gunicorn worker (a scrape of /metrics would see only
 the one worker that answered, and would load the server being measured). Queue depth comes
@@ -63,8 +64,13 @@ class CellSampler:
 
     server_pid: int
     queue_metrics_url: str | None = None  # None: the variant has no queue
+    consumer_pid: int | None = None  # the variant's consumer, where it has one
     interval: float = 0.25
     peak_threads: int = 0
+    app_cpu: dict[int, float] = field(default_factory=dict)  # last reading per process
+    app_started: float = 0.0
+    app_ended: float = 0.0
+    app_done: bool = False  # set when the load ends: the drain after it is not the load's
     peak_queue_depth: int | None = None
     load_pid: int | None = None
     load_cpu_s: float = 0.0
@@ -74,11 +80,18 @@ class CellSampler:
     _thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self.app_started = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="cell-sampler", daemon=True)
         self._thread.start()
 
     def watch_load(self, pid: int) -> None:
         self.load_pid, self.load_started = pid, time.monotonic()
+        self.app_cpu.clear()
+        self.app_started = self.load_started
+
+    def load_ended_now(self) -> None:
+        """Stop counting the app's CPU: the load is over."""
+        self.app_done = True
 
     def stop(self) -> None:
         self._stop.set()
@@ -90,11 +103,30 @@ class CellSampler:
         wall = self.load_ended - self.load_started
         return round(100 * self.load_cpu_s / wall, 1) if wall > 0 else None
 
+    @property
+    def app_cpu_percent(self) -> float | None:
+        """CPU the app's processes (gunicorn's workers, the consumer) used over the cell, in %
+        of one core; a worker that exited counts its last reading."""
+        wall = self.app_ended - self.app_started
+        if wall <= 0:
+            return None
+        # Keys are pids (the latest reading) and -pid (the first): used = latest - first.
+        used = sum(value if pid > 0 else -value for pid, value in self.app_cpu.items())
+        return round(100 * used / wall, 1)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             workers = children_of(self.server_pid)
             threads = sum(thread_count(pid) for pid in workers)
             self.peak_threads = max(self.peak_threads, threads)
+            if not self.app_done:
+                consumer = [self.consumer_pid] if self.consumer_pid else []
+                for pid in [self.server_pid, *workers, *consumer]:
+                    used = cpu_seconds(pid)
+                    if used is not None:
+                        self.app_cpu.setdefault(-pid, used)  # the reading at the load's start
+                        self.app_cpu[pid] = used
+                self.app_ended = time.monotonic()
             depth = queue_depth(self.queue_metrics_url) if self.queue_metrics_url else None
             if depth is not None:
                 self.peak_queue_depth = max(self.peak_queue_depth or 0, depth)

@@ -51,6 +51,7 @@ class Observed:
     peak_threads: int | None = None
     peak_queue_depth: int | None = None
     load_cpu_percent: float | None = None
+    app_cpu_percent: float | None = None
     locust_exit: int = 0
 
 
@@ -129,7 +130,8 @@ def summarize_cell(key: CellKey, profile: Profile, observed: Observed,
         time_to_inbox=inbox_stats(samples[cellfiles.TIME_TO_INBOX]),
         throughput_rps=round(completed / window, 3) if window > 0 else 0.0,
         delivery=counts, arrivals=schedule,
-        resources=Resources(peak_threads=observed.peak_threads or None,
+        resources=Resources(app_cpu_percent=observed.app_cpu_percent,
+                            peak_threads=observed.peak_threads or None,
                             peak_queue_depth=observed.peak_queue_depth),
         load_generator=LoadGenerator(cpu_percent=observed.load_cpu_percent),
         files=files or key.folder, valid=valid, warnings=warnings)

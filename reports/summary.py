@@ -263,8 +263,12 @@ def _plain(value: Any) -> str:
 
 
 def headlines(run: ReportRun, rows: list[VerdictRow]) -> list[str]:
-    """Three sentences that answer the page's questions from the verdict rows and all cells."""
+    """Sentences that answer the page's questions from the verdict rows and all cells: under
+    what load, how fast, how soon in the inbox, how much was lost."""
     lines = []
+    load = _load_sentence(run)
+    if load:
+        lines.append(load)
     emailing = [r for r in rows if r.lost_in_run is not None and r.values]
     if emailing:
         good = [r.variant for r in emailing if r.rating == "good"]
@@ -290,6 +294,21 @@ def headlines(run: ReportRun, rows: list[VerdictRow]) -> list[str]:
                      f"{len(emailing_cells)} cells got their email"
                      + (f" ({dups} duplicates)." if dups else ", none twice."))
     return lines
+
+
+def _load_sentence(run: ReportRun) -> str | None:
+    """How the variants were loaded: the same schedule for all (open loop), or not."""
+    if not run.cells:
+        return None
+    if all(c.mode == "open" for c in run.cells):
+        rates = ", ".join(f"{r:g}" for r in run.rates)
+        settings = run.results.profile_settings or {}
+        how = settings.get("arrivals", "constant")
+        return (f"Every variant was offered the same load, {rates} sign-ups/s on a {how} "
+                "schedule (open loop); response times count from when each sign-up should "
+                "have started.")
+    return ("Closed loop: each variant was loaded by users signing up again as soon as they "
+            "were done, so a faster variant was given more work; compare latencies with care.")
 
 
 def _or_inf(value: float | None) -> float:

@@ -196,7 +196,7 @@ def test_interrupt_mid_run_stops_every_child(tmp_path: Path) -> None:
     (["--rates", "10", "--users", "2"], "--rates (open loop) and --users (closed loop)"),
     (["--mode", "closed"], "users must be a non-empty list in closed loop"),
     (["--mode", "sideways"], "'sideways' is not one of 'open', 'closed'"),
-    (["--profile", "nonesuch"], "no profile 'nonesuch' (known: full, quick, smoke"),
+    (["--profile", "nonesuch"], "no profile 'nonesuch' (known: capacity, driver, full, quick"),
 ])
 def test_bad_flags_start_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                  args: list[str], needle: str) -> None:
@@ -274,3 +274,30 @@ def test_children_die_with_a_killed_supervisor(tmp_path: Path) -> None:
     finally:
         for pid in processes_of(run_dir):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_capacity_run_stops_a_series_at_the_knee(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """sync with 1 worker x 2 threads at 300 ms SMTP serves about 2 / 0.3 s = 6.7 sign-ups/s:
+    3/s holds, 12/s queues past the SLO, and 20/s is not run at all."""
+    monkeypatch.chdir(tmp_path)
+    profile = tiny_profile(tmp_path / "capacity.toml", variants='["sync"]',
+                           rates="[3, 12, 20]", capacity="true", threads="2")
+    run_dir = tmp_path / "results" / "run"
+    result = CliRunner().invoke(cli, ["bench", "--profile", str(profile), "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    document = json.loads((run_dir / "results.json").read_text())
+    validate(document)
+    assert [cell["rate"] for cell in document["cells"]] == [3, 12]
+    [row] = document["capacity"]
+    assert (row["knee_rps"], row["broke_at_rps"], row["skipped_rates"]) == (3, 12, [20])
+    assert row["broke_because"].startswith("register p99 ")
+    assert row["predicted_rps"] == pytest.approx(2 / 0.3)
+    assert "Capacity: the highest offered rate that held the SLO" in result.output
+    # The step not run is not a missing cell: the gate judges the cells that ran.
+    rules = tmp_path / "rules.toml"
+    rules.write_text('rules = ["*.delivery.missing == 0"]\n')
+    gated = CliRunner().invoke(cli, ["gate", str(run_dir), "--rules", str(rules)])
+    assert gated.exit_code == 0, gated.output
+    assert 'id="capacity"' in (run_dir / "report.html").read_text()

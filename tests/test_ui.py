@@ -72,8 +72,26 @@ def test_ui_swarm_on_a_chosen_variant(tmp_path: Path) -> None:
         # The latency chosen in the UI reached fakesmtp, and sync waited for it.
         assert register["min_response_time"] >= 150
         assert get_json(f"http://127.0.0.1:{api}/api/config")["latency"]["eom"] == "150ms"
-        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{web}/stop", data=b"",
-                                                      method="POST"), timeout=30).close()
+        stop = urllib.request.Request(f"http://127.0.0.1:{web}/stop", data=b"", method="POST")
+        urllib.request.urlopen(stop, timeout=30).close()
+        # Open loop from the same form: one user runs a schedule of 20 sign-ups/s.
+        started = post_form(f"http://127.0.0.1:{web}/swarm", {
+            "user_count": "1", "spawn_rate": "1", "host": "", "variant": "threaded",
+            "arrival_rate": "20", "smtp_latency": "0ms", "smtp_faults": "none",
+            "inbox_deadline": "10", "render_allowance_ms": "16.7", "warmup": "0",
+            "smtp_api": f"http://127.0.0.1:{api}"})
+        assert started["success"] is True, started
+        deadline = time.monotonic() + 30
+        lag = None
+        while time.monotonic() < deadline:
+            rows = get_json(f"http://127.0.0.1:{web}/stats/requests")["stats"]
+            lag = next((r for r in rows if r["name"] == "start_lag"), None)
+            if lag and lag["num_requests"] >= 20:
+                break
+            time.sleep(0.5)
+        assert lag is not None and lag["num_requests"] >= 20, rows
+        assert lag["num_failures"] == 0  # nothing dropped
+        urllib.request.urlopen(stop, timeout=30).close()
         ui.send_signal(signal.SIGINT)
         output, _ = ui.communicate(timeout=60)
     finally:

@@ -1,0 +1,177 @@
+"""Open-loop load on hand-made inputs: the schedule, what a cell counts, profiles, capacity.
+
+The driver itself runs against real servers in tests/test_bench.py; these check its rules of
+counting in-process, with no clock and no network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+
+from loadtests import cellfiles
+from loadtests.arrivals import schedule
+from loadtests.cellfiles import CellKey, Load, Registration, Sample, read_registrations
+from loadtests.profiles import Profile, ProfileError, profile_from_mapping
+from maillab.capacity import breach, capacity_rows, predicted_rps
+from tests.runs import results_for, summarize
+
+RATE = 10.0
+PROFILE = Profile(name="unit", variants=("baseline", "sync", "threaded"), latencies_ms=(500,),
+                  rates=(RATE,), min_signups=4, duration_s=1, warmup_s=1)
+
+
+def arrival(i: int, *, lag: float | None = 0.5, dropped: bool = False,
+            warmup: bool = False) -> Registration:
+    return Registration(f"u{i}@maillab.test", None if dropped else i / RATE, warmup=warmup,
+                        status=None if dropped else 303, verify_status=None if dropped else 200,
+                        intended_at=i / RATE, lag_ms=None if dropped else lag, dropped=dropped)
+
+
+# -- the schedule --------------------------------------------------------------------------------
+
+def test_constant_arrivals_are_evenly_spaced_from_the_start() -> None:
+    assert list(itertools.islice(schedule(4), 5)) == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def test_poisson_arrivals_are_seeded_and_average_the_rate() -> None:
+    first = list(itertools.islice(schedule(20, "poisson", seed=7), 4000))
+    assert first == list(itertools.islice(schedule(20, "poisson", seed=7), 4000))
+    assert first != list(itertools.islice(schedule(20, "poisson", seed=8), 4000))
+    assert first == sorted(first)
+    assert 4000 / first[-1] == pytest.approx(20, rel=0.05)
+
+
+@pytest.mark.parametrize(("rate", "kind"), [(0, "constant"), (-1, "constant"),
+                                            (math.nan, "constant"), (1, "bursty")])
+def test_a_schedule_that_cannot_be_kept_is_refused(rate: float, kind: str) -> None:
+    with pytest.raises(ValueError, match="rate must be above 0|arrivals must be one of"):
+        schedule(rate, kind)
+
+
+# -- what a cell counts --------------------------------------------------------------------------
+
+def test_latency_counts_from_the_intended_start_and_every_arrival_is_counted(
+        tmp_path: Path) -> None:
+    key = CellKey("sync", 500, Load(rate=RATE))
+    samples = [Sample("register", "POST", i / RATE, 500.0, ok=True, warmup=i < 2,
+                      lag_ms=float(i)) for i in range(8)]
+    regs = [arrival(i, warmup=i < 2, lag=float(i)) for i in range(8)]
+    regs += [arrival(8, dropped=True), arrival(9, dropped=True)]
+    cell = summarize(tmp_path, key, PROFILE, samples, regs)
+    # Service time 500 ms plus each sign-up's start lag: 502..507 for the measured six.
+    assert cell.register.p50_ms == 504.0 and cell.register.max_ms == 507.0
+    assert (cell.mode, cell.rate, cell.users) == ("open", RATE, PROFILE.max_in_flight)
+    arrivals = cell.arrivals
+    assert arrivals is not None
+    assert (arrivals.offered, arrivals.started, arrivals.dropped) == (8, 6, 2)
+    assert (arrivals.lag_p50_ms, arrivals.lag_p99_ms) == (4.0, 7.0)
+    assert cell.duration_s == 0.8  # 8 measured arrivals at 10/s: the schedule's own span
+    assert cell.valid  # a drop is a finding, not a broken measurement
+    assert "2 of 8 arrivals were dropped" in " ".join(cell.warnings)
+    assert cell.delivery.registered == 6  # the dropped never reached the app
+
+
+def test_a_cell_whose_schedule_slipped_is_invalid(tmp_path: Path) -> None:
+    key = CellKey("baseline", 500, Load(rate=RATE))
+    samples = [Sample("register", "POST", 0.0, 5.0, ok=True, warmup=False, lag_ms=40.0)]
+    cell = summarize(tmp_path, key, PROFILE, samples, [arrival(0, lag=40.0)],
+                     sends_email=False)
+    assert not cell.valid
+    assert "start lag p99 40.0 ms is above the 25 ms bound" in cell.warnings[0]
+
+
+def test_registrations_round_trip_and_files_from_before_arrivals_still_read(
+        tmp_path: Path) -> None:
+    regs = [arrival(0), arrival(1, dropped=True)]
+    cellfiles.CellRecorder([], regs).write(tmp_path)
+    assert read_registrations(tmp_path) == regs
+    old = tmp_path / "old"
+    old.mkdir()
+    with gzip.open(old / cellfiles.REGISTRATIONS_FILE, "wt") as fh:
+        fh.write("email,sent_at,warmup,status,inbox_ms,verify_status\n"
+                 "A@maillab.test,1.5,0,303,120.0,200\n")
+    [read] = read_registrations(old)
+    assert (read.email, read.intended_at, read.lag_ms, read.dropped) == (
+        "a@maillab.test", None, None, False)
+
+
+# -- profiles ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("changes", "needle"), [
+    ({"rates": [0]}, "rates must be sign-ups per second above 0"),
+    ({"rates": [-2.5]}, "rates must be sign-ups per second above 0"),
+    ({"rates": [math.inf]}, "rates must be sign-ups per second above 0"),
+    ({"rates": ["10"]}, "rates must be a list of numbers"),
+    ({"rates": []}, "rates must be a non-empty list of sign-ups per second in open loop"),
+    ({"mode": "sideways"}, "mode must be one of open, closed"),
+    ({"arrivals": "bursty"}, "arrivals must be one of constant, poisson"),
+    ({"mode": "closed"}, "users must be a non-empty list in closed loop"),
+    ({"mode": "closed", "users": [2], "capacity": True}, "capacity steps up a rate"),
+    ({"capacity": "yes"}, "capacity must be true or false"),
+    ({"max_in_flight": 0}, "max_in_flight must be between 1 and 10000"),
+    ({"slo_bad_share": 2}, "slo_bad_share must be between 0 and 1"),
+])
+def test_a_bad_open_loop_profile_names_the_key(changes: dict[str, object],
+                                               needle: str) -> None:
+    data: dict[str, object] = {"variants": ["sync"], "latencies_ms": [0], "rates": [10],
+                               **changes}
+    with pytest.raises(ProfileError, match=needle) as raised:
+        profile_from_mapping("p", data, "p.toml")
+    assert str(raised.value).startswith("p.toml: ")
+
+
+def test_an_open_loop_cell_is_long_enough_for_its_sign_ups() -> None:
+    profile = profile_from_mapping("p", {"variants": ["sync"], "latencies_ms": [0],
+                                         "rates": [10, 2.5, 400], "min_signups": 200,
+                                         "duration_s": 5, "warmup_s": 2}, "p.toml")
+    slow, fast = CellKey("sync", 0, Load(rate=2.5)), CellKey("sync", 0, Load(rate=400))
+    assert profile.run_time_s(slow) == 83 and profile.measured_s(slow) == 81  # 200/2.5 + 1
+    assert profile.run_time_s(fast) == 7  # duration_s is longer than 200/400 + 1
+    assert [k.load.rate for k in profile.cells()] == [10, 2.5, 400]
+
+
+# -- capacity -----------------------------------------------------------------------------------
+
+def test_the_knee_is_the_highest_rate_that_held_the_slo(tmp_path: Path) -> None:
+    profile = dataclasses.replace(PROFILE, rates=(4.0, 8.0, 16.0), capacity=True,
+                                  slo_p99_ms=1000, workers=1, threads=2)
+    cells = []
+    for rate, sync_ms, threads in ((4.0, 510.0, 9), (8.0, 2500.0, 11)):
+        for variant, ms, live in (("baseline", 5.0, 6), ("sync", sync_ms, 8),
+                                  ("threaded", 6.0, threads)):
+            key = CellKey(variant, 500, Load(rate=rate))
+            samples = [Sample("register", "POST", i / rate, ms, ok=True, warmup=False)
+                       for i in range(20)]
+            regs = [dataclasses.replace(arrival(i), intended_at=i / rate) for i in range(20)]
+            cell = summarize(tmp_path / variant / str(rate), key, profile, samples, regs,
+                             sends_email=variant != "baseline")
+            cell.resources.peak_threads = live
+            cells.append(cell)
+    assert breach(cells[1], profile) is None
+    assert breach(cells[4], profile) == "register p99 2500 ms > 1000 ms"
+    rows = {row.variant: row for row in capacity_rows(cells, profile)}
+    sync = rows["sync"]
+    assert (sync.knee_rps, sync.broke_at_rps, sync.skipped_rates) == (4.0, 8.0, [16.0])
+    assert sync.predicted_rps == 4.0 and sync.prediction == "1 workers x 2 threads / 0.5 s SMTP"
+    threaded = rows["threaded"]
+    assert (threaded.knee_rps, threaded.broke_at_rps) == (8.0, None)
+    # Little's law at 8/s and 0.5 s: 4 emails in flight; measured 11 - 6 = 5 threads.
+    assert (threaded.predicted_email_threads, threaded.email_threads) == (4.0, 5.0)
+    results = results_for(profile, cells)
+    results.capacity = list(rows.values())
+    missing = {k.label for k in results.missing_cells}
+    assert missing == {"baseline@500ms/16rps", "threaded@500ms/16rps"}  # sync's was skipped
+
+
+def test_predictions_from_first_principles() -> None:
+    profile = dataclasses.replace(PROFILE, workers=2, threads=8, worker_threads=16)
+    assert predicted_rps("sync", 500, profile)[0] == 32.0
+    assert predicted_rps("queued", 250, profile)[0] == 64.0
+    assert predicted_rps("sync", 0, profile)[0] is None
+    assert predicted_rps("threaded", 500, profile)[0] is None
