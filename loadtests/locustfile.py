@@ -36,7 +36,9 @@ are applied to fakesmtp through its API at every test start. ``maillab bench`` a
 from __future__ import annotations
 
 import json
+import logging
 import re
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -63,7 +65,8 @@ PASSWORD = "maillab load test"
 
 # Filled at test start, read by every user.
 RUN: dict[str, Any] = {"expects_email": True, "warmup_until": 0.0, "stopping": False,
-                       "scheduler": None}
+                       "scheduler": None, "refused": False}
+LOG = logging.getLogger("maillab.locustfile")
 RECORDER = CellRecorder()
 
 
@@ -124,14 +127,44 @@ def _api(environment: Environment) -> str:
     return str(_options(environment).smtp_api).rstrip("/")
 
 
+class _Refused(RuntimeError):
+    """The test cannot start as asked; the message says why, in one line."""
+
+
+@events.init.add_listener
+def _on_init(environment: Environment, **_kw: Any) -> None:
+    # Bad values on the command line stop locust before anything runs (the web UI's form is
+    # checked again at each start, below).
+    if environment.parsed_options is not None:
+        try:
+            _check_arrival_options(environment.parsed_options)
+        except _Refused as refused:
+            LOG.error("%s", refused)
+            sys.exit(2)
+
+
 @events.test_start.add_listener
 def _on_test_start(environment: Environment, **_kw: Any) -> None:
+    RUN["refused"] = False
+    try:
+        _start(environment)
+    except _Refused as exc:
+        # One line and a stop rather than a traceback and a test that runs anyway.
+        LOG.error("the test cannot start: %s", exc)
+        RUN["refused"] = True
+        environment.process_exit_code = 2
+        runner = environment.runner
+        if runner is not None:
+            gevent.spawn(runner.stop if environment.web_ui else runner.quit)
+
+
+def _start(environment: Environment) -> None:
     options = _options(environment)
     if options.variant:
         hosts = dict(pair.split("=", 1) for pair in options.variant_hosts.split(",") if "=" in pair)
         if options.variant not in hosts:
-            raise RuntimeError(f"--variant {options.variant}: not in --variant-hosts "
-                               f"{options.variant_hosts!r}")
+            raise _Refused(f"--variant {options.variant}: not in --variant-hosts "
+                           f"{options.variant_hosts!r}")
         # Runs before locust copies environment.host onto the user classes.
         environment.host = hosts[options.variant]
     _check_arrival_options(options)
@@ -149,11 +182,11 @@ def _on_test_start(environment: Environment, **_kw: Any) -> None:
     if patch:
         status, body = _json_request("PATCH", f"{_api(environment)}/api/config", patch)
         if status != 200:
-            raise RuntimeError(f"fakesmtp refused the settings {patch}: {body}")
+            raise _Refused(f"fakesmtp refused the settings {patch}: {body}")
     host = str(environment.host or "").rstrip("/")
     health_status, health = _json_request("GET", f"{host}/healthz")
     if health_status != 200:
-        raise RuntimeError(f"{host}/healthz answered {health_status}")
+        raise _Refused(f"{host}/healthz answered {health_status}")
     # A variant that sends nothing (the baseline) has no inbox to wait for.
     RUN["expects_email"] = sends_email(str(health.get("variant")))
     if options.warmup and environment.runner is not None:
@@ -161,13 +194,13 @@ def _on_test_start(environment: Environment, **_kw: Any) -> None:
 
 
 def _check_arrival_options(options: Any) -> None:
-    """A bad rate or cap stops the test with a one-line reason (argparse cannot bound them)."""
+    """A bad rate or cap is refused with a one-line reason (argparse cannot bound them)."""
     rate = options.arrival_rate
     if not (rate == rate and 0 <= rate <= 10_000):  # NaN fails the first test
-        raise RuntimeError(f"--arrival-rate must be sign-ups per second from 0 (closed loop) "
-                           f"to 10000, got {rate!r}")
+        raise _Refused(f"--arrival-rate must be sign-ups per second from 0 (closed loop) to "
+                       f"10000, got {rate!r}")
     if not 1 <= options.max_in_flight <= 100_000:
-        raise RuntimeError(f"--max-in-flight must be 1..100000, got {options.max_in_flight!r}")
+        raise _Refused(f"--max-in-flight must be 1..100000, got {options.max_in_flight!r}")
 
 
 @events.test_stopping.add_listener
@@ -186,6 +219,8 @@ def _json_request(method: str, url: str, body: Any = None) -> tuple[int, dict[st
                                            "Accept": "application/json"})
         text = response.read()
         status = response.status_code
+    except OSError as exc:
+        raise _Refused(f"{method} {url}: {exc}") from None
     finally:
         client.close()
     try:
@@ -315,14 +350,16 @@ class SignUpUser(FastHttpUser):
     def on_start(self) -> None:
         options = _options(self.environment)
         open_loop = options.arrival_rate > 0
+        self.arrivals: Group | None = None
+        # Idle: the test could not start (the reason is logged), or another user already runs
+        # the schedule (more would multiply the rate). Such a user stops at its first task;
+        # StopUser raised here would be logged as an error with a traceback.
+        self.idle = RUN["refused"] or (open_loop and RUN["scheduler"] is not None)
+        if open_loop and not self.idle:
+            RUN["scheduler"] = self
         self.inbox = HTTPClient.from_url(
             URL(_api(self.environment)), concurrency=options.max_in_flight if open_loop else 1,
             connection_timeout=10, network_timeout=options.inbox_deadline + 10)
-        self.arrivals: Group | None = None
-        if open_loop:
-            if RUN["scheduler"] is not None:
-                raise StopUser()  # one schedule per test: more would multiply the rate
-            RUN["scheduler"] = self
 
     def on_stop(self) -> None:
         if self.arrivals is not None:  # killed at --stop-timeout: so are its sign-ups
@@ -331,6 +368,8 @@ class SignUpUser(FastHttpUser):
 
     @task
     def sign_up(self) -> None:
+        if self.idle:
+            raise StopUser()
         rate = _options(self.environment).arrival_rate
         if rate > 0:
             self._run_schedule(rate)

@@ -301,3 +301,48 @@ def test_a_capacity_run_stops_a_series_at_the_knee(tmp_path: Path,
     gated = CliRunner().invoke(cli, ["gate", str(run_dir), "--rules", str(rules)])
     assert gated.exit_code == 0, gated.output
     assert 'id="capacity"' in (run_dir / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_arrivals_past_the_cap_are_dropped_and_counted(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """One sign-up in flight at most, while each takes over 300 ms (SMTP) at 10 arrivals/s:
+    most arrivals cannot start, and every one of them is in the cell's files and figures."""
+    from loadtests.cellfiles import read_registrations
+
+    monkeypatch.chdir(tmp_path)
+    profile = tiny_profile(tmp_path / "capped.toml", variants='["sync"]', max_in_flight=1)
+    run_dir = tmp_path / "results" / "run"
+    result = CliRunner().invoke(cli, ["bench", "--profile", str(profile), "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    [cell] = json.loads((run_dir / "results.json").read_text())["cells"]
+    arrivals = cell["arrivals"]
+    assert arrivals["dropped"] > arrivals["offered"] / 2
+    assert arrivals["started"] + arrivals["dropped"] == arrivals["offered"]
+    assert f"{arrivals['dropped']} of {arrivals['offered']} arrivals were dropped" in " ".join(
+        cell["warnings"])
+    registrations = read_registrations(run_dir / cell["files"])
+    dropped = [r for r in registrations if r.dropped]
+    assert dropped and all(r.status is None and r.sent_at is None and r.lag_ms is None
+                           for r in dropped)
+    assert cell["delivery"]["registered"] == arrivals["started"]  # only those reached the app
+    gated = CliRunner().invoke(cli, ["gate", str(run_dir)])
+    assert gated.exit_code == 1 and "arrivals.dropped" in gated.output
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--arrival-rate", "-1"], "--arrival-rate must be sign-ups per second from 0"),
+    (["--arrival-rate", "nan"], "--arrival-rate must be sign-ups per second from 0"),
+    (["--max-in-flight", "0"], "--max-in-flight must be 1..100000"),
+    (["--arrival-rate", "5", "--host", "http://127.0.0.1:9"],
+     "the test cannot start: GET http://127.0.0.1:9/healthz: "),
+])
+def test_the_locustfile_refuses_bad_settings_in_one_line(tmp_path: Path, args: list[str],
+                                                        needle: str) -> None:
+    locustfile = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.py"
+    command = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
+               "--users", "1", "-t", "3", "--host", "http://127.0.0.1:9", *args]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert needle in done.stderr
+    assert "Traceback" not in done.stderr
