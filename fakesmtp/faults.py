@@ -12,8 +12,9 @@ Keys:
             (default r1, r2, ... by position): up to 64 ASCII letters, digits, - and _
     phase   connect | ehlo | mail | rcpt | data | eom | quit   (required)
     action  reply (default) | disconnect (close, no reply) | hang (never answer; the session
-            ends when the client gives up) | drop (phase=data only: send 354, read part of the
-            message, then close without a reply)
+            ends when the client gives up) | drop (phase=data: send 354, read part of the
+            message, then close without a reply; phase=eom: store the whole message, then close
+            before the reply, so the sender cannot know it was delivered and may send it again)
     reply   4xx/5xx code for action=reply (default 451; 421 for rate and conns).
             A 421 closes the connection after the reply, as RFC 5321 says.
     text    reply text (default: the code's standard text): printable ASCII, up to 400
@@ -108,8 +109,9 @@ class FaultRule:
         if action not in ACTIONS:
             raise FaultError(f"action {shown(action)} must be one of {', '.join(ACTIONS)}",
                              "action")
-        if action == "drop" and phase != "data":
-            raise FaultError("action=drop needs phase=data (it cuts the message body)", "action")
+        if action == "drop" and phase not in ("data", "eom"):
+            raise FaultError("action=drop needs phase=data (it cuts the message body) or "
+                             "phase=eom (it cuts the reply to a stored message)", "action")
 
         triggers = [t for t in TRIGGERS if data.get(t) is not None]
         if len(triggers) > 1:

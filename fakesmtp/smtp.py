@@ -68,6 +68,7 @@ class FaultySMTP(SMTP):
         self._rng: random.Random | None = None
         self._close_after_reply = False
         self._reading_body = False
+        self._drop_after_store = False  # an eom drop: store the message, then cut the reply
         self._fault_closed = False
         self._counted = False
 
@@ -117,6 +118,9 @@ class FaultySMTP(SMTP):
             # An error instead of the banner ends the session too (we do not wait for QUIT).
             self._close_after_reply = rule.reply.closes or phase == "connect"
             return rule.reply.tagged(rule.id)
+        if rule.action == "drop" and phase == "eom":
+            self._drop_after_store = True  # handle_DATA stores it, then cuts
+            return None
         if rule.action == "drop":
             await self.push(replies.S354_START_DATA.line())
             # Take some of the body so the cut lands mid-message, then cut.
@@ -253,6 +257,11 @@ class FakeHandler:
             f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or ""),
         )
         self.engine.stats.received += 1
+        if server._drop_after_store:
+            # Delivered, but the client never hears so: the connection goes before the 250.
+            server._drop_after_store = False
+            server._close()
+            await server._forever()
         return replies.queued(msg.id)
 
     async def handle_QUIT(self, server: FaultySMTP, session: Session, envelope: Envelope) -> str:

@@ -71,6 +71,19 @@ def test_drop_cuts_the_message_mid_data(make_server, smtp_client, until) -> None
     assert smtp_client(server).sendmail("a@x.test", ["b@x.test"], MSG) == {}
 
 
+def test_drop_at_eom_stores_the_message_and_cuts_the_reply(make_server, smtp_client,
+                                                           until) -> None:
+    """The sender cannot know the message arrived: a retry would deliver it twice."""
+    server = make_server(faults=["id=cut,phase=eom,action=drop,first=1"])
+    with pytest.raises((smtplib.SMTPServerDisconnected, ConnectionError)):
+        smtp_client(server).sendmail("a@x.test", ["b@x.test"], MSG)
+    assert until(lambda: server.stats()["connections"]["open"] == 0)
+    stats = server.stats()
+    assert stats["actions"] == {"drop": 1} and stats["received"] == 1
+    assert smtp_client(server).sendmail("a@x.test", ["b@x.test"], MSG) == {}  # the retry
+    assert server.stats()["received"] == 2
+
+
 def test_hang_never_answers(make_server, raw_session, until) -> None:
     server = make_server(faults=["id=h,phase=ehlo,action=hang"])
     session = raw_session(server)

@@ -45,7 +45,7 @@ def test_rule_defaults() -> None:
         ("phase=eom,first=x", "first"),
         ("phase=eom,prob=0.5,every=2", "every"),
         ("phase=mail,to=*@x.test", "to"),
-        ("phase=eom,action=drop", "action"),
+        ("phase=rcpt,action=drop", "action"),
         ("phase=eom,action=explode", "action"),
         ("phase=eom,action=hang,reply=550", "reply"),
         ("phase=eom,colour=red", "colour"),
