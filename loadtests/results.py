@@ -95,9 +95,14 @@ class Delivery:
 
     registered: Count = Field(description="measured registrations the app accepted")
     delivered: Count = Field(description="of those, how many got at least one email")
-    missing: Count = Field(description="accepted, told to check their email, none came")
+    missing: Count = Field(description="lost silently: accepted, told to check their email, "
+                                       "none came")
     duplicates: Count = Field(description="emails beyond the first per registration")
     verified: Count = Field(description="registrations whose link answered 200")
+    failed_visibly: Count | None = Field(None, description="measured sign-ups that started and "
+                                                           "got an error or a broken "
+                                                           "connection instead of the "
+                                                           "confirmation; null in older runs")
     expected: bool | None = Field(None, description="whether the variant sends email; older "
                                                     "runs lack it (the registry answers)")
     counted: str = Field("all registrations", description="which registrations were counted")

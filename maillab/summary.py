@@ -78,14 +78,18 @@ def inbox_stats(series: Series) -> InboxStats:
 
 def delivery(registrations: Sequence[Registration], capture: Capture,
              sends_email: bool) -> Delivery:
-    """Each accepted registration counted once against the capture; warm-up ones left out,
-    as their samples are."""
+    """Each measured sign-up in one bucket, against the capture: dropped (never started,
+    counted in arrivals), failed visibly (started, and the person saw an error or a broken
+    connection instead of "check your email"), or accepted, and then delivered or lost
+    silently (``missing``). Warm-up sign-ups are left out, as their samples are."""
     accepted = [r for r in registrations if r.accepted]
     measured = [r for r in accepted if not r.warmup]
+    started = [r for r in registrations if not r.warmup and not r.dropped]
     counts = capture.counts
     delivered = sum(1 for r in measured if counts.get(r.email, 0) >= 1)
     return Delivery(
         registered=len(measured), delivered=delivered,
+        failed_visibly=len(started) - len(measured),
         missing=len(measured) - delivered if sends_email else 0,
         duplicates=sum(max(0, counts.get(r.email, 0) - 1) for r in measured),
         verified=sum(1 for r in measured if r.verify_status == 200),

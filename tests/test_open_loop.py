@@ -77,6 +77,23 @@ def test_latency_counts_from_the_intended_start_and_every_arrival_is_counted(
     assert cell.delivery.registered == 6  # the dropped never reached the app
 
 
+def test_every_measured_sign_up_lands_in_exactly_one_bucket(tmp_path: Path) -> None:
+    from collections import Counter
+
+    key = CellKey("threaded", 500, Load(rate=RATE))
+    regs = [arrival(i, warmup=i == 0) for i in range(7)]
+    regs[2].status = 500  # an error page
+    regs[3].status = None  # the connection broke
+    regs += [arrival(7, dropped=True)]
+    delivered = Counter({"u1@maillab.test": 1, "u4@maillab.test": 2, "u5@maillab.test": 1})
+    samples = [Sample("register", "POST", 0.0, 5.0, ok=True, warmup=False)]
+    cell = summarize(tmp_path, key, PROFILE, samples, regs, delivered)
+    d, a = cell.delivery, cell.arrivals
+    assert a is not None
+    assert (a.dropped, d.failed_visibly, d.delivered, d.missing, d.duplicates) == (1, 2, 3, 1, 1)
+    assert a.dropped + (d.failed_visibly or 0) + d.delivered + d.missing == a.offered == 7
+
+
 def test_a_cell_whose_schedule_slipped_is_invalid(tmp_path: Path) -> None:
     key = CellKey("baseline", 500, Load(rate=RATE))
     samples = [Sample("register", "POST", 0.0, 5.0, ok=True, warmup=False, lag_ms=40.0)]
