@@ -31,6 +31,8 @@ from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loadtests.scenarios import CLEAN, scenario
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -84,29 +86,43 @@ class CellKey:
     variant: str
     latency_ms: int
     load: Load
+    scenario: str = CLEAN
 
     @property
     def folder(self) -> str:
-        """The cell's folder, relative to the run directory: ``cells/sync-500ms-10rps``."""
-        return f"{CELLS_DIR}/{self.variant}-{self.latency_ms}ms-{self.load.short}"
+        """The cell's folder, relative to the run directory: ``cells/sync-500ms-10rps``, or
+        ``cells/sync-500ms-10rps-smtp-flaky`` under a scenario."""
+        load = f"{self.latency_ms}ms-{self.load.short}"
+        return f"{CELLS_DIR}/{self.variant}-{load}{self._suffix('-')}"
 
     @property
     def label(self) -> str:
-        """The short label tables, gate.json and warnings use: ``sync@500ms/10rps``."""
-        return f"{self.variant}@{self.latency_ms}ms/{self.load.short}"
+        """The short label tables, gate.json and warnings use: ``sync@500ms/10rps``, or
+        ``sync@500ms/10rps/smtp-flaky`` under a scenario."""
+        return f"{self.variant}@{self.latency_ms}ms/{self.load.short}{self._suffix('/')}"
 
     @property
     def title(self) -> str:
-        """The label for people: ``sync @ 500 ms x 10 sign-ups/s``."""
-        return f"{self.variant} @ {self.latency_ms} ms x {self.load.title}"
+        """The label for people: ``sync @ 500 ms x 10 sign-ups/s (smtp-flaky)``."""
+        scenario = f" ({self.scenario})" if self.scenario != CLEAN else ""
+        return f"{self.variant} @ {self.latency_ms} ms x {self.load.title}{scenario}"
+
+    def _suffix(self, separator: str) -> str:
+        return "" if self.scenario == CLEAN else separator + self.scenario
 
 
 def grid(variants: Sequence[str], latencies_ms: Sequence[int], users: Sequence[int] = (),
-         rates: Sequence[float] = ()) -> list[CellKey]:
+         rates: Sequence[float] = (), scenarios: Sequence[str] = (CLEAN,),
+         scenario_latencies_ms: Sequence[int] = ()) -> list[CellKey]:
     """Every cell of a profile, latency-major so one fakesmtp setting runs at a time: one per
-    rate when rates are given (open loop), else one per users count."""
+    rate when rates are given (open loop), else one per users count; one per scenario that
+    applies to the variant, ``clean`` at every latency and the others at
+    ``scenario_latencies_ms`` (every latency when empty)."""
     loads = [Load(rate=r) for r in rates] or [Load(users=u) for u in users]
-    return [CellKey(v, lat, load) for lat in latencies_ms for load in loads for v in variants]
+    return [CellKey(v, lat, load, name) for lat in latencies_ms for load in loads
+            for name in scenarios
+            if name == CLEAN or not scenario_latencies_ms or lat in scenario_latencies_ms
+            for v in variants if scenario(name).applies_to(v)]
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,9 @@ Keys (every one optional but ``variants``, ``latencies_ms``, and ``rates`` in op
                                        # stopping at the first that breaks the SLO
     slo_p99_ms = 1000                  # capacity: register p99, from the intended start
     slo_bad_share = 0.01               # capacity: dropped plus failed sign-ups, a share
+    scenarios = ["clean", "smtp-flaky"]  # what goes wrong in a cell (loadtests/scenarios.py)
+    scenario_latencies_ms = [500]      # where the scenarios other than clean run (empty: at
+                                       # every latency)
     users = [10]                       # closed loop: locust users, no think time
     duration_s = 12                    # measured time per cell (at least; see min_signups)
     warmup_s = 3                       # run before it, left out of the stats
@@ -49,6 +52,7 @@ from typing import Any
 from apps.core.registry import VARIANTS
 from loadtests.arrivals import KINDS as ARRIVALS
 from loadtests.cellfiles import CellKey, grid
+from loadtests.scenarios import CLEAN, SCENARIOS
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -76,6 +80,8 @@ class Profile:
     capacity: bool = False
     slo_p99_ms: float = 1000.0
     slo_bad_share: float = 0.01
+    scenarios: tuple[str, ...] = (CLEAN,)
+    scenario_latencies_ms: tuple[int, ...] = ()
     description: str = ""
     duration_s: float = 10.0
     warmup_s: float = 2.0
@@ -94,9 +100,9 @@ class Profile:
         return self.mode == "open"
 
     def cells(self) -> list[CellKey]:
-        if self.open_loop:
-            return grid(self.variants, self.latencies_ms, rates=self.rates)
-        return grid(self.variants, self.latencies_ms, users=self.users)
+        loads: dict[str, Any] = {"rates": self.rates} if self.open_loop else {"users": self.users}
+        return grid(self.variants, self.latencies_ms, scenarios=self.scenarios,
+                    scenario_latencies_ms=self.scenario_latencies_ms, **loads)
 
     def run_time_s(self, key: CellKey) -> int:
         """locust's --run-time takes whole seconds: warm-up plus the measured window, rounded
@@ -151,6 +157,15 @@ class Profile:
                          f"got {rate!r}")
         elif not self.users:
             fail("users", "must be a non-empty list in closed loop (mode = \"closed\")")
+        if not self.scenarios:
+            fail("scenarios", "is empty; \"clean\" is the healthy run")
+        for name in self.scenarios:
+            if name not in SCENARIOS:
+                fail("scenarios", f"has unknown scenario {name!r}; choose from "
+                     f"{', '.join(SCENARIOS)}")
+        for latency in self.scenario_latencies_ms:
+            if latency not in self.latencies_ms:
+                fail("scenario_latencies_ms", f"has {latency}, which is not in latencies_ms")
         if self.capacity and not self.open_loop:
             fail("capacity", "steps up a rate, so it needs mode = \"open\"")
         if any(not 1 <= x <= 1000 for x in self.users):
@@ -210,12 +225,13 @@ def profile_from_mapping(name: str, data: dict[str, Any], source: str) -> Profil
     return profile
 
 
-_LISTS = ("variants", "latencies_ms", "users", "rates")
+_LISTS = ("variants", "latencies_ms", "users", "rates", "scenarios", "scenario_latencies_ms")
 _TYPES: dict[str, Any] = {
     "description": str, "variants": str, "latencies_ms": int, "users": int,
     "rates": (int, float), "mode": str, "arrivals": str, "seed": int, "max_in_flight": int,
     "min_signups": int, "max_start_lag_ms": (int, float), "capacity": bool,
-    "slo_p99_ms": (int, float), "slo_bad_share": (int, float),
+    "slo_p99_ms": (int, float), "slo_bad_share": (int, float), "scenarios": str,
+    "scenario_latencies_ms": int,
     "duration_s": (int, float), "warmup_s": (int, float), "workers": int, "threads": int,
     "worker_threads": int,
     "password_hash": str, "inbox_deadline_s": (int, float), "drain_s": (int, float),

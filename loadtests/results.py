@@ -27,6 +27,7 @@ from pydantic.dataclasses import dataclass
 from apps.core.registry import VARIANTS
 from apps.core.registry import sends_email as variant_sends_email
 from loadtests.cellfiles import CellFileError, CellKey, CellSamples, Load, grid, read_samples
+from loadtests.scenarios import CLEAN, SCENARIOS
 from loadtests.stats import Rating
 
 SCHEMA: Literal["maillab.results/1"] = "maillab.results/1"
@@ -47,6 +48,12 @@ _CONFIG = ConfigDict(extra="ignore", json_schema_serialization_defaults_required
 def _known_variant(name: str) -> str:
     if name not in VARIANTS:
         raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+    return name
+
+
+def _known_scenario(name: str) -> str:
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
     return name
 
 
@@ -137,6 +144,14 @@ class LoadGenerator:
 
 
 @dataclass(config=_CONFIG, kw_only=True)
+class ScenarioEvent:
+    """Something the runner did to the cell's world, and when."""
+
+    at: float = Field(description="epoch seconds")
+    what: str
+
+
+@dataclass(config=_CONFIG, kw_only=True)
 class CellResult:
     """One cell's figures. Blocks of statistics are the metrics the gate can name."""
 
@@ -147,6 +162,10 @@ class CellResult:
     mode: Literal["open", "closed"] = Field("closed", description="open: arrivals on a "
                                             "schedule; closed: users with no think time")
     rate: float | None = Field(None, gt=0, description="open loop: offered sign-ups per second")
+    scenario: str = Field(CLEAN, description="what went wrong during the cell "
+                                            "(loadtests/scenarios.py); clean: nothing")
+    scenario_events: list[ScenarioEvent] = Field(default_factory=list,
+                                                 description="what the runner did, and when")
     duration_s: float = Field(ge=0, description="the measured window")
     warmup_s: float | None = Field(None, description="left out of every statistic before it")
     register: RequestStats
@@ -164,7 +183,7 @@ class CellResult:
 
     @property
     def key(self) -> CellKey:
-        return CellKey(self.variant, self.smtp_latency_ms, self.load)
+        return CellKey(self.variant, self.smtp_latency_ms, self.load, self.scenario)
 
     @property
     def load(self) -> Load:
@@ -273,6 +292,9 @@ class Grid:
     users: list[int] = Field(default_factory=list)
     rates: list[float] = Field(default_factory=list)
     mode: Literal["open", "closed"] = "closed"
+    scenarios: list[Annotated[str, AfterValidator(_known_scenario)]] = Field(
+        default_factory=lambda: [CLEAN])
+    scenario_latencies_ms: list[int] = Field(default_factory=list)
 
 
 _GRID = TypeAdapter(Grid)
@@ -361,9 +383,11 @@ class Results:
         asked = self.profile_settings
         if asked is None:
             return [c.key for c in self.cells]
-        if asked.get("mode", "closed") == "open":
-            return grid(asked["variants"], asked["latencies_ms"], rates=asked["rates"])
-        return grid(asked["variants"], asked["latencies_ms"], users=asked["users"])
+        loads = ({"rates": asked["rates"]} if asked.get("mode", "closed") == "open"
+                 else {"users": asked["users"]})
+        return grid(asked["variants"], asked["latencies_ms"],
+                    scenarios=asked.get("scenarios", [CLEAN]),
+                    scenario_latencies_ms=asked.get("scenario_latencies_ms", []), **loads)
 
     @property
     def missing_cells(self) -> list[CellKey]:
@@ -535,8 +559,9 @@ class Run:
     def complete(self) -> bool:
         return self.results.complete and not self.results.stopped_reason
 
-    def cell(self, variant: str, latency_ms: int, load: Load) -> CellResult | None:
-        return self.results.cell(CellKey(variant, latency_ms, load))
+    def cell(self, variant: str, latency_ms: int, load: Load,
+             scenario: str = CLEAN) -> CellResult | None:
+        return self.results.cell(CellKey(variant, latency_ms, load, scenario))
 
     def cell_dir(self, cell: CellResult) -> Path:
         return self.run_dir / cell.folder

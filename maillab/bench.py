@@ -33,9 +33,12 @@ from loadtests.results import (
     CellResult,
     EnumerationCheck,
     Results,
+    ScenarioEvent,
     point_latest,
     write_results,
 )
+from loadtests.scenarios import Scenario
+from loadtests.scenarios import scenario as scenario_of
 from maillab.capacity import capacity_rows
 from maillab.enumeration import ProbeError, probe
 from maillab.environment import capture_environment
@@ -86,6 +89,7 @@ class Bench:
                                             profile.password_hash, profile.worker_threads),
             cells=[])
         self.supervisor = Supervisor(run_dir)
+        self.events: list[ScenarioEvent] = []  # what the current cell's scenario did
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -183,6 +187,7 @@ class Bench:
             self.supervisor.stop(*app.children)
 
     def _run_cell(self, key: CellKey) -> CellResult:
+        self.events = []
         cell_dir = self.run_dir / key.folder
         cell_dir.mkdir(parents=True)
         self._smtp_call("POST", "/api/reset")
@@ -205,7 +210,7 @@ class Bench:
             capture=capture, sends_email=variant.sends_email,
             peak_threads=sampler.peak_threads, peak_queue_depth=sampler.peak_queue_depth,
             load_cpu_percent=sampler.load_cpu_percent, app_cpu_percent=sampler.app_cpu_percent,
-            locust_exit=locust_exit)
+            locust_exit=locust_exit, events=self.events)
         return summarize_cell(key, self.profile, observed)
 
     def _run_locust(self, key: CellKey, cell_dir: Path, app_url: str, sampler: CellSampler,
@@ -214,6 +219,7 @@ class Bench:
         stop_timeout = profile.inbox_deadline_s + 15
         run_time = profile.run_time_s(key)
         users = key.load.users or 1  # open loop: one user runs the schedule
+        scenario = scenario_of(key.scenario)
         args = ["-f", str(LOCUSTFILE), "--headless", "--users", str(users),
                 "--spawn-rate", str(users), "--run-time", f"{run_time}s",
                 "--arrival-rate", f"{key.load.rate:g}", "--arrivals", profile.arrivals,
@@ -221,7 +227,8 @@ class Bench:
                 "--max-in-flight", str(profile.max_in_flight),
                 "--stop-timeout", f"{stop_timeout:g}", "--host", app_url,
                 "--smtp-api", self.api_url, "--smtp-latency", f"{key.latency_ms}ms",
-                "--smtp-faults", "none", "--warmup", f"{profile.warmup_s:g}",
+                "--smtp-faults", ";".join(scenario.faults) or "none",
+                "--warmup", f"{profile.warmup_s:g}",
                 "--render-allowance-ms", f"{profile.render_allowance_ms:g}",
                 "--inbox-deadline", f"{profile.inbox_deadline_s:g}",
                 "--samples-out", str(cell_dir), "--csv", str(cell_dir / "locust"),
@@ -229,9 +236,18 @@ class Bench:
         locust = self.supervisor.spawn("locust", args, dict(os.environ),
                                        cell_dir / "locust.log", module="locust")
         sampler.watch_load(locust.popen.pid)
+        actions = self._scenario_actions(scenario, time.time(), profile.warmup_s,
+                                         profile.measured_s(key))
         deadline = time.monotonic() + run_time + stop_timeout + 60
         while locust.popen.poll() is None:
             self.supervisor.check(watched, when="during the cell")
+            while actions and actions[0][0] <= time.time():
+                _, what, act = actions.pop(0)
+                try:
+                    act()
+                except OSError as exc:  # the cell is marked invalid with this reason
+                    what = f"could not apply the scenario ({what}): {exc}"
+                self.events.append(ScenarioEvent(at=round(time.time(), 3), what=what))
             if time.monotonic() > deadline:
                 raise BenchError(f"locust did not finish in time; see {locust.log_path}")
             time.sleep(0.2)
@@ -241,6 +257,22 @@ class Bench:
         if not (cell_dir / cellfiles.SAMPLES_FILE).exists():
             raise BenchError(f"locust wrote no samples (exit {code}); see {locust.log_path}")
         return code
+
+    def _scenario_actions(self, scenario: Scenario, started: float, warmup_s: float,
+                          measured_s: float) -> list[tuple[float, str, Callable[[], None]]]:
+        """What the runner does during the cell, and when (epoch seconds), in order: the
+        SMTP outage covers the middle third of the measured window."""
+        if not scenario.window_faults:
+            return []
+        begin = started + warmup_s + measured_s / 3
+        end = started + warmup_s + 2 * measured_s / 3
+
+        def faults(rules: tuple[str, ...]) -> Callable[[], None]:
+            return lambda: self._smtp_call("PATCH", "/api/config", {"faults": list(rules)})
+
+        return [(begin, f"SMTP faults on: {'; '.join(scenario.window_faults)}",
+                 faults(scenario.faults + scenario.window_faults)),
+                (end, "SMTP faults off", faults(scenario.faults))]
 
     def _drain(self, sends_email: bool, registrations: list[Registration]) -> Capture:
         """Wait (bounded) until every accepted registration's email arrived; count per address.

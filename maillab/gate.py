@@ -10,9 +10,10 @@ Rules (TOML, ``rules = ["...", ...]``) read like k6 thresholds::
 
 ``SELECTOR.METRIC.STAT OP EXPRESSION`` (or ``SELECTOR.METRIC OP ...`` for a metric that is
 a single number, such as ``throughput_rps``): the selector is a variant or ``*``, optionally
-with ``{latency=MS,rate=R,users=N}``; the right side is arithmetic over numbers, the cell's
-variables (:data:`loadtests.results.VARIABLES`) and other variants' figures in the same cell
-position (``baseline.register.p95_ms``: the baseline at the same SMTP latency and load), so
+with ``{latency=MS,rate=R,users=N,scenario=NAME}``; the right side is arithmetic over numbers,
+the cell's variables (:data:`loadtests.results.VARIABLES`) and other variants' figures in
+the same cell position (``baseline.register.p95_ms``: the baseline at the same SMTP latency,
+load and scenario), so
 a rule can hold a variant to the floor measured in the same run rather than to absolute
 milliseconds on a noisy machine. The metrics and statistics a rule may name are the results
 model's (:data:`loadtests.results.METRICS`). A rule is checked on every cell it selects. A
@@ -57,6 +58,7 @@ from loadtests.results import (
     load_run,
     write_gate,
 )
+from loadtests.scenarios import SCENARIOS
 from loadtests.stats import median
 
 PASS, FAIL, INVALID = 0, 1, 3
@@ -77,7 +79,7 @@ class RuleError(ValueError):
 class Rule:
     text: str
     variant: str
-    filters: tuple[tuple[str, float], ...]
+    filters: tuple[tuple[str, float | str], ...]
     metric: str
     stat: str | None
     op: str
@@ -87,7 +89,8 @@ class Rule:
         if self.variant not in ("*", cell.variant):
             return False
         load = cell.load
-        keys = {"latency": cell.smtp_latency_ms, "users": load.users, "rate": load.rate}
+        keys: dict[str, float | str] = {"latency": cell.smtp_latency_ms, "users": load.users,
+                                        "rate": load.rate, "scenario": cell.scenario}
         return all(keys[name] == value for name, value in self.filters)
 
 
@@ -143,13 +146,19 @@ def parse_rule(text: str) -> Rule:
         raise RuleError(f"rule {text!r}: unknown variant {match['variant']!r}"
                         f"{_suggest(match['variant'], VARIANTS)}")
     _metric_name(text, "", metric, stat)
-    filters: list[tuple[str, float]] = []
+    filters: list[tuple[str, float | str]] = []
     for part in filter(None, (p.strip() for p in (match["filters"] or "").split(","))):
         name, _, value = (s.strip() for s in part.partition("="))
+        if name == "scenario":
+            if value not in SCENARIOS:
+                raise RuleError(f"rule {text!r}: unknown scenario {value!r}"
+                                f"{_suggest(value, SCENARIOS)}")
+            filters.append((name, value))
+            continue
         number = _filter_value(value)
         if name not in ("latency", "users", "rate") or number is None:
             raise RuleError(f"rule {text!r}: selector filter {part!r} must be latency=MS, "
-                            "rate=R or users=N")
+                            "rate=R, users=N or scenario=NAME")
         filters.append((name, number))
     # Fails now on a bad expression or reference, before any cell is checked.
     def checked(token: str) -> float:
@@ -247,12 +256,20 @@ def evaluate(expression: str, variables: dict[str, float], rule: str = "",
 def check_rules(results: Results, rules: list[Rule]) -> list[RuleOutcome]:
     outcomes = []
     ran = {c.variant for c in results.cells}
+    scenarios = {key.scenario for key in results.expected_cells} | {
+        c.scenario for c in results.cells}
     for rule in rules:
         cells = [c for c in results.cells if rule.selects(c)]
-        if not cells and rule.variant != "*" and rule.variant not in ran and not rule.filters:
+        numeric = [f for f in rule.filters if f[0] != "scenario"]
+        asked = dict(rule.filters).get("scenario")
+        absent = None
+        if rule.variant != "*" and rule.variant not in ran:
+            absent = f"this run has no {rule.variant} cells"
+        elif asked is not None and asked not in scenarios:
+            absent = f"this run has no {asked} cells"  # a rule for a profile with it
+        if not cells and absent and not numeric:
             outcomes.append(RuleOutcome(rule=rule.text, cell=None, measured=None,
-                                        limit=rule.rhs, verdict="skipped",
-                                        detail=f"this run has no {rule.variant} cells"))
+                                        limit=rule.rhs, verdict="skipped", detail=absent))
             continue
         if not cells:
             outcomes.append(RuleOutcome(rule=rule.text, cell=None, measured=None,
@@ -289,7 +306,8 @@ def _same_position(results: Results, cell: CellResult) -> Callable[[str], float]
 
     def value(token: str) -> float:
         reference = Reference.parse(token, token)
-        other = results.cell(CellKey(reference.variant, cell.smtp_latency_ms, cell.load))
+        other = results.cell(CellKey(reference.variant, cell.smtp_latency_ms, cell.load,
+                                     cell.scenario))
         if other is None:
             raise _Unmeasured(f"this run has no {reference.variant} cell at "
                               f"{cell.smtp_latency_ms} ms and {cell.load.title} for {token}")

@@ -24,6 +24,7 @@ from loadtests.results import (
     LoadGenerator,
     RequestStats,
     Resources,
+    ScenarioEvent,
 )
 from loadtests.stats import inp_rating, percentile
 
@@ -53,6 +54,7 @@ class Observed:
     load_cpu_percent: float | None = None
     app_cpu_percent: float | None = None
     locust_exit: int = 0
+    events: list[ScenarioEvent] = field(default_factory=list)
 
 
 def _ms(value: float | None) -> float | None:
@@ -126,7 +128,8 @@ def summarize_cell(key: CellKey, profile: Profile, observed: Observed,
     return CellResult(
         variant=key.variant, smtp_latency_ms=key.latency_ms,
         users=profile.max_in_flight if rate else key.load.users,
-        mode="open" if rate else "closed", rate=rate,
+        mode="open" if rate else "closed", rate=rate, scenario=key.scenario,
+        scenario_events=list(observed.events),
         duration_s=window, warmup_s=profile.warmup_s,
         register=register, verify=verify,
         inp_proxy=InpProxy(p75_ms=inp_p75, rating=inp_rating(inp_p75),
@@ -158,6 +161,10 @@ def _validity(observed: Observed, register: RequestStats, counts: Delivery,
         valid = False
         warnings.append(f"load generator saturated: locust used {cpu:.0f}% of a core, so "
                         "its timings include its own queueing")
+    for event in observed.events:
+        if event.what.startswith("could not apply the scenario"):
+            valid = False
+            warnings.append(event.what)
     if observed.locust_exit not in (0, 1):  # 1 is locust's "some requests failed"
         valid = False
         warnings.append(f"locust exited with {observed.locust_exit}; see locust.log")

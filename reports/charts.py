@@ -258,7 +258,7 @@ def delivery(run: ReportRun, out_dir: Path) -> Chart:
     for i, cond in enumerate(conditions):
         for j, variant in enumerate(variants):
             x = i + (j - (len(variants) - 1) / 2) * width
-            cell = run.cell(variant, cond.latency_ms, cond.load)
+            cell = run.results.cell(cond.key(variant))
             top = max(top, _delivery_bar(ax, x, width * 0.92, variant, cell, notes, cond))
     ax.set_ylim(0, top * 1.45)
     ax.set_xticks(range(len(conditions)), labels=[c.label for c in conditions])
@@ -342,7 +342,7 @@ def resources(run: ReportRun, out_dir: Path) -> Chart:
         for variant in run.variants:
             ys = []
             for cond in conditions:
-                cell = run.cell(variant, cond.latency_ms, cond.load)
+                cell = run.results.cell(cond.key(variant))
                 value = cell.metric("resources", key) if cell else None
                 ys.append(float("nan") if value is None else value)
                 if value is None:
@@ -369,4 +369,4 @@ def resources(run: ReportRun, out_dir: Path) -> Chart:
 def _conditions_run(run: ReportRun) -> list[Condition]:
     """The grid's conditions that have at least one cell."""
     return [c for c in run.conditions
-            if any(run.cell(v, c.latency_ms, c.load) for v in run.variants)]
+            if any(run.results.cell(c.key(v)) for v in run.variants)]

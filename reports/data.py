@@ -13,6 +13,7 @@ from pathlib import Path
 
 from loadtests.cellfiles import CellKey, Load
 from loadtests.results import CellResult, Run, RunError, load_run
+from loadtests.scenarios import CLEAN
 
 ReportError = RunError  # what the report raises for a run it cannot read: the run's own error
 
@@ -23,20 +24,26 @@ class Condition:
 
     latency_ms: int
     load: Load
+    scenario: str = CLEAN
 
     @property
     def label(self) -> str:
-        return f"{self.latency_ms} ms · {self.load.short}"
+        scenario = "" if self.scenario == CLEAN else f" · {self.scenario}"
+        return f"{self.latency_ms} ms · {self.load.short}{scenario}"
 
     def key(self, variant: str) -> CellKey:
-        return CellKey(variant, self.latency_ms, self.load)
+        return CellKey(variant, self.latency_ms, self.load, self.scenario)
 
 
 class ReportRun(Run):
     @property
     def conditions(self) -> list[Condition]:
-        """Every (latency, load) pair of the grid, sorted by latency then load."""
-        return sorted(Condition(lat, load) for lat in self.latencies for load in self.loads)
+        """Every (latency, load, scenario) of the grid, sorted by latency, load, then clean
+        first."""
+        keys = {*self.results.expected_cells, *(c.key for c in self.cells)}
+        found = {Condition(k.latency_ms, k.load, k.scenario) for k in keys}
+        return sorted(found, key=lambda c: (c.latency_ms, c.load, c.scenario != CLEAN,
+                                            c.scenario))
 
     @property
     def focus_load(self) -> Load | None:
@@ -59,14 +66,15 @@ class ReportRun(Run):
     @property
     def missing(self) -> list[tuple[str, Condition]]:
         """Cells of the grid (profile settings, else the cells' own axes) that did not run."""
+        expected = set(self.results.expected_cells)
         return [(v, cond) for cond in self.conditions for v in self.variants
-                if self.cell(v, cond.latency_ms, cond.load) is None]
+                if cond.key(v) in expected and self.results.cell(cond.key(v)) is None]
 
     def verdict_cell(self, variant: str) -> CellResult | None:
         """The cell that speaks for ``variant`` in the verdict: the highest SMTP latency at
         :attr:`focus_load`; a variant with no cell there falls back to its highest latency,
         then heaviest load."""
-        mine = [c for c in self.cells if c.variant == variant]
+        mine = [c for c in self.cells if c.variant == variant and c.scenario == CLEAN]
         at_focus = [c for c in mine if c.load == self.focus_load]
         return max(at_focus or mine, key=lambda c: (c.smtp_latency_ms, c.load), default=None)
 

@@ -37,6 +37,7 @@ def write_html(run: ReportRun, charts: Sequence[Chart], path: Path) -> Path:
         verdict=rows,
         focus_load=run.focus_load,
         claims=summary.claim_checks(run),
+        losses=summary.loss_rows(run),
         charts=[(chart, _data_uri(chart.png)) for chart in charts],
         cells=summary.cell_rows(run),
         environment=summary.environment(run),

@@ -117,7 +117,7 @@ def response_over_time(run: ReportRun, out_dir: Path) -> Chart:
            "statistic), crosses the failed requests. Look for a slow start, a line that "
            "climbs (saturation) or a gap (a stall).")
     conditions = [c for c in run.conditions
-                  if any(run.cell(v, c.latency_ms, c.load) for v in run.variants)]
+                  if any(run.results.cell(c.key(v)) for v in run.variants)]
     if not conditions:
         return absent(name, title, how, "the run finished no cell, so there is nothing to draw")
     variants = run.variants
@@ -128,7 +128,7 @@ def response_over_time(run: ReportRun, out_dir: Path) -> Chart:
         for c, variant in enumerate(variants):
             ax = axes[r][c]
             ax.set_title(f"{variant} · {cond.label}", fontsize=9)
-            cell = run.cell(variant, cond.latency_ms, cond.load)
+            cell = run.results.cell(cond.key(variant))
             samples = run.samples(cell) if cell else None
             if cell is None or not samples or cellfiles.REGISTER not in samples:
                 why = "not run" if cell is None else "no samples kept"

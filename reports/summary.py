@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from loadtests.results import METRICS, CellResult, GateReport, RuleOutcome
-from reports.data import ReportRun
+from loadtests.scenarios import CLEAN, SCENARIOS
+from reports.data import Condition, ReportRun
 
 NA = "–"
 
@@ -170,7 +171,8 @@ def claim_checks(run: ReportRun) -> list[ClaimCheck]:
 
 
 def _cell_at(run: ReportRun, variant: str, latency_ms: int) -> CellResult | None:
-    at = [c for c in run.cells if c.variant == variant and c.smtp_latency_ms == latency_ms]
+    at = [c for c in run.cells if c.variant == variant and c.smtp_latency_ms == latency_ms
+          and c.scenario == CLEAN]
     focused = [c for c in at if c.load == run.focus_load]
     return max(focused or at, key=lambda c: c.load, default=None)
 
@@ -203,10 +205,55 @@ def cell_rows(run: ReportRun) -> list[dict[str, Any]]:
     rows = []
     for cond in run.conditions:
         for variant in run.variants:
-            cell = run.cell(variant, cond.latency_ms, cond.load)
+            cell = run.results.cell(cond.key(variant))
             rows.append({"variant": variant, "latency": cond.latency_ms, "load": cond.load,
+                         "scenario": cond.scenario,
                          "cell": cell, "label": cell.label if cell else None,
                          "sends_email": cell.sends_email if cell else None})
+    return rows
+
+
+@dataclass(frozen=True)
+class LossCell:
+    """One variant's outcome counts in one condition: every measured sign-up in one bucket."""
+
+    cell: CellResult | None
+    offered: int | None = None
+    dropped: int | None = None
+    failed_visibly: int | None = None
+    delivered: int | None = None
+    lost_silently: int | None = None
+    duplicates: int | None = None
+
+
+@dataclass(frozen=True)
+class LossRow:
+    condition: Condition
+    summary: str
+    cells: dict[str, LossCell]
+
+
+def loss_rows(run: ReportRun) -> list[LossRow]:
+    """What each variant loses, condition by condition (a scenario at its latency and load):
+    the buckets every measured sign-up lands in, from the cells' delivery and arrivals."""
+    rows = []
+    for cond in run.conditions:
+        cells: dict[str, LossCell] = {}
+        for variant in run.variants:
+            cell = run.results.cell(cond.key(variant))
+            if cell is None:
+                cells[variant] = LossCell(None)
+                continue
+            d, a = cell.delivery, cell.arrivals
+            cells[variant] = LossCell(
+                cell, offered=a.offered if a else None, dropped=a.dropped if a else None,
+                failed_visibly=d.failed_visibly,
+                delivered=d.delivered if cell.sends_email else None,
+                lost_silently=d.missing if cell.sends_email else None,
+                duplicates=d.duplicates if cell.sends_email else None)
+        if any(c.cell for c in cells.values()):
+            known = SCENARIOS.get(cond.scenario)
+            rows.append(LossRow(cond, known.summary if known else cond.scenario, cells))
     return rows
 
 

@@ -346,3 +346,29 @@ def test_the_locustfile_refuses_bad_settings_in_one_line(tmp_path: Path, args: l
     assert done.returncode == 2, done.stderr
     assert needle in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_a_flaky_smtp_server_shows_what_each_variant_loses(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fifth of the RCPTs answered 451: sync tells the person (failed visibly), threaded
+    tells them to check their email and loses the mail, queued retries and delivers it all.
+    Every measured sign-up lands in one bucket."""
+    monkeypatch.chdir(tmp_path)
+    profile = tiny_profile(tmp_path / "flaky.toml", variants='["sync", "threaded", "queued"]',
+                           scenarios='["smtp-flaky"]', min_signups=40, drain_s=25)
+    run_dir = tmp_path / "results" / "run"
+    result = CliRunner().invoke(cli, ["bench", "--profile", str(profile), "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    cells = {c["variant"]: c for c in json.loads((run_dir / "results.json").read_text())["cells"]}
+    assert {c["scenario"] for c in cells.values()} == {"smtp-flaky"}
+    for cell in cells.values():
+        d, a = cell["delivery"], cell["arrivals"]
+        assert a["dropped"] + d["failed_visibly"] + d["delivered"] + d["missing"] == a["offered"]
+        assert a["offered"] >= 40
+    sync, threaded, queued = cells["sync"], cells["threaded"], cells["queued"]
+    assert sync["delivery"]["failed_visibly"] > 0 and sync["delivery"]["missing"] == 0
+    assert threaded["delivery"]["missing"] > 0 and threaded["delivery"]["failed_visibly"] == 0
+    assert queued["delivery"]["missing"] == 0 and queued["delivery"]["failed_visibly"] == 0
+    html = (run_dir / "report.html").read_text()
+    assert 'id="losses"' in html and "answers 451 (try again later)" in html

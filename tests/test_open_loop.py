@@ -192,3 +192,29 @@ def test_predictions_from_first_principles() -> None:
     assert predicted_rps("queued", 250, profile)[0] == 64.0
     assert predicted_rps("sync", 0, profile)[0] is None
     assert predicted_rps("threaded", 500, profile)[0] is None
+
+
+# -- scenarios -----------------------------------------------------------------------------------
+
+def test_scenarios_run_where_the_profile_says() -> None:
+    profile = profile_from_mapping("p", {
+        "variants": ["sync", "queued"], "latencies_ms": [0, 500], "rates": [10],
+        "scenarios": ["clean", "smtp-flaky"], "scenario_latencies_ms": [500]}, "p.toml")
+    assert [k.label for k in profile.cells()] == [
+        "sync@0ms/10rps", "queued@0ms/10rps", "sync@500ms/10rps", "queued@500ms/10rps",
+        "sync@500ms/10rps/smtp-flaky", "queued@500ms/10rps/smtp-flaky"]
+    flaky = profile.cells()[-1]
+    assert flaky.folder == "cells/queued-500ms-10rps-smtp-flaky"
+    assert flaky.title == "queued @ 500 ms x 10 sign-ups/s (smtp-flaky)"
+
+
+@pytest.mark.parametrize(("changes", "needle"), [
+    ({"scenarios": ["smtp-gremlins"]}, "scenarios has unknown scenario 'smtp-gremlins'"),
+    ({"scenarios": []}, "scenarios is empty"),
+    ({"scenario_latencies_ms": [250]}, "scenario_latencies_ms has 250, which is not in"),
+])
+def test_a_bad_scenario_setting_names_the_key(changes: dict[str, object], needle: str) -> None:
+    data: dict[str, object] = {"variants": ["sync"], "latencies_ms": [0], "rates": [10],
+                               **changes}
+    with pytest.raises(ProfileError, match=needle):
+        profile_from_mapping("p", data, "p.toml")

@@ -1,0 +1,58 @@
+"""What goes wrong during a cell: the one list of scenarios and what each one does.
+
+A scenario is a bench axis (``scenarios = [...]`` in a profile). ``clean`` is the healthy
+run. The SMTP scenarios give fakesmtp fault rules for the whole cell (``faults``) or for a
+window in its middle (``window_faults``), so every delivery the app attempts meets them
+whatever the variant; fakesmtp's capture stays the ground truth of what arrived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from apps.core.registry import variant as variant_info
+
+CLEAN = "clean"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str  # one sentence for the report: what happens, in the person's terms
+    faults: tuple[str, ...] = ()  # fakesmtp rules for the whole cell
+    window_faults: tuple[str, ...] = ()  # fakesmtp rules for the middle third of the window
+    needs_consumer: bool = False  # only variants with a consumer process run it
+
+    def applies_to(self, variant: str) -> bool:
+        return not self.needs_consumer or variant_info(variant).consumer is not None
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario(CLEAN, "Nothing goes wrong: the SMTP server answers every delivery."),
+    Scenario("smtp-flaky", "The SMTP server answers 451 (try again later) to a fifth of the "
+             "recipients: a sender that retries delivers them all.",
+             faults=("id=flaky,phase=rcpt,reply=451,prob=0.2",)),
+    Scenario("smtp-reject", "The SMTP server answers 550 (no such mailbox) to a tenth of the "
+             "recipients: nobody can deliver those, and a retry does not help.",
+             faults=("id=reject,phase=rcpt,reply=550,prob=0.1",)),
+    Scenario("smtp-hang", "The SMTP server never answers a tenth of the messages, so the "
+             "sender's SMTP timeout decides what happens to them.",
+             faults=("id=hang,phase=eom,action=hang,prob=0.1",)),
+    Scenario("smtp-drop", "The SMTP server stores a tenth of the messages but cuts the "
+             "connection before saying so: a sender that retries sends them twice.",
+             faults=("id=drop,phase=eom,action=drop,prob=0.1",)),
+    Scenario("smtp-outage", "The SMTP server refuses every message (421) for the middle "
+             "third of the cell, then recovers.",
+             window_faults=("id=outage,phase=mail,reply=421",)),
+)}
+
+
+class ScenarioError(ValueError):
+    pass
+
+
+def scenario(name: str) -> Scenario:
+    found = SCENARIOS.get(name)
+    if found is None:
+        raise ScenarioError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+    return found
