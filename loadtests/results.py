@@ -113,6 +113,8 @@ class Delivery:
     expected: bool | None = Field(None, description="whether the variant sends email; older "
                                                     "runs lack it (the registry answers)")
     counted: str = Field("all registrations", description="which registrations were counted")
+    drain: str | None = Field(None, description="how the wait after the cell for email in "
+                                                "flight and retries ended")
     warmup_excluded: Count | None = Field(None, description="accepted registrations left out "
                                                             "because they started in the "
                                                             "warm-up")

@@ -27,7 +27,7 @@ from typing import Any
 
 from apps.core.registry import variant as variant_info
 from loadtests import cellfiles
-from loadtests.cellfiles import CellKey, Registration
+from loadtests.cellfiles import CellKey
 from loadtests.profiles import Profile
 from loadtests.results import (
     CellResult,
@@ -44,7 +44,7 @@ from maillab.enumeration import ProbeError, probe
 from maillab.environment import capture_environment
 from maillab.ports import free_port
 from maillab.processes import ManagedProcess, ProcessError, Stopped, Supervisor, wait_http
-from maillab.sampling import CellSampler
+from maillab.sampling import CellSampler, queue_depth
 from maillab.summary import CAPTURE_LIMIT, Capture, Observed, summarize_cell
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.py"
@@ -200,7 +200,7 @@ class Bench:
             try:
                 locust_exit = self._run_locust(key, cell_dir, app.url, sampler, app.children)
                 registrations = cellfiles.read_registrations(cell_dir)
-                capture = self._drain(variant.sends_email, registrations)
+                capture = self._drain(variant.sends_email, app.consumer_metrics)
             finally:
                 sampler.stop()
         finally:
@@ -274,29 +274,41 @@ class Bench:
                  faults(scenario.faults + scenario.window_faults)),
                 (end, "SMTP faults off", faults(scenario.faults))]
 
-    def _drain(self, sends_email: bool, registrations: list[Registration]) -> Capture:
-        """Wait (bounded) until every accepted registration's email arrived; count per address.
-
-        Polls fakesmtp's message count, which is cheap, and fetches the messages themselves
-        only when enough have arrived (or at the deadline)."""
-        wanted = {r.email for r in registrations if r.accepted}
-        deadline = time.monotonic() + self.profile.drain_s
-        while sends_email and time.monotonic() < deadline:
-            if self._smtp_call("GET", "/api/stats")["received"] >= len(wanted):
-                capture = self._captured()
-                if wanted <= capture.counts.keys():
-                    return capture
+    def _drain(self, sends_email: bool, consumer_metrics: str | None) -> Capture:
+        """Wait, bounded by the profile's ``drain_s``, until nothing is left in flight: no SMTP
+        connection open at fakesmtp (a thread or a request still sending) and no task waiting
+        in the variant's queue (retries scheduled for later included), three polls in a row
+        with the message count unchanged. Then count per address, so a late retry or duplicate is
+        seen too. How the wait ended goes into the cell."""
+        started = time.monotonic()
+        deadline = started + self.profile.drain_s
+        quiet_polls, received, state = 0, -1, ""
+        while sends_email:
+            stats = self._smtp_call("GET", "/api/stats")
+            depth = queue_depth(consumer_metrics) if consumer_metrics else 0
+            open_now = stats["connections"]["open"]
+            state = f"{open_now} SMTP connections open" + (
+                f", {depth} tasks queued" if consumer_metrics else "")
+            quiet = open_now == 0 and depth == 0 and stats["received"] == received
+            quiet_polls = quiet_polls + 1 if quiet else 0
+            received = stats["received"]
+            if quiet_polls >= 3:
+                waited = time.monotonic() - started
+                return self._captured(f"nothing left in flight after {waited:.1f} s")
+            if time.monotonic() >= deadline:
+                return self._captured(f"stopped at the {self.profile.drain_s:g} s bound with "
+                                      f"{state}")
             time.sleep(0.25)
-        return self._captured()
+        return self._captured("the variant sends nothing")
 
-    def _captured(self) -> Capture:
+    def _captured(self, drain: str) -> Capture:
         received = self._smtp_call("GET", "/api/stats")["received"]
         messages = self._smtp_call("GET", f"/api/messages?limit={CAPTURE_LIMIT}")
         counts: Counter[str] = Counter()
         for message in messages:
             for rcpt in message["rcpt_tos"]:
                 counts[rcpt.lower()] += 1
-        return Capture(counts, truncated=received > len(messages))
+        return Capture(counts, truncated=received > len(messages), drain=drain)
 
     def _smtp_call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()

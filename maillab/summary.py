@@ -39,6 +39,7 @@ class Capture:
 
     counts: Counter[str] = field(default_factory=Counter)
     truncated: bool = False
+    drain: str | None = None  # how the wait for email in flight ended
 
 
 @dataclass
@@ -95,7 +96,7 @@ def delivery(registrations: Sequence[Registration], capture: Capture,
         missing=len(measured) - delivered if sends_email else 0,
         duplicates=sum(max(0, counts.get(r.email, 0) - 1) for r in measured),
         verified=sum(1 for r in measured if r.verify_status == 200),
-        expected=sends_email, counted=MEASURED,
+        expected=sends_email, counted=MEASURED, drain=capture.drain,
         warmup_excluded=len(accepted) - len(measured))
 
 
@@ -177,5 +178,5 @@ def _validity(observed: Observed, register: RequestStats, counts: Delivery,
         warnings.append("no successful registration was measured")
     if observed.sends_email and counts.missing:
         warnings.append(f"{counts.missing} of {counts.registered} emails never arrived "
-                        f"within the {profile.drain_s:g} s drain")
+                        f"({observed.capture.drain or f'within the {profile.drain_s:g} s drain'})")
     return valid, warnings

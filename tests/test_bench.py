@@ -356,7 +356,8 @@ def test_a_flaky_smtp_server_shows_what_each_variant_loses(
     Every measured sign-up lands in one bucket."""
     monkeypatch.chdir(tmp_path)
     profile = tiny_profile(tmp_path / "flaky.toml", variants='["sync", "threaded", "queued"]',
-                           scenarios='["smtp-flaky"]', min_signups=40, drain_s=25)
+                           scenarios='["smtp-flaky"]', min_signups=40, drain_s=25,
+                           inbox_deadline_s=8)  # threaded's lost mail: wait 8 s, not 30
     run_dir = tmp_path / "results" / "run"
     result = CliRunner().invoke(cli, ["bench", "--profile", str(profile), "--out", str(run_dir)])
     assert result.exit_code == 0, result.output

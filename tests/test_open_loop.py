@@ -218,3 +218,14 @@ def test_a_bad_scenario_setting_names_the_key(changes: dict[str, object], needle
                                **changes}
     with pytest.raises(ProfileError, match=needle):
         profile_from_mapping("p", data, "p.toml")
+
+
+def test_an_smtp_outage_covers_the_middle_third_of_the_measured_window(tmp_path: Path) -> None:
+    from loadtests.scenarios import scenario
+    from maillab.bench import Bench
+
+    bench = Bench(PROFILE, tmp_path / "run", tmp_path, smtp_port=1, api_port=1)
+    assert bench._scenario_actions(scenario("smtp-flaky"), 100.0, 2.0, 30.0) == []
+    actions = bench._scenario_actions(scenario("smtp-outage"), 100.0, 2.0, 30.0)
+    assert [(at, what) for at, what, _ in actions] == [
+        (112.0, "SMTP faults on: id=outage,phase=mail,reply=421"), (122.0, "SMTP faults off")]

@@ -112,7 +112,7 @@ def test_summary_counts_delivery_for_the_same_sign_ups_as_latency(tmp_path: Path
     d = cell.delivery
     assert (d.registered, d.delivered, d.missing, d.duplicates) == (4, 3, 1, 1)
     assert d.warmup_excluded == 2 and d.counted == "registrations sent after the warm-up"
-    assert cell.warnings == ["1 of 4 emails never arrived within the 15 s drain"]
+    assert cell.warnings == ["1 of 4 emails never arrived (within the 15 s drain)"]
     assert cell.valid and cell.files == KEY.folder
     assert cell.duration_s == PROFILE.measured_s(KEY) == 4
 
