@@ -24,6 +24,8 @@ Keys (every one optional but ``variants``, ``latencies_ms``, and ``rates`` in op
     scenarios = ["clean", "smtp-flaky"]  # what goes wrong in a cell (loadtests/scenarios.py)
     scenario_latencies_ms = [500]      # where the scenarios other than clean run (empty: at
                                        # every latency)
+    scenario_min_signups = 100         # their measured arrivals (0: min_signups); losses
+                                       # need fewer sign-ups than percentiles do
     users = [10]                       # closed loop: locust users, no think time
     duration_s = 12                    # measured time per cell (at least; see min_signups)
     warmup_s = 3                       # run before it, left out of the stats
@@ -82,6 +84,7 @@ class Profile:
     slo_bad_share: float = 0.01
     scenarios: tuple[str, ...] = (CLEAN,)
     scenario_latencies_ms: tuple[int, ...] = ()
+    scenario_min_signups: int = 0
     description: str = ""
     duration_s: float = 10.0
     warmup_s: float = 2.0
@@ -109,8 +112,11 @@ class Profile:
         up. In open loop the window holds at least ``min_signups`` arrivals, plus one second so
         the last of them is not cut at the edge."""
         duration = self.duration_s
+        wanted = self.min_signups
+        if key.scenario != CLEAN and self.scenario_min_signups:
+            wanted = self.scenario_min_signups
         if key.load.rate:
-            duration = max(duration, self.min_signups / key.load.rate + 1)
+            duration = max(duration, wanted / key.load.rate + 1)
         return math.ceil(self.warmup_s + duration)
 
     def measured_s(self, key: CellKey) -> float:
@@ -177,6 +183,7 @@ class Profile:
                                ("render_allowance_ms", 0, 1000),
                                ("enumeration_samples", 0, 5000), ("seed", 0, 2**32 - 1),
                                ("max_in_flight", 1, 10_000), ("min_signups", 1, 100_000),
+                               ("scenario_min_signups", 0, 100_000),
                                ("max_start_lag_ms", 0, 60_000), ("slo_p99_ms", 1, 600_000),
                                ("slo_bad_share", 0, 1)):
             value = getattr(self, key)
@@ -231,7 +238,7 @@ _TYPES: dict[str, Any] = {
     "rates": (int, float), "mode": str, "arrivals": str, "seed": int, "max_in_flight": int,
     "min_signups": int, "max_start_lag_ms": (int, float), "capacity": bool,
     "slo_p99_ms": (int, float), "slo_bad_share": (int, float), "scenarios": str,
-    "scenario_latencies_ms": int,
+    "scenario_latencies_ms": int, "scenario_min_signups": int,
     "duration_s": (int, float), "warmup_s": (int, float), "workers": int, "threads": int,
     "worker_threads": int,
     "password_hash": str, "inbox_deadline_s": (int, float), "drain_s": (int, float),

@@ -3,11 +3,14 @@
 A scenario is a bench axis (``scenarios = [...]`` in a profile). ``clean`` is the healthy
 run. The SMTP scenarios give fakesmtp fault rules for the whole cell (``faults``) or for a
 window in its middle (``window_faults``), so every delivery the app attempts meets them
-whatever the variant; fakesmtp's capture stays the ground truth of what arrived.
+whatever the variant; fakesmtp's capture stays the ground truth of what arrived. The process
+scenarios have the runner signal the app or the consumer in the middle of the cell and start
+it again a few seconds later (``maillab.bench``).
 """
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 
 from apps.core.registry import variant as variant_info
@@ -22,9 +25,17 @@ class Scenario:
     faults: tuple[str, ...] = ()  # fakesmtp rules for the whole cell
     window_faults: tuple[str, ...] = ()  # fakesmtp rules for the middle third of the window
     needs_consumer: bool = False  # only variants with a consumer process run it
+    kill: str | None = None  # "app" or "consumer": signalled in the middle of the window
+    signal: int = signal.SIGKILL  # SIGKILL: a crash; SIGTERM: a graceful stop (a deploy)
+    restart_after_s: float = 3.0  # then started again, as a process manager would
 
     def applies_to(self, variant: str) -> bool:
-        return not self.needs_consumer or variant_info(variant).consumer is not None
+        """Whether ``variant`` runs this scenario: a variant that sends nothing (the
+        baseline) has nothing to lose, so it runs only ``clean``."""
+        if self.name == CLEAN:
+            return True
+        info = variant_info(variant)
+        return info.sends_email and (not self.needs_consumer or info.consumer is not None)
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -44,6 +55,17 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("smtp-outage", "The SMTP server refuses every message (421) for the middle "
              "third of the cell, then recovers.",
              window_faults=("id=outage,phase=mail,reply=421",)),
+    Scenario("app-crash", "The whole app is killed (SIGKILL) in the middle of the cell and "
+             "started again 3 s later: whatever it held in memory is gone.", kill="app"),
+    Scenario("app-deploy", "The app is stopped gracefully (SIGTERM) in the middle of the "
+             "cell, as a deploy does, and started again 3 s later.", kill="app",
+             signal=signal.SIGTERM),
+    Scenario("consumer-crash", "The queue consumer is killed (SIGKILL) in the middle of the "
+             "cell and started again 3 s later: the tasks it was running are gone.",
+             kill="consumer", needs_consumer=True),
+    Scenario("consumer-deploy", "The queue consumer is stopped gracefully (SIGINT, Huey's "
+             "graceful stop; its SIGTERM stops at once) in the middle of the cell and started "
+             "again 3 s later.", kill="consumer", signal=signal.SIGINT, needs_consumer=True),
 )}
 
 

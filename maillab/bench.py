@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,15 @@ LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.
 @dataclass
 class _App:
     url: str
-    children: list[ManagedProcess]
+    children: list[ManagedProcess]  # the server first, then the consumer where there is one
     consumer_metrics: str | None = None
+    # How each child was started (name, args, env, log), so a scenario can start it again.
+    recipes: list[tuple[str, list[str], dict[str, str], Path]] = field(default_factory=list)
+    down: set[int] = field(default_factory=set)  # children a scenario stopped on purpose
+
+    def watched(self) -> list[ManagedProcess]:
+        """The children that should be running now."""
+        return [c for i, c in enumerate(self.children) if i not in self.down]
 
 
 class BenchError(RuntimeError):
@@ -152,17 +160,19 @@ class Bench:
                "MAILLAB_PASSWORD_HASH": profile.password_hash}
         port = free_port()
         variant = variant_info(name)
-        server = spawn(name, ["serve", name, "--port", str(port), "--workers",
-                              str(profile.workers), "--threads", str(profile.threads)],
-                       env, folder / "app.log")
-        app = _App(f"http://127.0.0.1:{port}", [server])
+        recipes = [(name, ["serve", name, "--port", str(port), "--workers",
+                           str(profile.workers), "--threads", str(profile.threads)],
+                    env, folder / "app.log")]
         if variant.consumer is not None:
             metrics_port = free_port()
+            recipes.append((variant.consumer, [
+                variant.consumer, "--threads", str(profile.worker_threads), "--metrics-port",
+                str(metrics_port)], env, folder / f"{variant.consumer}.log"))
+        app = _App(f"http://127.0.0.1:{port}", [spawn(*recipe) for recipe in recipes],
+                   recipes=recipes)
+        server = app.children[0]
+        if variant.consumer is not None:
             app.consumer_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
-            app.children.append(spawn(
-                variant.consumer, [variant.consumer, "--threads", str(profile.worker_threads),
-                                   "--metrics-port", str(metrics_port)],
-                env, folder / f"{variant.consumer}.log"))
         try:
             wait_http(f"{app.url}/healthz", timeout=60, process=server)
             for consumer in app.children[1:]:
@@ -198,7 +208,7 @@ class Bench:
             sampler = CellSampler(app.children[0].popen.pid, app.consumer_metrics, consumer)
             sampler.start()
             try:
-                locust_exit = self._run_locust(key, cell_dir, app.url, sampler, app.children)
+                locust_exit = self._run_locust(key, cell_dir, app, sampler)
                 registrations = cellfiles.read_registrations(cell_dir)
                 capture = self._drain(variant.sends_email, app.consumer_metrics)
             finally:
@@ -213,8 +223,8 @@ class Bench:
             locust_exit=locust_exit, events=self.events)
         return summarize_cell(key, self.profile, observed)
 
-    def _run_locust(self, key: CellKey, cell_dir: Path, app_url: str, sampler: CellSampler,
-                    watched: list[ManagedProcess]) -> int:
+    def _run_locust(self, key: CellKey, cell_dir: Path, app: _App,
+                    sampler: CellSampler) -> int:
         profile = self.profile
         stop_timeout = profile.inbox_deadline_s + 15
         run_time = profile.run_time_s(key)
@@ -225,7 +235,7 @@ class Bench:
                 "--arrival-rate", f"{key.load.rate:g}", "--arrivals", profile.arrivals,
                 "--arrival-seed", str(profile.seed),
                 "--max-in-flight", str(profile.max_in_flight),
-                "--stop-timeout", f"{stop_timeout:g}", "--host", app_url,
+                "--stop-timeout", f"{stop_timeout:g}", "--host", app.url,
                 "--smtp-api", self.api_url, "--smtp-latency", f"{key.latency_ms}ms",
                 "--smtp-faults", ";".join(scenario.faults) or "none",
                 "--warmup", f"{profile.warmup_s:g}",
@@ -237,15 +247,15 @@ class Bench:
                                        cell_dir / "locust.log", module="locust")
         sampler.watch_load(locust.popen.pid)
         actions = self._scenario_actions(scenario, time.time(), profile.warmup_s,
-                                         profile.measured_s(key))
+                                         profile.measured_s(key), app, sampler)
         deadline = time.monotonic() + run_time + stop_timeout + 60
         while locust.popen.poll() is None:
-            self.supervisor.check(watched, when="during the cell")
+            self.supervisor.check(app.watched(), when="during the cell")
             while actions and actions[0][0] <= time.time():
                 _, what, act = actions.pop(0)
                 try:
                     act()
-                except OSError as exc:  # the cell is marked invalid with this reason
+                except (OSError, ProcessError) as exc:  # the cell is invalid, with the reason
                     what = f"could not apply the scenario ({what}): {exc}"
                 self.events.append(ScenarioEvent(at=round(time.time(), 3), what=what))
             if time.monotonic() > deadline:
@@ -259,20 +269,55 @@ class Bench:
         return code
 
     def _scenario_actions(self, scenario: Scenario, started: float, warmup_s: float,
-                          measured_s: float) -> list[tuple[float, str, Callable[[], None]]]:
-        """What the runner does during the cell, and when (epoch seconds), in order: the
-        SMTP outage covers the middle third of the measured window."""
-        if not scenario.window_faults:
-            return []
-        begin = started + warmup_s + measured_s / 3
-        end = started + warmup_s + 2 * measured_s / 3
+                          measured_s: float, app: _App | None = None,
+                          sampler: CellSampler | None = None,
+                          ) -> list[tuple[float, str, Callable[[], None]]]:
+        """What the runner does during the cell, and when (epoch seconds), in order: an SMTP
+        outage covers the middle third of the measured window; a kill lands in its middle,
+        and the process is started again ``restart_after_s`` later, as a process manager
+        would."""
+        actions: list[tuple[float, str, Callable[[], None]]] = []
+        if scenario.window_faults:
+            begin = started + warmup_s + measured_s / 3
+            end = started + warmup_s + 2 * measured_s / 3
 
-        def faults(rules: tuple[str, ...]) -> Callable[[], None]:
-            return lambda: self._smtp_call("PATCH", "/api/config", {"faults": list(rules)})
+            def faults(rules: tuple[str, ...]) -> Callable[[], None]:
+                return lambda: self._smtp_call("PATCH", "/api/config", {"faults": list(rules)})
 
-        return [(begin, f"SMTP faults on: {'; '.join(scenario.window_faults)}",
-                 faults(scenario.faults + scenario.window_faults)),
-                (end, "SMTP faults off", faults(scenario.faults))]
+            actions += [(begin, f"SMTP faults on: {'; '.join(scenario.window_faults)}",
+                         faults(scenario.faults + scenario.window_faults)),
+                        (end, "SMTP faults off", faults(scenario.faults))]
+        if scenario.kill is not None and app is not None:
+            index = 0 if scenario.kill == "app" else 1
+            at = started + warmup_s + measured_s / 2
+            name = app.recipes[index][0]
+            how = signal.Signals(scenario.signal).name
+            actions += [(at, f"{how} to {name} ({scenario.kill})",
+                         lambda: self._kill(app, index, scenario.signal)),
+                        (at + scenario.restart_after_s, f"{name} started again",
+                         lambda: self._restart(app, index, sampler))]
+        return sorted(actions, key=lambda action: action[0])
+
+    def _kill(self, app: _App, index: int, sig: int) -> None:
+        """Signal a child's whole process group (gunicorn's master and workers together, as
+        systemd does); SIGTERM is a graceful stop, waited for."""
+        app.down.add(index)  # not a death to stop the run for
+        self.supervisor.stop_with(app.children[index], sig)
+
+    def _restart(self, app: _App, index: int, sampler: CellSampler | None) -> None:
+        name, args, env, log = app.recipes[index]
+        restarted = log.with_name(log.stem + "-restarted" + log.suffix)
+        process = self.supervisor.spawn(name, args, env, restarted)
+        app.children[index] = process
+        app.down.discard(index)
+        if index == 0:
+            wait_http(f"{app.url}/healthz", timeout=60, process=process)
+            if sampler is not None:
+                sampler.server_pid = process.popen.pid
+        else:
+            process.wait_for_line("consuming", timeout=30)
+            if sampler is not None:
+                sampler.consumer_pid = process.popen.pid
 
     def _drain(self, sends_email: bool, consumer_metrics: str | None) -> Capture:
         """Wait, bounded by the profile's ``drain_s``, until nothing is left in flight: no SMTP

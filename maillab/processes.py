@@ -165,6 +165,12 @@ class Supervisor:
             if process in self.children:
                 self.children.remove(process)
 
+    def stop_with(self, process: ManagedProcess, sig: int) -> None:
+        """Stop ``process`` with ``sig`` (SIGKILL: at once, a crash) and forget it."""
+        process.stop(timeout=0 if sig == signal.SIGKILL else 15.0, sig=sig)
+        if process in self.children:
+            self.children.remove(process)
+
     def check(self, processes: list[ManagedProcess] | None = None, when: str = "") -> None:
         """Raise :class:`ProcessError` naming the first of ``processes`` (default: every
         child) that has exited; ``when`` says during what (``"during the cell"``)."""

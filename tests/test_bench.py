@@ -196,7 +196,7 @@ def test_interrupt_mid_run_stops_every_child(tmp_path: Path) -> None:
     (["--rates", "10", "--users", "2"], "--rates (open loop) and --users (closed loop)"),
     (["--mode", "closed"], "users must be a non-empty list in closed loop"),
     (["--mode", "sideways"], "'sideways' is not one of 'open', 'closed'"),
-    (["--profile", "nonesuch"], "no profile 'nonesuch' (known: capacity, driver, full, quick"),
+    (["--profile", "nonesuch"], "no profile 'nonesuch' (known: capacity, driver, faults, full"),
 ])
 def test_bad_flags_start_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                  args: list[str], needle: str) -> None:
@@ -373,3 +373,34 @@ def test_a_flaky_smtp_server_shows_what_each_variant_loses(
     assert queued["delivery"]["missing"] == 0 and queued["delivery"]["failed_visibly"] == 0
     html = (run_dir / "report.html").read_text()
     assert 'id="losses"' in html and "answers 451 (try again later)" in html
+
+
+@pytest.mark.slow
+def test_crashes_show_what_each_variant_loses_and_leave_nothing_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app SIGKILLed mid-cell (and started again): threaded loses the emails its threads
+    held, sync's failures are all visible, queued's tasks wait in the queue. The consumer
+    SIGKILLed: Huey loses the tasks it was running, as its documentation says."""
+    monkeypatch.chdir(tmp_path)
+    profile = tiny_profile(tmp_path / "crash.toml", variants='["sync", "threaded", "queued"]',
+                           scenarios='["app-crash", "consumer-crash"]', min_signups=60,
+                           drain_s=25, inbox_deadline_s=8)
+    run_dir = tmp_path / "results" / "run"
+    result = CliRunner().invoke(cli, ["bench", "--profile", str(profile), "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    cells = {(c["variant"], c["scenario"]): c
+             for c in json.loads((run_dir / "results.json").read_text())["cells"]}
+    assert set(cells) == {("sync", "app-crash"), ("threaded", "app-crash"),
+                          ("queued", "app-crash"), ("queued", "consumer-crash")}
+    for cell in cells.values():
+        d, a = cell["delivery"], cell["arrivals"]
+        assert a["dropped"] + d["failed_visibly"] + d["delivered"] + d["missing"] == a["offered"]
+        assert [e["what"].split(" (")[0] for e in cell["scenario_events"]][0].startswith("SIGKILL")
+        assert cell["valid"], cell["warnings"]
+    for variant in ("sync", "threaded", "queued"):
+        assert cells[(variant, "app-crash")]["delivery"]["failed_visibly"] > 0  # the down time
+    assert cells[("threaded", "app-crash")]["delivery"]["missing"] > 0
+    assert cells[("sync", "app-crash")]["delivery"]["missing"] == 0
+    assert cells[("queued", "app-crash")]["delivery"]["missing"] == 0
+    assert cells[("queued", "consumer-crash")]["delivery"]["missing"] > 0
+    assert processes_of(run_dir) == []

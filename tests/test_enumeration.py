@@ -41,10 +41,11 @@ def test_the_probe_times_known_and_unknown_addresses_on_both_endpoints(
                                                          ("/resend", [15, 15])]
     for check in checks:
         assert check.known_p50_ms > 0 and check.unknown_p50_ms > 0
-        assert check.gap_ms == pytest.approx(check.known_p50_ms - check.unknown_p50_ms, abs=1e-3)
+        # Three figures each rounded to the microsecond: they agree within 1.5 us.
+        assert check.gap_ms == pytest.approx(check.known_p50_ms - check.unknown_p50_ms, abs=2e-3)
         assert 0 <= check.p_value <= 1
         assert check.distinguishable == (check.p_value < 0.01)
-    assert len(stages) == 4
+    assert len(stages) == 3  # one sign-up phase, then one timing phase per endpoint
 
 
 def test_an_answer_off_the_contract_stops_the_probe(baseline_url: str) -> None:

@@ -31,7 +31,7 @@ FIXTURES = Path(__file__).resolve().parent / "report_fixtures"
 ALL_CHARTS = ("register_vs_latency", "inp_proxy", "time_to_inbox_cdf", "throughput_vs_load",
               "latency_vs_load", "register_over_time", "delivery", "resources")
 AGAINST_LOAD = ("throughput_vs_load", "latency_vs_load")
-SECTIONS = ("verdict", "claims", "charts", "cells", "environment", "warnings")
+SECTIONS = ("verdict", "losses", "claims", "charts", "cells", "environment", "warnings")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # src=, href=, url( or @import pointing at another host (scheme-relative included).
 EXTERNAL = re.compile(r"""(?:\b(?:src|href|srcset|action|poster)\s*=\s*["']?|url\(\s*["']?|"""
