@@ -218,6 +218,7 @@ class LossCell:
     """One variant's outcome counts in one condition: every measured sign-up in one bucket."""
 
     cell: CellResult | None
+    applies: bool = True  # False: the scenario has nothing to do to this variant
     offered: int | None = None
     dropped: int | None = None
     failed_visibly: int | None = None
@@ -242,7 +243,9 @@ def loss_rows(run: ReportRun) -> list[LossRow]:
         for variant in run.variants:
             cell = run.results.cell(cond.key(variant))
             if cell is None:
-                cells[variant] = LossCell(None)
+                known = SCENARIOS.get(cond.scenario)
+                cells[variant] = LossCell(None, applies=known is None
+                                          or known.applies_to(variant))
                 continue
             d, a = cell.delivery, cell.arrivals
             cells[variant] = LossCell(

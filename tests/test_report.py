@@ -324,3 +324,28 @@ def test_the_enumeration_section_states_the_false_alarm_rate_and_syncs_cost(
     document["enumeration"] = [c for c in checks if c["variant"] == "queued"]
     (run_dir / "results.json").write_text(json.dumps(document))
     assert "a cost of sending in the request" not in build_report(run_dir).read_text()
+
+
+def test_the_losses_table_says_which_scenarios_do_not_apply(tmp_path: Path) -> None:
+    from reports.data import Condition
+    from reports.summary import loss_rows
+
+    document = json.loads((FIXTURES / "partial_run" / "results.json").read_text())
+    queued = next(c for c in document["cells"] if c["variant"] == "queued"
+                  and c["smtp_latency_ms"] == 0 and c["users"] == 1)
+    crashed = {**queued, "scenario": "consumer-crash", "files": None}
+    crashed["delivery"] = {**queued["delivery"], "missing": 3}
+    document["cells"].append(crashed)
+    run_dir = tmp_path / "scenarios"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(json.dumps(document))
+    run = ReportRun(run_dir, load_run(run_dir).results)
+    rows = {r.condition: r for r in loss_rows(run)}
+    crash = rows[Condition(0, Load(users=1), "consumer-crash")]
+    assert crash.cells["queued"].lost_silently == 3
+    assert [v for v, c in crash.cells.items() if not c.applies] == ["baseline", "sync",
+                                                                    "threaded"]
+    assert rows[Condition(0, Load(users=1))].cells["sync"].applies
+    html = build_report(run_dir).read_text()
+    losses = html[html.index('id="losses"'):html.index('id="claims"')]
+    assert losses.count("does not apply") == 3 and "consumer-crash" in losses
