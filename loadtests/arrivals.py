@@ -13,12 +13,19 @@ import random
 from collections.abc import Iterator
 
 KINDS = ("constant", "poisson")
+MAX_RATE = 10_000  # sign-ups per second; far past what one locust process keeps (see driver)
+
+
+def valid_rate(rate: float) -> bool:
+    """Above 0, finite and at most :data:`MAX_RATE`: a schedule that can be kept."""
+    return 0 < rate <= MAX_RATE  # NaN fails every comparison, infinity the second
 
 
 def schedule(rate: float, kind: str = "constant", seed: int = 1) -> Iterator[float]:
     """Endless arrival offsets (seconds) at ``rate`` per second."""
-    if not rate > 0:
-        raise ValueError(f"rate must be above 0 sign-ups per second, got {rate!r}")
+    if not valid_rate(rate):
+        raise ValueError(f"rate must be above 0 sign-ups per second (at most {MAX_RATE}), "
+                         f"got {rate!r}")
     if kind not in KINDS:
         raise ValueError(f"arrivals must be one of {', '.join(KINDS)}, got {kind!r}")
     if kind == "constant":

@@ -56,7 +56,7 @@ from locust.exception import StopUser
 
 from apps.core.registry import VARIANTS, sends_email
 from loadtests import cellfiles
-from loadtests.arrivals import KINDS, schedule
+from loadtests.arrivals import KINDS, MAX_RATE, schedule, valid_rate
 from loadtests.cellfiles import CellRecorder, Registration, Sample
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -196,9 +196,9 @@ def _start(environment: Environment) -> None:
 def _check_arrival_options(options: Any) -> None:
     """A bad rate or cap is refused with a one-line reason (argparse cannot bound them)."""
     rate = options.arrival_rate
-    if not (rate == rate and 0 <= rate <= 10_000):  # NaN fails the first test
+    if rate != 0 and not valid_rate(rate):  # 0: closed loop
         raise _Refused(f"--arrival-rate must be sign-ups per second from 0 (closed loop) to "
-                       f"10000, got {rate!r}")
+                       f"{MAX_RATE}, got {rate!r}")
     if not 1 <= options.max_in_flight <= 100_000:
         raise _Refused(f"--max-in-flight must be 1..100000, got {options.max_in_flight!r}")
 

@@ -53,6 +53,7 @@ from typing import Any
 
 from apps.core.registry import VARIANTS
 from loadtests.arrivals import KINDS as ARRIVALS
+from loadtests.arrivals import MAX_RATE, valid_rate
 from loadtests.cellfiles import CellKey, grid
 from loadtests.scenarios import CLEAN, SCENARIOS
 
@@ -158,8 +159,8 @@ class Profile:
                 fail("rates", "must be a non-empty list of sign-ups per second in open loop "
                      "(mode = \"open\")")
             for rate in self.rates:
-                if not math.isfinite(rate) or not 0 < rate <= 10_000:
-                    fail("rates", f"must be sign-ups per second above 0 and at most 10000, "
+                if not valid_rate(rate):
+                    fail("rates", f"must be sign-ups per second above 0 and at most {MAX_RATE}, "
                          f"got {rate!r}")
         elif not self.users:
             fail("users", "must be a non-empty list in closed loop (mode = \"closed\")")

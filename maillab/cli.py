@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -138,6 +137,8 @@ def _rate_list(ctx: click.Context, param: click.Parameter,
                value: str | None) -> list[float] | None:
     if value is None:
         return None
+    from loadtests.arrivals import MAX_RATE, valid_rate
+
     rates = []
     for part in filter(None, (p.strip() for p in value.split(","))):
         try:
@@ -145,9 +146,9 @@ def _rate_list(ctx: click.Context, param: click.Parameter,
         except ValueError:
             raise click.BadParameter(f"{part!r} is not a number of sign-ups per second",
                                      ctx, param) from None
-        if not math.isfinite(rate) or not 0 < rate <= 10_000:
+        if not valid_rate(rate):
             raise click.BadParameter(f"{part!r}: a rate must be sign-ups per second above 0 "
-                                     "and at most 10000", ctx, param)
+                                     f"and at most {MAX_RATE}", ctx, param)
         rates.append(rate)
     if not rates:
         raise click.BadParameter("give at least one rate, e.g. 10,20", ctx, param)

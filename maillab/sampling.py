@@ -67,7 +67,8 @@ class CellSampler:
     consumer_pid: int | None = None  # the variant's consumer, where it has one
     interval: float = 0.25
     peak_threads: int = 0
-    app_cpu: dict[int, float] = field(default_factory=dict)  # last reading per process
+    app_cpu_first: dict[int, float] = field(default_factory=dict)  # per process, under load
+    app_cpu_last: dict[int, float] = field(default_factory=dict)
     app_started: float = 0.0
     app_ended: float = 0.0
     app_done: bool = False  # set when the load ends: the drain after it is not the load's
@@ -86,7 +87,8 @@ class CellSampler:
 
     def watch_load(self, pid: int) -> None:
         self.load_pid, self.load_started = pid, time.monotonic()
-        self.app_cpu.clear()
+        self.app_cpu_first.clear()
+        self.app_cpu_last.clear()
         self.app_started = self.load_started
 
     def load_ended_now(self) -> None:
@@ -110,8 +112,7 @@ class CellSampler:
         wall = self.app_ended - self.app_started
         if wall <= 0:
             return None
-        # Keys are pids (the latest reading) and -pid (the first): used = latest - first.
-        used = sum(value if pid > 0 else -value for pid, value in self.app_cpu.items())
+        used = sum(last - self.app_cpu_first[pid] for pid, last in self.app_cpu_last.items())
         return round(100 * used / wall, 1)
 
     def _loop(self) -> None:
@@ -124,8 +125,8 @@ class CellSampler:
                 for pid in [self.server_pid, *workers, *consumer]:
                     used = cpu_seconds(pid)
                     if used is not None:
-                        self.app_cpu.setdefault(-pid, used)  # the reading at the load's start
-                        self.app_cpu[pid] = used
+                        self.app_cpu_first.setdefault(pid, used)
+                        self.app_cpu_last[pid] = used
                 self.app_ended = time.monotonic()
             depth = queue_depth(self.queue_metrics_url) if self.queue_metrics_url else None
             if depth is not None:
