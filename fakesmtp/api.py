@@ -13,6 +13,10 @@
     POST   /api/reset                messages, stats and config back to start-up -> config
                                      (any body is ignored)
     GET    /api/stats                counters and per-phase latency percentiles
+    GET    /api/faults               what each recipient met since the last reset:
+                                     {"recipients": {ADDR: {"550": 1, "hang": 1}},
+                                      "truncated": false} (reply codes and actions, counted;
+                                     a fault before any RCPT names no recipient)
     GET    /metrics                  the same in Prometheus text format
     GET    /                         HTML inbox page
 
@@ -96,6 +100,7 @@ def make_app(engine: Engine) -> web.Application:
             web.patch("/api/config", patch_config),
             web.post("/api/reset", reset),
             web.get("/api/stats", get_stats),
+            web.get("/api/faults", get_faults),
             web.get("/metrics", metrics),
         ]
     )
@@ -268,6 +273,10 @@ async def reset(request: web.Request) -> web.Response:
 
 async def get_stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[ENGINE].snapshot())
+
+
+async def get_faults(request: web.Request) -> web.Response:
+    return web.json_response(request.app[ENGINE].stats.faults_by_recipient())
 
 
 async def metrics(request: web.Request) -> web.Response:

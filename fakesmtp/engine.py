@@ -89,6 +89,8 @@ class Engine:
             self.stats.fault_hits[rule.id] += 1
             if rule.action != "reply":
                 self.stats.actions[rule.action] += 1
+            outcome = str(rule.reply.code) if rule.reply is not None else rule.action
+            self.stats.record_fault(recipients, outcome)
         return rule
 
     def snapshot(self) -> dict[str, Any]:

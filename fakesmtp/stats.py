@@ -16,6 +16,9 @@ from typing import Any, Final
 from fakesmtp.latency import PHASES
 
 SAMPLES: Final = 10_000
+# Recipients whose faults are remembered one by one (``/api/faults``); past this many in one
+# reset period the record says it was truncated rather than growing without bound.
+FAULTED_RECIPIENTS: Final = 100_000
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -41,12 +44,31 @@ class Stats:
         self.fault_hits: Counter[str] = Counter()  # by rule id, whatever the action
         self.actions: Counter[str] = Counter()  # disconnect / hang / drop performed
         self.aborted_sessions = 0  # the client vanished mid-DATA
+        # What each recipient met: reply codes ("451", "550") and actions ("hang", "drop"),
+        # counted, so a client can tell a permanent refusal from a loss per address.
+        self.faulted: dict[str, Counter[str]] = {}
+        self.faulted_truncated = False
         self.injected = {p: deque[float](maxlen=SAMPLES) for p in PHASES}
         self.observed = {p: deque[float](maxlen=SAMPLES) for p in PHASES}
 
     def record_latency(self, phase: str, injected: float, observed: float) -> None:
         self.injected[phase].append(injected)
         self.observed[phase].append(observed)
+
+    def record_fault(self, recipients: Sequence[str], outcome: str) -> None:
+        for address in recipients:
+            key = address.lower()
+            met = self.faulted.get(key)
+            if met is None:
+                if len(self.faulted) >= FAULTED_RECIPIENTS:
+                    self.faulted_truncated = True
+                    continue
+                met = self.faulted[key] = Counter()
+            met[outcome] += 1
+
+    def faults_by_recipient(self) -> dict[str, Any]:
+        return {"recipients": {a: dict(c) for a, c in self.faulted.items()},
+                "truncated": self.faulted_truncated}
 
     def record_reply(self, code: int) -> None:
         if code >= 400:

@@ -118,6 +118,42 @@ class Delivery:
     warmup_excluded: Count | None = Field(None, description="accepted registrations left out "
                                                             "because they started in the "
                                                             "warm-up")
+    refused: Count | None = Field(None, description="measured sign-ups whose email the SMTP "
+                                                    "server refused for good (a 5xx) and that "
+                                                    "never arrived; null in older runs")
+    refused_told: Count | None = Field(None, description="of the refused, how many people saw "
+                                                         "an error (the rest were told to check "
+                                                         "their email)")
+    delivered_anyway: Count | None = Field(None, description="of the failed visibly, how many "
+                                                             "got the email all the same (a "
+                                                             "retry by the person sends it "
+                                                             "twice)")
+    late: Count | None = Field(None, description="delivered, but only after the fault window "
+                                                 "ended, though signed up before; null when "
+                                                 "the scenario has no window")
+    late_inbox_p50_ms: Ms = Field(None, description="the late ones' time to inbox, from "
+                                                    "fakesmtp's capture")
+    late_inbox_max_ms: Ms = None
+
+    @property
+    def buckets(self) -> int:
+        """Delivered + refused + lost silently + failed visibly: every measured sign-up that
+        started, each in one bucket (the dropped ones are in :class:`Arrivals`)."""
+        return (self.delivered + (self.refused or 0) + self.missing
+                + (self.failed_visibly or 0))
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class SmtpFaults:
+    """What fakesmtp actually did to the cell's deliveries (its counters, reset per cell,
+    warm-up included): the realised fault share beside the scenario's nominal one."""
+
+    attempts: Count = Field(description="SMTP connections the app opened: delivery attempts, "
+                                        "retries included")
+    received: Count = Field(description="messages fakesmtp stored")
+    injected: Count = Field(description="fault rules that fired (a reply, hang or drop)")
+    injected_share: float | None = Field(None, description="injected / attempts")
+    by_rule: dict[str, int] = Field(default_factory=dict, description="fires per rule id")
 
 
 @dataclass(config=_CONFIG, kw_only=True)
@@ -177,6 +213,7 @@ class CellResult:
     throughput_rps: float | None = Field(None, description="completed sign-ups per second")
     delivery: Delivery
     arrivals: Arrivals | None = None
+    smtp_faults: SmtpFaults | None = None
     resources: Resources
     load_generator: LoadGenerator | None = None
     files: str | None = Field(None, description="the cell's folder, relative to the run")

@@ -16,6 +16,7 @@ whatever happened: Ctrl-C, SIGTERM, or a child that died, which stops the run wi
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import time
@@ -35,6 +36,7 @@ from loadtests.results import (
     EnumerationCheck,
     Results,
     ScenarioEvent,
+    SmtpFaults,
     point_latest,
     write_results,
 )
@@ -98,6 +100,7 @@ class Bench:
             cells=[])
         self.supervisor = Supervisor(run_dir)
         self.events: list[ScenarioEvent] = []  # what the current cell's scenario did
+        self.fault_ended_at: float | None = None  # when its last action was done
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -198,6 +201,7 @@ class Bench:
 
     def _run_cell(self, key: CellKey) -> CellResult:
         self.events = []
+        self.fault_ended_at = None
         cell_dir = self.run_dir / key.folder
         cell_dir.mkdir(parents=True)
         self._smtp_call("POST", "/api/reset")
@@ -220,7 +224,7 @@ class Bench:
             capture=capture, sends_email=variant.sends_email,
             peak_threads=sampler.peak_threads, peak_queue_depth=sampler.peak_queue_depth,
             load_cpu_percent=sampler.load_cpu_percent, app_cpu_percent=sampler.app_cpu_percent,
-            locust_exit=locust_exit, events=self.events)
+            locust_exit=locust_exit, events=self.events, fault_ended_at=self.fault_ended_at)
         return summarize_cell(key, self.profile, observed)
 
     def _run_locust(self, key: CellKey, cell_dir: Path, app: _App,
@@ -255,6 +259,7 @@ class Bench:
                 _, what, act = actions.pop(0)
                 try:
                     act()
+                    self.fault_ended_at = time.time()  # the last action ends the fault
                 except (OSError, ProcessError) as exc:  # the cell is invalid, with the reason
                     what = f"could not apply the scenario ({what}): {exc}"
                 self.events.append(ScenarioEvent(at=round(time.time(), 3), what=what))
@@ -347,13 +352,27 @@ class Bench:
         return self._captured("the variant sends nothing")
 
     def _captured(self, drain: str) -> Capture:
-        received = self._smtp_call("GET", "/api/stats")["received"]
+        """fakesmtp's capture per address (how many, and when the first arrived), what each
+        address met, and the cell's fault counters."""
+        stats = self._smtp_call("GET", "/api/stats")
+        faulted = self._smtp_call("GET", "/api/faults")
         messages = self._smtp_call("GET", f"/api/messages?limit={CAPTURE_LIMIT}")
         counts: Counter[str] = Counter()
+        first_at: dict[str, float] = {}
         for message in messages:
             for rcpt in message["rcpt_tos"]:
-                counts[rcpt.lower()] += 1
-        return Capture(counts, truncated=received > len(messages), drain=drain)
+                address = rcpt.lower()
+                counts[address] += 1
+                first_at[address] = min(first_at.get(address, math.inf), message["received_at"])
+        by_rule = stats["rejected"]["by_rule"]
+        injected = sum(by_rule.values())
+        attempts = stats["connections"]["total"]
+        smtp = SmtpFaults(attempts=attempts, received=stats["received"], injected=injected,
+                          injected_share=round(injected / attempts, 4) if attempts else None,
+                          by_rule=by_rule)
+        return Capture(counts, truncated=stats["received"] > len(messages)
+                       or faulted["truncated"], drain=drain, first_at=first_at,
+                       faulted=faulted["recipients"], smtp=smtp)
 
     def _smtp_call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()

@@ -25,6 +25,7 @@ from loadtests.results import (
     RequestStats,
     Resources,
     ScenarioEvent,
+    SmtpFaults,
 )
 from loadtests.stats import inp_rating, percentile
 
@@ -40,6 +41,14 @@ class Capture:
     counts: Counter[str] = field(default_factory=Counter)
     truncated: bool = False
     drain: str | None = None  # how the wait for email in flight ended
+    first_at: dict[str, float] = field(default_factory=dict)  # first arrival, epoch s
+    # What each recipient met at fakesmtp (reply codes, actions), from /api/faults.
+    faulted: dict[str, dict[str, int]] = field(default_factory=dict)
+    smtp: SmtpFaults | None = None
+
+    def refused(self, address: str) -> bool:
+        """Whether fakesmtp answered a permanent (5xx) refusal for ``address``."""
+        return any(outcome.startswith("5") for outcome in self.faulted.get(address, {}))
 
 
 @dataclass
@@ -56,6 +65,9 @@ class Observed:
     app_cpu_percent: float | None = None
     locust_exit: int = 0
     events: list[ScenarioEvent] = field(default_factory=list)
+    # When the scenario's fault ended (the outage lifted, the process started again), epoch
+    # s; None when it lasts the whole cell or there is none: then nothing can be late.
+    fault_ended_at: float | None = None
 
 
 def _ms(value: float | None) -> float | None:
@@ -79,25 +91,44 @@ def inbox_stats(series: Series) -> InboxStats:
                       p99_ms=_ms(percentile(times, 99)))
 
 
-def delivery(registrations: Sequence[Registration], capture: Capture,
-             sends_email: bool) -> Delivery:
-    """Each measured sign-up in one bucket, against the capture: dropped (never started,
-    counted in arrivals), failed visibly (started, and the person saw an error or a broken
-    connection instead of "check your email"), or accepted, and then delivered or lost
-    silently (``missing``). Warm-up sign-ups are left out, as their samples are."""
+def delivery(registrations: Sequence[Registration], capture: Capture, sends_email: bool,
+             fault_ended_at: float | None = None) -> Delivery:
+    """Each measured sign-up that started in one bucket, against the capture: delivered (its
+    email arrived), refused (fakesmtp answered a permanent 5xx for its address and nothing
+    arrived; ``refused_told`` of them saw an error), lost silently (``missing``: accepted,
+    told to check their email, nothing arrived) or failed visibly (an error or a broken
+    connection instead of "check your email"). Dropped arrivals are counted in
+    :func:`arrivals`. Late: delivered after the fault ended though signed up before it.
+    Warm-up sign-ups are left out, as their samples are."""
+    measured = [r for r in registrations if not r.warmup and not r.dropped]
     accepted = [r for r in registrations if r.accepted]
-    measured = [r for r in accepted if not r.warmup]
-    started = [r for r in registrations if not r.warmup and not r.dropped]
     counts = capture.counts
-    delivered = sum(1 for r in measured if counts.get(r.email, 0) >= 1)
+
+    def arrived(r: Registration) -> bool:
+        return counts.get(r.email, 0) >= 1
+
+    told = [r for r in measured if r.accepted]
+    shown_error = [r for r in measured if not r.accepted]
+    refused = [r for r in measured if sends_email and not arrived(r) and capture.refused(r.email)]
+    refused_told = sum(1 for r in refused if not r.accepted)
+    delivered = [r for r in told if arrived(r)]
+    late_ms = sorted(
+        (capture.first_at[r.email] - r.sent_at) * 1000.0 for r in delivered
+        if fault_ended_at is not None and r.sent_at is not None and r.sent_at < fault_ended_at
+        and capture.first_at.get(r.email, 0.0) > fault_ended_at)
     return Delivery(
-        registered=len(measured), delivered=delivered,
-        failed_visibly=len(started) - len(measured),
-        missing=len(measured) - delivered if sends_email else 0,
-        duplicates=sum(max(0, counts.get(r.email, 0) - 1) for r in measured),
-        verified=sum(1 for r in measured if r.verify_status == 200),
+        registered=len(told), delivered=len(delivered),
+        failed_visibly=len(shown_error) - refused_told,
+        missing=len(told) - len(delivered) - (len(refused) - refused_told) if sends_email else 0,
+        duplicates=sum(max(0, counts.get(r.email, 0) - 1) for r in told),
+        verified=sum(1 for r in told if r.verify_status == 200),
         expected=sends_email, counted=MEASURED, drain=capture.drain,
-        warmup_excluded=len(accepted) - len(measured))
+        warmup_excluded=len(accepted) - len(told),
+        refused=len(refused), refused_told=refused_told,
+        delivered_anyway=sum(1 for r in shown_error if arrived(r)),
+        late=len(late_ms) if fault_ended_at is not None and sends_email else None,
+        late_inbox_p50_ms=_ms(percentile(late_ms, 50)),
+        late_inbox_max_ms=_ms(late_ms[-1] if late_ms else None))
 
 
 def arrivals(registrations: Sequence[Registration]) -> Arrivals:
@@ -122,7 +153,8 @@ def summarize_cell(key: CellKey, profile: Profile, observed: Observed,
     inp_p75 = _ms(percentile(inp, 75))
     register = request_stats(samples[cellfiles.REGISTER], window)
     verify = request_stats(samples[cellfiles.VERIFY], window)
-    counts = delivery(observed.registrations, observed.capture, observed.sends_email)
+    counts = delivery(observed.registrations, observed.capture, observed.sends_email,
+                      observed.fault_ended_at)
     completed = verify.count if observed.sends_email else register.count
     valid, warnings = _validity(observed, register, counts, schedule, profile)
     rate = key.load.rate or None
@@ -137,7 +169,7 @@ def summarize_cell(key: CellKey, profile: Profile, observed: Observed,
                            render_allowance_ms=round(profile.render_allowance_ms, 3)),
         time_to_inbox=inbox_stats(samples[cellfiles.TIME_TO_INBOX]),
         throughput_rps=round(completed / window, 3) if window > 0 else 0.0,
-        delivery=counts, arrivals=schedule,
+        delivery=counts, arrivals=schedule, smtp_faults=observed.capture.smtp,
         resources=Resources(app_cpu_percent=observed.app_cpu_percent,
                             peak_threads=observed.peak_threads or None,
                             peak_queue_depth=observed.peak_queue_depth),

@@ -6,6 +6,7 @@ Every figure here is read from the run; the only constants are the seeds' own qu
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -125,7 +126,7 @@ def verdict_rows(run: ReportRun) -> list[VerdictRow]:
             continue
         chosen[variant] = cell
         mine = [c for c in run.cells if c.variant == variant]
-        lost = sum(c.delivery.missing for c in mine if c.sends_email)
+        lost = sum(_unseen(c) for c in mine if c.sends_email)
         rows.append(VerdictRow(variant, f"{cell.smtp_latency_ms} ms · {cell.load.title}",
                                rating=cell.inp_proxy.rating,
                                lost_in_run=lost if any(c.sends_email for c in mine) else None))
@@ -225,6 +226,20 @@ class LossCell:
     delivered: int | None = None
     lost_silently: int | None = None
     duplicates: int | None = None
+    refused: int | None = None
+    refused_told: int | None = None
+    delivered_anyway: int | None = None
+    late: int | None = None
+    late_inbox_p50_ms: float | None = None
+    faults_injected: int | None = None
+    delivery_attempts: int | None = None
+    injected_share: float | None = None
+
+    @property
+    def unseen(self) -> int:
+        """Emails the person was told were coming and never got: lost silently, or refused
+        by the SMTP server without the person hearing of it. What the table colours."""
+        return (self.lost_silently or 0) + (self.refused or 0) - (self.refused_told or 0)
 
 
 @dataclass(frozen=True)
@@ -247,13 +262,20 @@ def loss_rows(run: ReportRun) -> list[LossRow]:
                 cells[variant] = LossCell(None, applies=known is None
                                           or known.applies_to(variant))
                 continue
-            d, a = cell.delivery, cell.arrivals
+            d, a, f = cell.delivery, cell.arrivals, cell.smtp_faults
+            emailing = cell.sends_email
             cells[variant] = LossCell(
                 cell, offered=a.offered if a else None, dropped=a.dropped if a else None,
                 failed_visibly=d.failed_visibly,
-                delivered=d.delivered if cell.sends_email else None,
-                lost_silently=d.missing if cell.sends_email else None,
-                duplicates=d.duplicates if cell.sends_email else None)
+                delivered=d.delivered if emailing else None,
+                lost_silently=d.missing if emailing else None,
+                duplicates=d.duplicates if emailing else None,
+                refused=d.refused if emailing else None, refused_told=d.refused_told,
+                delivered_anyway=d.delivered_anyway, late=d.late,
+                late_inbox_p50_ms=d.late_inbox_p50_ms,
+                faults_injected=f.injected if f and emailing else None,
+                delivery_attempts=f.attempts if f and emailing else None,
+                injected_share=f.injected_share if f and emailing else None)
         if any(c.cell for c in cells.values()):
             known = SCENARIOS.get(cond.scenario)
             rows.append(LossRow(cond, known.summary if known else cond.scenario, cells))
@@ -329,14 +351,17 @@ def headlines(run: ReportRun, rows: list[VerdictRow]) -> list[str]:
             f"({fastest.values['register_p95'].text} ms), in the cells of the table below.")
         lines.append("Time to inbox, median: " + "; ".join(
             f"{r.variant} {r.values['inbox_p50'].text} ms" for r in emailing) + ".")
+    trade_off = _speed_beside_loss(run, rows)
+    if trade_off:
+        lines.append(trade_off)
     lost = sum(r.lost_in_run or 0 for r in rows)
     emailing_cells = [c for c in run.cells if c.sends_email]
     if not emailing_cells:
         lines.append("No cell sent email, so delivery was not tested.")
     elif lost:
-        where = [f"{c.label}: {c.delivery.missing}" for c in emailing_cells
-                 if c.delivery.missing]
-        lines.append(f"{lost} emails were lost ({'; '.join(where)}).")
+        where = [f"{c.label}: {_unseen(c)}" for c in emailing_cells if _unseen(c)]
+        lines.append(f"{lost} emails the person was told to expect never came, lost "
+                     f"silently or refused unseen ({'; '.join(where)}).")
     else:
         dups = sum(c.delivery.duplicates for c in emailing_cells)
         sent = sum(c.delivery.registered for c in emailing_cells)
@@ -344,6 +369,50 @@ def headlines(run: ReportRun, rows: list[VerdictRow]) -> list[str]:
                      f"{len(emailing_cells)} cells got their email"
                      + (f" ({dups} duplicates)." if dups else ", none twice."))
     return lines
+
+
+def _unseen(cell: CellResult) -> int:
+    """Emails promised to the person and never received: lost silently, or refused by the
+    SMTP server without the person being told."""
+    d = cell.delivery
+    return d.missing + (d.refused or 0) - (d.refused_told or 0)
+
+
+def _speed_beside_loss(run: ReportRun, rows: list[VerdictRow]) -> str | None:
+    """The verdict never rests on speed alone: each emailing variant's speed rating beside
+    what it lost silently over every scenario the run put it through."""
+    parts, lossless_fast = [], []
+    for row in rows:
+        mine = [c for c in run.cells if c.variant == row.variant and c.sends_email]
+        if not mine or row.rating is None:
+            continue
+        where = Counter[str]()
+        for cell in mine:
+            where[cell.scenario] += _unseen(cell)
+        unseen = sum(where.values())
+        shown = sum(c.delivery.failed_visibly or 0 for c in mine if c.scenario != CLEAN)
+        scenarios = sorted({c.scenario for c in mine})
+        speed = f"INP proxy {row.rating}"
+        if unseen:
+            detail = ", ".join(f"{name} {n}" for name, n in where.most_common() if n)
+            parts.append(f"{row.variant} ({speed}) lost {unseen} silently ({detail})")
+        else:
+            parts.append(f"{row.variant} ({speed}) lost none silently in "
+                         f"{len(scenarios)} scenario{'s' if len(scenarios) != 1 else ''}"
+                         + (f", showing {shown} failures to the person instead"
+                            if shown else ""))
+            if row.rating == "good":
+                lossless_fast.append(row.variant)
+    if not parts:
+        return None
+    if all(c.scenario == CLEAN for c in run.cells):
+        ending = ("This run put nothing in the way (only the clean scenario), so it says "
+                  "nothing about what a variant loses when SMTP or a process fails.")
+    elif lossless_fast:
+        ending = f"Fast and losing nothing silently in this run: {', '.join(lossless_fast)}."
+    else:
+        ending = "No variant was both fast and free of silent loss in this run."
+    return "Speed beside loss: " + "; ".join(parts) + ". " + ending
 
 
 def _load_sentence(run: ReportRun) -> str | None:

@@ -19,6 +19,7 @@ from loadtests.arrivals import schedule
 from loadtests.cellfiles import CellKey, Load, Registration, Sample, read_registrations
 from loadtests.profiles import Profile, ProfileError, profile_from_mapping
 from maillab.capacity import breach, capacity_rows, predicted_rps
+from maillab.summary import Capture, delivery
 from tests.runs import results_for, summarize
 
 RATE = 10.0
@@ -92,6 +93,33 @@ def test_every_measured_sign_up_lands_in_exactly_one_bucket(tmp_path: Path) -> N
     assert a is not None
     assert (a.dropped, d.failed_visibly, d.delivered, d.missing, d.duplicates) == (1, 2, 3, 1, 1)
     assert a.dropped + (d.failed_visibly or 0) + d.delivered + d.missing == a.offered == 7
+
+
+def test_refused_late_and_delivered_anyway_are_told_apart() -> None:
+    """fakesmtp's per-recipient record splits what never arrived: a permanent 5xx is refused
+    (the person told or not), anything else accepted and missing is lost silently. An email
+    that arrives after the fault ended, for a sign-up made before, is late."""
+    from collections import Counter
+
+    regs = [arrival(i) for i in range(8)]  # sent at i / 10 s
+    regs[1].status = 503  # sync: the person saw the refusal
+    regs[5].status = 503  # an error shown, yet the email arrived (an eom drop)
+    capture = Capture(
+        Counter({"u0@maillab.test": 1, "u3@maillab.test": 1, "u5@maillab.test": 1,
+                 "u6@maillab.test": 1, "u7@maillab.test": 1}),
+        first_at={"u0@maillab.test": 0.1, "u3@maillab.test": 2.3, "u5@maillab.test": 0.6,
+                  "u6@maillab.test": 0.7, "u7@maillab.test": 2.0},
+        faulted={"u1@maillab.test": {"550": 1}, "u2@maillab.test": {"550": 1},
+                 "u3@maillab.test": {"451": 2}, "u4@maillab.test": {"hang": 1},
+                 "u5@maillab.test": {"drop": 1}})
+    d = delivery(regs, capture, sends_email=True, fault_ended_at=1.5)
+    assert (d.delivered, d.refused, d.refused_told, d.missing, d.failed_visibly) == (
+        4, 2, 1, 1, 1)
+    assert d.buckets == 8
+    assert d.delivered_anyway == 1
+    # u3 (sent 0.3, arrived 2.3) and u7 (sent 0.7, arrived 2.0): both after the fault ended.
+    assert (d.late, d.late_inbox_p50_ms, d.late_inbox_max_ms) == (2, 1300.0, 2000.0)
+    assert delivery(regs, capture, sends_email=True).late is None  # no window: never late
 
 
 def test_a_cell_whose_schedule_slipped_is_invalid(tmp_path: Path) -> None:

@@ -166,7 +166,9 @@ def test_verdict_numbers_come_from_the_run(built: tuple[Path, str]) -> None:
     assert "queued</th><td class=\"l\">500 ms · 1 u" in verdict
     assert "<td>510</td>" in verdict  # sync @ 500 ms x 1 u: register p50 509.5
     assert "sends nothing" in verdict
-    assert "2 emails were lost (threaded@500ms/4u: 2)" in verdict
+    assert ("2 emails the person was told to expect never came, lost silently or refused "
+            "unseen (threaded@500ms/4u: 2)") in verdict
+    assert "Speed beside loss: " in verdict and "threaded (INP proxy" in verdict
     assert verdict.count('class="best"') >= 3
 
 
@@ -349,3 +351,27 @@ def test_the_losses_table_says_which_scenarios_do_not_apply(tmp_path: Path) -> N
     html = build_report(run_dir).read_text()
     losses = html[html.index('id="losses"'):html.index('id="claims"')]
     assert losses.count("does not apply") == 3 and "consumer-crash" in losses
+
+
+def test_losses_show_refusals_late_mail_and_what_fakesmtp_injected(tmp_path: Path) -> None:
+    """The figures in results.json are the ones on the page, and the verdict weighs them."""
+    document = json.loads((FIXTURES / "partial_run" / "results.json").read_text())
+    base = {(c["variant"], c["smtp_latency_ms"], c["users"]): c for c in document["cells"]}
+    rejecting = {**base[("threaded", 500, 4)], "scenario": "smtp-reject", "files": None}
+    rejecting["delivery"] = {**rejecting["delivery"], "missing": 0, "refused": 7,
+                             "refused_told": 0, "late": 4, "late_inbox_p50_ms": 2345.0}
+    rejecting["smtp_faults"] = {"attempts": 70, "received": 63, "injected": 7,
+                                "injected_share": 0.1, "by_rule": {"reject": 7}}
+    document["cells"].append(rejecting)
+    run_dir = tmp_path / "rejected"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(json.dumps(document))
+    html = build_report(run_dir).read_text()
+    losses = html[html.index('id="losses"'):html.index('id="claims"')]
+    assert "<b>7</b> refused (0 told)" in losses
+    assert "4 late (p50 2,345 ms)" in losses or "4 late (p50 2345 ms)" in losses
+    assert "fakesmtp: 7 faults in 70 attempts (10%)" in losses
+    verdict = html[html.index('id="verdict"'):html.index('id="losses"')]
+    assert "smtp-reject 7" in verdict  # refused unseen counts as lost silently in the verdict
+    assert "No variant was both fast and free of silent loss" in verdict or (
+        "Fast and losing nothing silently in this run" in verdict)

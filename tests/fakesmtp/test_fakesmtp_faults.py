@@ -191,3 +191,26 @@ def test_socket_level_refusal_is_counted(make_server) -> None:
     with socket.create_connection(("127.0.0.1", server.smtp_port), timeout=5) as sock:
         assert sock.makefile("rb").readline().startswith(b"554 ")
     assert server.stats()["rejected"]["by_code"] == {"554": 1}
+
+
+def test_api_faults_names_what_each_recipient_met(make_server, smtp_client, api_for) -> None:
+    """Per address, so a client can tell a permanent refusal of one sign-up's email from a
+    transient one or a loss; reset forgets it with the rest of the stats."""
+    server = make_server(faults=["id=gone,phase=rcpt,reply=550,to=gone@x.test",
+                                 "id=later,phase=rcpt,reply=451,to=Later@x.test,first=1",
+                                 "id=cut,phase=eom,action=drop,to=cut@x.test"])
+    api = api_for(server)
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        smtp_client(server).sendmail("a@x.test", ["gone@x.test"], MSG)
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        smtp_client(server).sendmail("a@x.test", ["later@x.test"], MSG)
+    assert smtp_client(server).sendmail("a@x.test", ["later@x.test"], MSG) == {}
+    with pytest.raises((smtplib.SMTPServerDisconnected, ConnectionError)):
+        smtp_client(server).sendmail("a@x.test", ["cut@x.test"], MSG)
+    assert smtp_client(server).sendmail("a@x.test", ["fine@x.test"], MSG) == {}
+    assert api.get("/api/faults") == {
+        "recipients": {"gone@x.test": {"550": 1}, "later@x.test": {"451": 1},
+                       "cut@x.test": {"drop": 1}},
+        "truncated": False}
+    assert api.request("POST", "/api/reset")[0] == 200
+    assert api.get("/api/faults") == {"recipients": {}, "truncated": False}
