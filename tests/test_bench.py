@@ -365,12 +365,19 @@ def test_a_flaky_smtp_server_shows_what_each_variant_loses(
     assert {c["scenario"] for c in cells.values()} == {"smtp-flaky"}
     for cell in cells.values():
         d, a = cell["delivery"], cell["arrivals"]
-        assert a["dropped"] + d["failed_visibly"] + d["delivered"] + d["missing"] == a["offered"]
+        assert (a["dropped"] + d["failed_visibly"] + d["delivered"] + d["refused"]
+                + d["missing"]) == a["offered"]
         assert a["offered"] >= 40
     sync, threaded, queued = cells["sync"], cells["threaded"], cells["queued"]
     assert sync["delivery"]["failed_visibly"] > 0 and sync["delivery"]["missing"] == 0
     assert threaded["delivery"]["missing"] > 0 and threaded["delivery"]["failed_visibly"] == 0
     assert queued["delivery"]["missing"] == 0 and queued["delivery"]["failed_visibly"] == 0
+    # fakesmtp's own count of what it injected: threaded made one attempt per sign-up, so it
+    # lost what was injected into its measured sign-ups.
+    faults = threaded["smtp_faults"]
+    assert faults["by_rule"] == {"flaky": faults["injected"]} and faults["injected"] > 0
+    assert threaded["delivery"]["missing"] <= faults["injected"]
+    assert queued["smtp_faults"]["attempts"] > queued["smtp_faults"]["received"]  # retried
     html = (run_dir / "report.html").read_text()
     assert 'id="losses"' in html and "answers 451 (try again later)" in html
 
@@ -394,7 +401,8 @@ def test_crashes_show_what_each_variant_loses_and_leave_nothing_behind(
                           ("queued", "app-crash"), ("queued", "consumer-crash")}
     for cell in cells.values():
         d, a = cell["delivery"], cell["arrivals"]
-        assert a["dropped"] + d["failed_visibly"] + d["delivered"] + d["missing"] == a["offered"]
+        assert (a["dropped"] + d["failed_visibly"] + d["delivered"] + d["refused"]
+                + d["missing"]) == a["offered"]
         assert [e["what"].split(" (")[0] for e in cell["scenario_events"]][0].startswith("SIGKILL")
         assert cell["valid"], cell["warnings"]
     for variant in ("sync", "threaded", "queued"):
@@ -403,4 +411,6 @@ def test_crashes_show_what_each_variant_loses_and_leave_nothing_behind(
     assert cells[("sync", "app-crash")]["delivery"]["missing"] == 0
     assert cells[("queued", "app-crash")]["delivery"]["missing"] == 0
     assert cells[("queued", "consumer-crash")]["delivery"]["missing"] > 0
+    # Killed and started again: the fault has an end, so lateness is counted against it.
+    assert all(cell["delivery"]["late"] is not None for cell in cells.values())
     assert processes_of(run_dir) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +111,9 @@ def test_default_rules_pass_the_run_and_fail_it_with_one_variant_slowed_by_20_pe
     assert result.exit_code == 1, result.output
     report = json.loads((after / "gate.json").read_text())
     verdicts = {(r["rule"], r["verdict"]) for r in report["rules"]}
-    # Skipped: the run has no queued cells and no smtp-flaky ones.
+    # Skipped: the run has no queued cells and no fault scenarios.
     assert {v for _, v in verdicts} == {"pass", "skipped"}
-    assert all(rule.startswith("queued") or "smtp-flaky" in rule
+    assert all(rule.startswith("queued") or re.search(r"scenario=(?!clean)", rule)
                for rule, v in verdicts if v == "skipped")
     failed = [(m["cell"], m["metric"]) for m in report["comparison"]["metrics"]
               if m["verdict"] == "fail"]
@@ -249,3 +250,54 @@ def test_rules_for_a_variant_the_run_skipped(tmp_path: Path) -> None:
     assert row["verdict"] == "skipped" and "no queued cells" in row["detail"]
     result = gate(str(run), "--rules", rules_file(tmp_path, "qeued.register.p50_ms < 10"))
     assert result.exit_code == 2 and "did you mean 'queued'?" in result.output
+
+
+def _faults_run(run_dir: Path) -> dict[str, Any]:
+    """``write_run``'s cells plus queued, each also under smtp-flaky with the counts a good
+    build measures (sync shows the 451s, threaded loses about the injected share, queued
+    retries): a results.json document the default rules pass."""
+    document = json.loads((write_run(run_dir) / "results.json").read_text())
+    cells = {c["variant"]: c for c in document["cells"]}
+    document["cells"].append({**copy.deepcopy(cells["threaded"]), "variant": "queued",
+                              "files": None})
+    cells["queued"] = document["cells"][-1]
+    for variant, faults, told, lost in (("sync", 60, 60, 0), ("threaded", 60, 0, 60),
+                                        ("queued", 75, 0, 0)):
+        cell = copy.deepcopy(cells[variant])
+        cell.update(scenario="smtp-flaky", files=None, smtp_faults={
+            "attempts": 400 + faults - told - lost, "received": 400 - told - lost,
+            "injected": faults, "injected_share": round(faults / (400 + faults - told - lost), 4),
+            "by_rule": {"flaky": faults}})
+        cell["delivery"].update(registered=400 - told, delivered=400 - told - lost,
+                                missing=lost, failed_visibly=told)
+        document["cells"].append(cell)
+    settings = document["profile_settings"]
+    settings["variants"] = [*settings["variants"], "queued"]
+    settings["scenarios"] = ["clean", "smtp-flaky"]
+    validate(document)
+    return document
+
+
+def test_the_faults_rules_pass_a_good_run_and_fail_one_where_queued_loses_mail(
+        tmp_path: Path) -> None:
+    document = _faults_run(tmp_path / "good")
+    (tmp_path / "good" / "results.json").write_text(json.dumps(document))
+    result = gate(str(tmp_path / "good"))
+    assert result.exit_code == 0, result.output
+    rules = json.loads((tmp_path / "good" / "gate.json").read_text())["rules"]
+    checked = {r["rule"] for r in rules if r["verdict"] == "pass"}
+    assert "queued{scenario=smtp-flaky}.delivery.missing == 0" in checked
+    assert "*{scenario=smtp-flaky}.smtp_faults.injected > 0" in checked
+
+    flaky = next(c for c in document["cells"]
+                 if c["variant"] == "queued" and c["scenario"] == "smtp-flaky")
+    flaky["delivery"].update(delivered=397, missing=3)  # queued lost three emails
+    validate(document)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "results.json").write_text(json.dumps(document))
+    result = gate(str(tmp_path / "bad"))
+    assert result.exit_code == 1, result.output
+    failed = [r for r in json.loads((tmp_path / "bad" / "gate.json").read_text())["rules"]
+              if r["verdict"] == "fail"]
+    assert [(r["rule"], r["measured"]) for r in failed] == [
+        ("queued{scenario=smtp-flaky}.delivery.missing == 0", 3.0)]
