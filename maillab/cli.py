@@ -355,9 +355,9 @@ def _print_summary(console: Any, results: Results) -> None:
     from rich.table import Table
 
     table = Table(title=f"maillab {results.profile}: medians and p95 from every sample")
-    for column in ("variant", "SMTP", "load", "register p50", "p95", "INP proxy p75",
-                   "inbox p50", "done/s", "delivered", "missing", "dup", "peak thr", "peak q",
-                   "valid"):
+    for column in ("variant", "SMTP", "load", "scenario", "register p50", "p95",
+                   "INP proxy p75", "inbox p50", "done/s", "delivered", "lost silently",
+                   "refused", "failed visibly", "dup", "peak thr", "peak q", "valid"):
         table.add_column(column, justify="left" if column == "variant" else "right")
 
     def ms(value: float | None) -> str:
@@ -369,12 +369,13 @@ def _print_summary(console: Any, results: Results) -> None:
     for cell in results.cells:
         d = cell.delivery
         table.add_row(
-            cell.variant, f"{cell.smtp_latency_ms} ms", cell.load.short,
+            cell.variant, f"{cell.smtp_latency_ms} ms", cell.load.short, cell.scenario,
             ms(cell.metric("register", "p50_ms")), ms(cell.metric("register", "p95_ms")),
             f"{ms(cell.metric('inp_proxy', 'p75_ms'))} {cell.inp_proxy.rating or ''}",
             ms(cell.metric("time_to_inbox", "p50_ms")), ms(cell.metric("throughput_rps")),
             f"{d.delivered}/{d.registered}" if cell.sends_email else "n/a",
-            str(d.missing), str(d.duplicates), count(cell.metric("resources", "peak_threads")),
+            str(d.missing), count(d.refused), count(d.failed_visibly), str(d.duplicates),
+            count(cell.metric("resources", "peak_threads")),
             count(cell.metric("resources", "peak_queue_depth")),
             "yes" if cell.valid else "[red]no")
     console.print(table)
