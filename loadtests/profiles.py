@@ -4,7 +4,7 @@ Keys (every one optional but ``variants``, ``latencies_ms``, and ``rates`` in op
 ``users`` in closed loop)::
 
     description = "..."
-    variants = ["baseline", "sync", "threaded", "queued"]
+    variants = ["baseline", "sync", "threaded", "queued", "outbox"]
     latencies_ms = [0, 500, 5000]      # fakesmtp latency after the final dot
     mode = "open"                      # "open": sign-ups arrive on a schedule, the same for
                                        # every variant; "closed": locust users, no think time

@@ -60,12 +60,14 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("app-deploy", "The app is stopped gracefully (SIGTERM) in the middle of the "
              "cell, as a deploy does, and started again 3 s later.", kill="app",
              signal=signal.SIGTERM),
-    Scenario("consumer-crash", "The queue consumer is killed (SIGKILL) in the middle of the "
-             "cell and started again 3 s later: the tasks it was running are gone.",
+    Scenario("consumer-crash", "The process that delivers the email (queued's Huey consumer, "
+             "outbox's relay) is killed (SIGKILL) in the middle of the cell and started again "
+             "3 s later: whatever it was sending is cut off.",
              kill="consumer", needs_consumer=True),
-    Scenario("consumer-deploy", "The queue consumer is stopped gracefully (SIGINT, Huey's "
-             "graceful stop; its SIGTERM stops at once) in the middle of the cell and started "
-             "again 3 s later.", kill="consumer", signal=signal.SIGINT, needs_consumer=True),
+    Scenario("consumer-deploy", "The process that delivers the email is stopped gracefully "
+             "(SIGINT: Huey's graceful stop, whose SIGTERM stops at once; the relay's too) in "
+             "the middle of the cell and started again 3 s later.", kill="consumer",
+             signal=signal.SIGINT, needs_consumer=True),
 )}
 
 

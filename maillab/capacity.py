@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from apps.core.registry import variant as variant_info
 from loadtests.profiles import Profile
 from loadtests.results import Capacity, CellResult
 
@@ -59,7 +60,7 @@ def predicted_rps(variant: str, latency_ms: int, profile: Profile) -> tuple[floa
         slots = profile.workers * profile.threads
         return slots / seconds, (f"{profile.workers} workers x {profile.threads} threads / "
                                  f"{seconds:g} s SMTP")
-    if variant == "queued" and seconds > 0:
+    if variant_info(variant).consumer is not None and seconds > 0:
         return profile.worker_threads / seconds, (
             f"emails, not sign-ups: {profile.worker_threads} consumer threads / {seconds:g} s "
             "SMTP; register is not bounded by it")

@@ -123,6 +123,54 @@ def worker(threads: int | None, metrics_port: int, verbose: bool) -> None:
                f"{left} left in the queue")
 
 
+@cli.command()
+@click.option("--threads", default=None, type=click.IntRange(1, 1024),
+              help="Sending threads [default: MAILLAB_WORKER_THREADS, 4].")
+@click.option("--metrics-port", default=0, type=click.IntRange(0, 65535),
+              help="Serve the relay's Prometheus metrics on 127.0.0.1:PORT (0: off).")
+@click.option("-v", "--verbose", is_flag=True, help="Log every email.")
+def relay(threads: int | None, metrics_port: int, verbose: bool) -> None:
+    """Deliver the outbox variant's emails (rows written with the account), at least once.
+
+    SIGINT or SIGTERM stops it gracefully: it claims nothing more and finishes what it holds."""
+    import signal
+
+    from sqlalchemy.engine import make_url
+
+    from apps.outbox.relay import Relay
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if metrics_port:
+        _check_port("127.0.0.1", metrics_port, "--metrics-port")
+    app = _build_app("outbox")
+    try:
+        sender = Relay(app, threads)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    cfg = app.config
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        from apps.core.metrics import registry_for
+
+        start_http_server(metrics_port, addr="127.0.0.1", registry=registry_for(sender))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda _signo, _frame: sender.stop())
+    store = make_url(cfg['DATABASE_URL']).render_as_string(hide_password=True)
+    click.echo(f"maillab relay consuming the outbox in {store} with "
+               f"{sender.threads} threads (poll every {sender.poll_delay * 1000:g} ms when "
+               f"idle, lease {sender.lease:g} s), SMTP {cfg['SMTP_HOST']}:{cfg['SMTP_PORT']}"
+               + (f", metrics on http://127.0.0.1:{metrics_port}/metrics" if metrics_port else ""))
+    sys.stdout.flush()
+    sender.run()
+    s = sender.stats()
+    left = f"{s['queue_depth']:g}" if "queue_depth" in s else "unknown (store unreachable)"
+    click.echo(f"maillab relay stopped: {s['emails_delivered_total']:g} delivered, "
+               f"{s['emails_failed_total']:g} failed, {s['emails_retried_total']:g} retries, "
+               f"{left} left in the outbox")
+
+
 def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
     if value is None:
         return None

@@ -22,9 +22,10 @@ STYLES: dict[str, VariantStyle] = {
     "sync": VariantStyle("#D55E00", "o", "-", "///"),
     "threaded": VariantStyle("#0072B2", "^", "--", "..."),
     "queued": VariantStyle("#009E73", "D", "-.", "xx"),
+    "outbox": VariantStyle("#CC79A7", "v", (0, (3, 1, 1, 1)), "\\\\"),
 }
-_SPARE = [VariantStyle("#CC79A7", "v", (0, (3, 1, 1, 1)), "\\\\"),
-          VariantStyle("#E69F00", "P", (0, (5, 2)), "++")]
+_SPARE = [VariantStyle("#E69F00", "P", (0, (5, 2)), "++"),
+          VariantStyle("#56B4E9", "X", (0, (1, 1)), "--")]
 
 MISSING_COLOR = "#111111"  # delivery: emails that never arrived
 DUPLICATE_HATCH = "oo"

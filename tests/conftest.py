@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,21 +64,36 @@ def make_app(tmp_path: Path, sink: Sink) -> Callable[..., Flask]:
 
 @pytest.fixture
 def run_consumer() -> Iterator[Callable[[Flask], Any]]:
-    """Start a real Huey consumer (threads) for an app's queue; stopped after the test."""
-    running: list[Any] = []
+    """Start the real consumer of an app's variant in this process: a Huey consumer (threads)
+    for queued, the relay (in a thread) for outbox. Returns what counts its work; stopped,
+    gracefully, after the test."""
+    running: list[Callable[[], None]] = []
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
 
     def start(app: Flask) -> Any:
+        if app.config["VARIANT"] == "outbox":
+            from apps.outbox.relay import Relay
+
+            relay = Relay(app, threads=2)
+            thread = threading.Thread(target=relay.run, name="test-relay")
+            thread.start()
+
+            def stop_relay() -> None:
+                relay.stop()
+                thread.join(30)
+
+            running.append(stop_relay)
+            return relay
         from apps.queued.worker import build_consumer
 
         consumer, stats = build_consumer(app, threads=2)
         consumer.start()
-        running.append(consumer)
+        running.append(lambda: consumer.stop(graceful=True))
         return stats
 
     yield start
-    for consumer in running:
-        consumer.stop(graceful=True)
+    for stop in running:
+        stop()
     for sig, handler in saved.items():
         signal.signal(sig, handler)
 

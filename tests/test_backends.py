@@ -16,12 +16,12 @@ from tests.smtp_sink import Sink
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("variant_name", ["sync", "queued"])
+@pytest.mark.parametrize("variant_name", ["sync", "queued", "outbox"])
 def test_flow_on_postgresql(variant_name: str, make_app: Callable[..., Flask], sink: Sink,
                             run_consumer: Callable[..., Any]) -> None:
     with postgres_database() as url:
         app = make_app(variant_name, DATABASE_URL=url)
-        if variant_name == "queued":
+        if variant_name != "sync":
             run_consumer(app)
         client = app.test_client()
         assert app.extensions["maillab.db"].engine.dialect.name == "postgresql"

@@ -56,6 +56,11 @@ DEFAULTS: dict[str, Any] = {
     # to inbox.
     "WORKER_POLL_DELAY": 0.005,
     "WORKER_MAX_POLL_DELAY": 0.01,
+    # maillab relay (the outbox): the wait between two looks at an idle outbox, and how long a
+    # claimed row is its relay's before another may take it (longer than SMTP_TIMEOUT, or a
+    # slow send would be taken again while still going).
+    "OUTBOX_POLL_DELAY": 0.005,
+    "OUTBOX_LEASE": 15.0,
 }
 
 _NUMBERS = {
@@ -75,6 +80,8 @@ _NUMBERS = {
     "WORKER_THREADS": (int, 1, 1024),
     "WORKER_POLL_DELAY": (float, 0.0001, None),
     "WORKER_MAX_POLL_DELAY": (float, 0.0001, None),
+    "OUTBOX_POLL_DELAY": (float, 0.0001, None),
+    "OUTBOX_LEASE": (float, 0.01, None),
 }
 _BOOLEANS = ("SMTP_USE_TLS", "ALLOW_TEST_DOMAINS")
 MAX_PBKDF2_ITERATIONS = 10_000_000  # ten times werkzeug's default

@@ -54,13 +54,21 @@ class TimeoutConnection(Connection):
 
 
 def to_message(email: Email) -> Message:
-    return Message(
+    message = Message(
         subject=email.subject,
         recipients=[email.to],
         body=email.text,
         html=email.html,
         extra_headers={CORRELATION_HEADER: email.id},
     )
+    # Stable across tries: a message sent twice (a retry after a dropped reply, a relay that
+    # died before marking it sent) carries one Message-ID, so a receiver can tell.
+    message.msgId = message_id(email)
+    return message
+
+
+def message_id(email: Email) -> str:
+    return f"<{email.id}@maillab.invalid>"
 
 
 def deliver(email: Email) -> None:

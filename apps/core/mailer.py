@@ -1,7 +1,8 @@
 """The one interface every variant implements, and the value that crosses it.
 
 A variant decides only *where and when* :func:`apps.core.delivery.deliver` runs: never
-(baseline), inline (sync), in a new thread (threaded) or in a task consumer (queued).
+(baseline), inline (sync), in a new thread (threaded), in a task consumer (queued) or in a
+relay that reads rows written with the account (outbox).
 """
 
 from __future__ import annotations
@@ -46,8 +47,10 @@ class PermanentDeliveryError(DeliveryError):
 class Mailer(Protocol):
     """What a variant implements: at least ``name``, ``dispatch`` and ``stats``.
 
-    ``dispatch`` is called inside the request that caused the email, after the user row is
-    committed. It returns when the variant considers the email handed off; it raises
+    A variant may also have ``stage(session, email)``: called inside the request's
+    transaction, before the commit, so the email can be written with the account (the
+    outbox). ``dispatch`` is called inside the request that caused the email, after the user
+    row is committed. It returns when the variant considers the email handed off; it raises
     :class:`DeliveryError` only if the variant delivers inline and delivery failed.
     ``stats`` is read by ``/metrics`` and must be cheap and thread-safe.
     """

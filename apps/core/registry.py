@@ -34,6 +34,9 @@ VARIANTS: dict[str, Variant] = {
                         "one threading.Thread per email (the seeds' fix)"),
     "queued": Variant("apps.queued.mailer:QueuedMailer",
                       "a Huey task, delivered by maillab worker", consumer="worker"),
+    "outbox": Variant("apps.outbox.mailer:OutboxMailer",
+                      "a row written in the sign-up's own transaction, delivered by maillab "
+                      "relay (the transactional outbox)", consumer="relay"),
 }
 
 

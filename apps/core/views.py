@@ -64,15 +64,18 @@ def register() -> ResponseReturnValue:
     user = session.scalars(select(User).where(User.email == form.email)).one()
     # The hash is salted, so only the insert this request made stored this very hash.
     created = user.password_hash == password_hash
-    # One transaction: the account and the count of emails to its address commit together.
+    # One transaction: the account, the count of emails to its address and, for a variant
+    # that keeps its email in the store (the outbox), the email itself commit together.
     allowed = _take_quota(session, form.email, now)
-    session.commit()
     if created:
         email = emails.verification_email(user.email, _verify_link(user.id, user.email), _hours())
     else:
         link = None if user.verified_at is not None else _verify_link(user.id, user.email)
         email = emails.already_registered_email(user.email, link, _hours())
     # Over the address's quota the answer is the same, and no email goes out.
+    if allowed:
+        _stage(session, email)
+    session.commit()
     if allowed:
         _dispatch(email)
     if wants_json():
@@ -126,12 +129,6 @@ def resend() -> ResponseReturnValue:
     else:
         entry.last_sent_at = now
     allowed = _take_quota(session, address, now)
-    try:
-        session.commit()
-    except IntegrityError:  # a concurrent resend for the same address won
-        session.rollback()
-        raise Problem(429, "cooldown", "An email was sent to this address just now.", "email",
-                      headers={"Retry-After": str(max(1, math.ceil(cooldown)))}) from None
     # Every address gets the same answer and one email (a link, "already confirmed", or "no
     # account here"), so neither the answer nor the time to send it tells which accounts
     # exist; the per-address quota bounds what a stranger can send. The work is the same too:
@@ -145,6 +142,14 @@ def resend() -> ResponseReturnValue:
         email = emails.verification_email(address, link, _hours())
     else:
         email = emails.already_registered_email(address, None, _hours())
+    if allowed:
+        _stage(session, email)
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent resend for the same address won
+        session.rollback()
+        raise Problem(429, "cooldown", "An email was sent to this address just now.", "email",
+                      headers={"Retry-After": str(max(1, math.ceil(cooldown)))}) from None
     if allowed:
         _dispatch(email)
     return respond(202, "pending", "Check your email", PENDING)
@@ -160,6 +165,14 @@ def healthz() -> ResponseReturnValue:
 def prometheus() -> ResponseReturnValue:
     body, content_type = metrics.render(current_app.extensions["maillab.metrics"])
     return body, 200, {"Content-Type": content_type}
+
+
+def _stage(session: Session, email: Email) -> None:
+    """A variant that keeps its email in the store (``stage``, the outbox) writes it in the
+    request's transaction, before the commit; the others have nothing to do here."""
+    stage = getattr(mailer(), "stage", None)
+    if stage is not None:
+        stage(session, email)
 
 
 def _dispatch(email: Email) -> None:

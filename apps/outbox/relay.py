@@ -1,0 +1,203 @@
+"""``maillab relay``: delivers the outbox's rows, at least once.
+
+Each pass claims the due rows it has threads for with a lease (on PostgreSQL with
+``FOR UPDATE SKIP LOCKED``, so several relays share the work and never hold the same row; on
+SQLite the claim is one UPDATE ... RETURNING, which the single writer makes atomic), delivers
+them with the shared :func:`apps.core.delivery.deliver` on a thread pool, and marks each sent.
+A transient failure is tried again later with exponential backoff (the queued variant's
+``MAILLAB_QUEUE_RETRIES`` / ``_RETRY_DELAY`` / ``_RETRY_BACKOFF``, so the two retry alike); a
+permanent one is marked failed with the server's reply. A row whose lease ran out (its relay
+died mid-send) is claimed again. Between passes with nothing due it sleeps
+``MAILLAB_OUTBOX_POLL_DELAY``; a cheap read decides whether to claim, so an idle relay does
+not take the store's write lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from apps.core.config import ConfigError
+from apps.core.delivery import deliver
+from apps.core.mailer import Email, PermanentDeliveryError, TransientDeliveryError
+from apps.outbox.mailer import OutboxMailer, pending_count
+from apps.outbox.models import OutboxRow
+
+log = logging.getLogger(__name__)
+
+STORE_ERROR_INTERVAL = 10.0  # seconds between two log lines about an unreachable store
+_PENDING = (OutboxRow.sent_at.is_(None), OutboxRow.failed_at.is_(None))
+
+
+class Relay:
+    """Claims and delivers outbox rows until :meth:`stop`; then finishes what it claimed."""
+
+    name = "outbox-relay"
+
+    def __init__(self, app: Flask, threads: int | None = None) -> None:
+        if not isinstance(app.extensions.get("mailer"), OutboxMailer):
+            raise TypeError("the relay needs an app built with the 'outbox' variant")
+        cfg = app.config
+        if cfg["OUTBOX_LEASE"] <= cfg["SMTP_TIMEOUT"]:
+            raise ConfigError(f"MAILLAB_OUTBOX_LEASE ({cfg['OUTBOX_LEASE']:g} s) must be longer "
+                              f"than MAILLAB_SMTP_TIMEOUT ({cfg['SMTP_TIMEOUT']:g} s): a row "
+                              "still being sent would be claimed again and sent twice")
+        self.app = app
+        self.sessions = app.extensions["maillab.db"].sessions
+        self.threads = threads or cfg["WORKER_THREADS"]
+        self.poll_delay = cfg["OUTBOX_POLL_DELAY"]
+        self.lease = cfg["OUTBOX_LEASE"]
+        self.retries = cfg["QUEUE_RETRIES"]
+        self.retry_delay = cfg["QUEUE_RETRY_DELAY"]
+        self.backoff = cfg["QUEUE_RETRY_BACKOFF"]
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._idle = threading.Semaphore(self.threads)
+        self.executing = self.delivered = self.failed = self.retried = 0
+        self._last_error = -math.inf
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="relay") as pool:
+            while not self._stopping.is_set():
+                free = self._take_free()
+                if not free:
+                    self._stopping.wait(self.poll_delay)
+                    continue
+                try:
+                    rows = self.claim(free) if self._anything_due() else []
+                except SQLAlchemyError as exc:  # the store is away: say so, keep trying
+                    self._store_error(exc)
+                    rows = []
+                for _ in range(free - len(rows)):
+                    self._idle.release()
+                for row in rows:
+                    pool.submit(self._send, row)
+                if not rows:
+                    self._stopping.wait(self.poll_delay)
+        # Leaving the with-block waits for every claimed row: a graceful stop finishes them.
+
+    def _store_error(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_error >= STORE_ERROR_INTERVAL:  # one line per interval, not per poll
+            self._last_error = now
+            log.error("cannot read the outbox, retrying: %s", str(exc).splitlines()[0])
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _take_free(self) -> int:
+        free = 0
+        while self._idle.acquire(blocking=False):
+            free += 1
+        return free
+
+    # -- the store ----------------------------------------------------------------------------
+
+    def _anything_due(self) -> bool:
+        now = time.time()
+        with self.sessions() as session:
+            return session.scalar(select(OutboxRow.id).where(*_PENDING, *_claimable(now))
+                                  .limit(1)) is not None
+
+    def claim(self, limit: int) -> list[dict[str, Any]]:
+        """Lease up to ``limit`` due rows to this relay and return them."""
+        now = time.time()
+        due = (select(OutboxRow.id).where(*_PENDING, *_claimable(now))
+               .order_by(OutboxRow.due_at).limit(limit).with_for_update(skip_locked=True))
+        claim = (update(OutboxRow).where(OutboxRow.id.in_(due.scalar_subquery()))
+                 .values(lease_until=now + self.lease, claimed_by=self.owner)
+                 .returning(OutboxRow.id, OutboxRow.to, OutboxRow.subject, OutboxRow.text,
+                            OutboxRow.html, OutboxRow.attempts)
+                 .execution_options(synchronize_session=False))
+        with self.sessions() as session:
+            rows = [dict(row._mapping) for row in session.execute(claim)]
+            session.commit()
+        return rows
+
+    def _mark(self, row_id: str, **values: Any) -> None:
+        with self.sessions() as session:
+            session.execute(update(OutboxRow).where(OutboxRow.id == row_id)
+                            .values(lease_until=None, **values)
+                            .execution_options(synchronize_session=False))
+            session.commit()
+
+    # -- one row ------------------------------------------------------------------------------
+
+    def _send(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            self.executing += 1
+        email = Email(id=row["id"], to=row["to"], subject=row["subject"], text=row["text"],
+                      html=row["html"])
+        outcome = "failed"
+        try:
+            with self.app.app_context():
+                deliver(email)
+            self._mark(email.id, sent_at=time.time())
+            outcome = "delivered"
+        except PermanentDeliveryError as exc:
+            log.error("email %s to %s refused for good: %s", email.id, email.to, exc)
+            self._mark(email.id, failed_at=time.time(), last_error=str(exc)[:2000])
+        except Exception as exc:  # transient, or a bug: either way the row is tried again
+            if not isinstance(exc, TransientDeliveryError):
+                log.exception("email %s: unexpected error while sending", email.id)
+            try:
+                outcome = self._retry_or_fail(email, row["attempts"] + 1, exc)
+            except SQLAlchemyError as store:
+                log.error("email %s: could not record the failure (%s); its lease will run "
+                          "out and it will be taken again", email.id, store)
+        finally:
+            with self._lock:
+                self.executing -= 1
+                if outcome == "delivered":
+                    self.delivered += 1
+                elif outcome == "failed":
+                    self.failed += 1
+                else:
+                    self.retried += 1
+            self._idle.release()
+
+    def _retry_or_fail(self, email: Email, attempts: int, exc: BaseException) -> str:
+        now = time.time()
+        if attempts > self.retries:
+            log.error("email %s to %s failed after %d attempts: %s", email.id, email.to,
+                      attempts, exc)
+            self._mark(email.id, attempts=attempts, failed_at=now, last_error=str(exc)[:2000])
+            return "failed"
+        wait = self.retry_delay * self.backoff ** (attempts - 1)
+        log.warning("email %s to %s failed, trying again in %g s: %s", email.id, email.to,
+                    wait, exc)
+        self._mark(email.id, attempts=attempts, due_at=now + wait, last_error=str(exc)[:2000])
+        return "retried"
+
+    def stats(self) -> dict[str, float]:
+        with self._lock:
+            stats: dict[str, float] = {
+                "emails_delivered_total": self.delivered,
+                "emails_failed_total": self.failed,
+                "emails_retried_total": self.retried,
+                "emails_in_flight": self.executing,
+            }
+        stats["live_threads"] = threading.active_count()
+        try:
+            stats["queue_depth"] = pending_count(self.app)
+        except Exception as exc:  # the store is down; /metrics must still answer
+            log.warning("outbox depth unavailable: %s", exc)
+        return stats
+
+
+def _claimable(now: float) -> tuple[Any, ...]:
+    return (OutboxRow.due_at <= now,
+            or_(OutboxRow.lease_until.is_(None), OutboxRow.lease_until < now))
