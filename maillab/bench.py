@@ -170,7 +170,8 @@ class Bench:
             metrics_port = free_port()
             recipes.append((variant.consumer, [
                 variant.consumer, "--threads", str(profile.worker_threads), "--metrics-port",
-                str(metrics_port)], env, folder / f"{variant.consumer}.log"))
+                str(metrics_port), *variant.consumer_args], env,
+                folder / f"{variant.consumer}.log"))
         app = _App(f"http://127.0.0.1:{port}", [spawn(*recipe) for recipe in recipes],
                    recipes=recipes)
         server = app.children[0]

@@ -128,8 +128,13 @@ def worker(threads: int | None, metrics_port: int, verbose: bool) -> None:
               help="Sending threads [default: MAILLAB_WORKER_THREADS, 4].")
 @click.option("--metrics-port", default=0, type=click.IntRange(0, 65535),
               help="Serve the relay's Prometheus metrics on 127.0.0.1:PORT (0: off).")
+@click.option("--name", default=None,
+              help="A stable name for this relay (unique among those running), such as the "
+                   "process manager's unit name: started again under it, the relay takes back "
+                   "at once the rows its crashed run held, instead of waiting out their lease "
+                   "[default: host:pid, which never takes anything back].")
 @click.option("-v", "--verbose", is_flag=True, help="Log every email.")
-def relay(threads: int | None, metrics_port: int, verbose: bool) -> None:
+def relay(threads: int | None, metrics_port: int, name: str | None, verbose: bool) -> None:
     """Deliver the outbox variant's emails (rows written with the account), at least once.
 
     SIGINT or SIGTERM stops it gracefully: it claims nothing more and finishes what it holds."""
@@ -145,9 +150,10 @@ def relay(threads: int | None, metrics_port: int, verbose: bool) -> None:
         _check_port("127.0.0.1", metrics_port, "--metrics-port")
     app = _build_app("outbox")
     try:
-        sender = Relay(app, threads)
+        sender = Relay(app, threads, name)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    taken_back = sender.take_back() if name else 0
     cfg = app.config
     if metrics_port:
         from prometheus_client import start_http_server
@@ -161,6 +167,7 @@ def relay(threads: int | None, metrics_port: int, verbose: bool) -> None:
     click.echo(f"maillab relay consuming the outbox in {store} with "
                f"{sender.threads} threads (poll every {sender.poll_delay * 1000:g} ms when "
                f"idle, lease {sender.lease:g} s), SMTP {cfg['SMTP_HOST']}:{cfg['SMTP_PORT']}"
+               + (f", {taken_back} rows taken back from its last run" if taken_back else "")
                + (f", metrics on http://127.0.0.1:{metrics_port}/metrics" if metrics_port else ""))
     sys.stdout.flush()
     sender.run()

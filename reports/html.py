@@ -35,6 +35,7 @@ def write_html(run: ReportRun, charts: Sequence[Chart], path: Path) -> Path:
         headlines=summary.headlines(run, rows),
         columns=summary.VERDICT_COLUMNS,
         verdict=rows,
+        variant_lines=summary.variant_lines(run),
         focus_load=run.focus_load,
         claims=summary.claim_checks(run),
         losses=summary.loss_rows(run),

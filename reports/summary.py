@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from apps.core.registry import VARIANTS
 from loadtests.results import METRICS, CellResult, GateReport, RuleOutcome
 from loadtests.scenarios import CLEAN, SCENARIOS
 from reports.data import Condition, ReportRun
@@ -149,6 +150,13 @@ def verdict_rows(run: ReportRun) -> list[VerdictRow]:
                 text, raw, best=not tie and raw is not None and raw == best
                 and row.variant in contenders)
     return rows
+
+
+def variant_lines(run: ReportRun) -> list[tuple[str, str]]:
+    """(variant, what it is in one line) for the run's variants, from the registry; a variant
+    it does not know (another app under load) is named without one."""
+    return [(name, VARIANTS[name].summary if name in VARIANTS else "not a maillab variant")
+            for name in run.variants]
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,20 @@ def test_a_lease_that_ran_out_is_claimed_again(make_app: Callable[..., Flask]) -
     assert {r.claimed_by for r in rows(app)} == {"another relay"}
 
 
+def test_a_relay_started_again_under_its_name_takes_its_rows_back_at_once(
+        make_app: Callable[..., Flask]) -> None:
+    app = make_app("outbox")
+    for i in range(2):
+        register_json(app.test_client(), f"o9-{i}@maillab.test")
+    crashed = Relay(app, name="relay-a")
+    assert len(crashed.claim(10)) == 2
+    other = Relay(app, name="relay-b")
+    assert other.take_back() == 0 and other.claim(10) == []  # not its rows; leases hold
+    again = Relay(app, name="relay-a")
+    assert again.take_back() == 2
+    assert len(again.claim(10)) == 2
+
+
 def test_a_lease_no_longer_than_the_smtp_timeout_is_refused(
         make_app: Callable[..., Flask]) -> None:
     app = make_app("outbox", OUTBOX_LEASE=5.0, SMTP_TIMEOUT=5.0)

@@ -7,6 +7,7 @@ seed, so the fixture folder stays text.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import random
@@ -375,3 +376,17 @@ def test_losses_show_refusals_late_mail_and_what_fakesmtp_injected(tmp_path: Pat
     assert "smtp-reject 7" in verdict  # refused unseen counts as lost silently in the verdict
     assert "No variant was both fast and free of silent loss" in verdict or (
         "Fast and losing nothing silently in this run" in verdict)
+
+
+def test_the_page_says_in_one_line_what_each_variant_is(tmp_path: Path) -> None:
+    document = json.loads((FIXTURES / "partial_run" / "results.json").read_text())
+    outbox = {**copy.deepcopy(document["cells"][-1]), "variant": "outbox", "files": None}
+    document["cells"].append(outbox)
+    document["profile_settings"]["variants"] = [*document["profile_settings"]["variants"],
+                                                "outbox"]
+    run_dir = tmp_path / "five"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(json.dumps(document))
+    html = build_report(run_dir).read_text()
+    assert "<b>queued</b>, a Huey task, delivered by maillab worker;" in html
+    assert "<b>outbox</b>, a row written in the sign-up&#39;s own transaction" in html

@@ -23,6 +23,9 @@ class Variant:
     summary: str                # where deliver() runs, in a few words
     sends_email: bool = True    # False: the floor, nothing to deliver or wait for
     consumer: str | None = None  # the maillab command that delivers its email, if not the app
+    # What the lab's runner adds when it starts the consumer, as a process manager would
+    # (beyond --threads and --metrics-port).
+    consumer_args: tuple[str, ...] = ()
 
 
 VARIANTS: dict[str, Variant] = {
@@ -36,7 +39,9 @@ VARIANTS: dict[str, Variant] = {
                       "a Huey task, delivered by maillab worker", consumer="worker"),
     "outbox": Variant("apps.outbox.mailer:OutboxMailer",
                       "a row written in the sign-up's own transaction, delivered by maillab "
-                      "relay (the transactional outbox)", consumer="relay"),
+                      "relay (the transactional outbox)", consumer="relay",
+                      # A stable name, as a unit's: restarted, it takes back its rows at once.
+                      consumer_args=("--name", "maillab-relay")),
 }
 
 

@@ -44,7 +44,7 @@ class Relay:
 
     name = "outbox-relay"
 
-    def __init__(self, app: Flask, threads: int | None = None) -> None:
+    def __init__(self, app: Flask, threads: int | None = None, name: str | None = None) -> None:
         if not isinstance(app.extensions.get("mailer"), OutboxMailer):
             raise TypeError("the relay needs an app built with the 'outbox' variant")
         cfg = app.config
@@ -60,7 +60,10 @@ class Relay:
         self.retries = cfg["QUEUE_RETRIES"]
         self.retry_delay = cfg["QUEUE_RETRY_DELAY"]
         self.backoff = cfg["QUEUE_RETRY_BACKOFF"]
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        # Whose lease a row is under. A stable name (a process manager's unit or pod name)
+        # lets a restarted relay take back at once what its dead predecessor held, instead
+        # of waiting out the lease; it must be unique among the relays alive at one time.
+        self.owner = name or f"{socket.gethostname()}:{os.getpid()}"
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._idle = threading.Semaphore(self.threads)
@@ -68,6 +71,17 @@ class Relay:
         self._last_error = -math.inf
 
     # -- the loop -----------------------------------------------------------------------------
+
+    def take_back(self) -> int:
+        """Release the leases held under this relay's name (its previous run died holding
+        them), so they are claimed again now; returns how many. Only for a stable name."""
+        with self.sessions() as session:
+            result = session.execute(
+                update(OutboxRow).where(*_PENDING, OutboxRow.claimed_by == self.owner,
+                                        OutboxRow.lease_until.is_not(None))
+                .values(lease_until=None).execution_options(synchronize_session=False))
+            session.commit()
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     def run(self) -> None:
         with ThreadPoolExecutor(self.threads, thread_name_prefix="relay") as pool:
