@@ -153,6 +153,27 @@ def test_two_relays_share_the_work_and_send_each_row_once(
         app.extensions["maillab.db"].engine.dispose()
 
 
+@pytest.mark.postgres
+def test_on_postgresql_an_idle_relay_wakes_on_the_commit(
+        make_app: Callable[..., Flask], sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LISTEN/NOTIFY: with the fallback poll at 60 s, the email still goes out at once."""
+    monkeypatch.setattr("apps.outbox.relay.LISTEN_POLL_S", 60.0)
+    with postgres_database() as url:
+        app = make_app("outbox", DATABASE_URL=url)
+        relay = Relay(app, threads=2)
+        thread = threading.Thread(target=relay.run)
+        thread.start()
+        try:
+            wait_until(lambda: relay.idle_waits >= 1, what="the relay idle")
+            assert register_json(app.test_client(), "o10@maillab.test").status_code == 202
+            sink.handler.wait_for("o10@maillab.test", timeout=15)
+            assert relay.idle_waits <= 3  # woken by the commit, not by the 60 s poll
+        finally:
+            relay.stop()
+            thread.join(70)
+        app.extensions["maillab.db"].engine.dispose()
+
+
 def _database(store: str) -> Any:
     if store == "postgresql":
         return postgres_database()

@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session
 from apps.core.mailer import Email, MailerCounters
 from apps.outbox.models import OutboxRow
 
+CHANNEL = "maillab_outbox"  # PostgreSQL's LISTEN/NOTIFY channel between app and relay
+
 
 class OutboxMailer:
     name = "outbox"
@@ -28,8 +30,12 @@ class OutboxMailer:
         self.counters = MailerCounters()
 
     def stage(self, session: Session, email: Email) -> None:
-        """Inside the request's transaction, before its commit: the email becomes a row."""
+        """Inside the request's transaction, before its commit: the email becomes a row. On
+        PostgreSQL a NOTIFY goes with it (delivered only if the transaction commits), so an
+        idle relay wakes at once instead of polling."""
         session.add(OutboxRow.of(email, time.time()))
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(select(func.pg_notify(CHANNEL, "")))
 
     def dispatch(self, email: Email) -> None:
         """After the commit the email is already safe in the outbox: nothing to hand off."""

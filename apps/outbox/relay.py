@@ -9,7 +9,8 @@ A transient failure is tried again later with exponential backoff (the queued va
 permanent one is marked failed with the server's reply. A row whose lease ran out (its relay
 died mid-send) is claimed again. Between passes with nothing due it sleeps
 ``MAILLAB_OUTBOX_POLL_DELAY``; a cheap read decides whether to claim, so an idle relay does
-not take the store's write lock.
+not take the store's write lock. On PostgreSQL it LISTENs instead: the app's commit NOTIFYs,
+and a slow poll (``LISTEN_POLL_S``) still catches retries coming due.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from apps.core.config import ConfigError
 from apps.core.delivery import deliver
 from apps.core.mailer import Email, PermanentDeliveryError, TransientDeliveryError
-from apps.outbox.mailer import OutboxMailer, pending_count
+from apps.outbox.mailer import CHANNEL, OutboxMailer, pending_count
 from apps.outbox.models import OutboxRow
 
 log = logging.getLogger(__name__)
 
+LISTEN_POLL_S = 0.5  # with LISTEN/NOTIFY, how often to look anyway (retries coming due)
+STOP_CHECK_S = 0.25  # while listening, how often to see whether the relay was told to stop
 STORE_ERROR_INTERVAL = 10.0  # seconds between two log lines about an unreachable store
 _PENDING = (OutboxRow.sent_at.is_(None), OutboxRow.failed_at.is_(None))
 
@@ -69,6 +72,7 @@ class Relay:
         self._idle = threading.Semaphore(self.threads)
         self.executing = self.delivered = self.failed = self.retried = 0
         self._last_error = -math.inf
+        self.idle_waits = 0  # times it found nothing to do and waited
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -84,6 +88,25 @@ class Relay:
         return int(result.rowcount)  # type: ignore[attr-defined]
 
     def run(self) -> None:
+        listener = _Listener.open(self.app) if self._on_postgresql() else None
+        try:
+            self._loop(listener)
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def _on_postgresql(self) -> bool:
+        return bool(self.app.extensions["maillab.db"].engine.dialect.name == "postgresql")
+
+    def _wait_for_work(self, listener: _Listener | None) -> None:
+        """Wait for work: a NOTIFY (or the slow poll) on PostgreSQL, the poll delay else."""
+        self.idle_waits += 1
+        if listener is None:
+            self._stopping.wait(self.poll_delay)
+        else:
+            listener.wait(LISTEN_POLL_S, self._stopping)
+
+    def _loop(self, listener: _Listener | None) -> None:
         with ThreadPoolExecutor(self.threads, thread_name_prefix="relay") as pool:
             while not self._stopping.is_set():
                 free = self._take_free()
@@ -100,7 +123,7 @@ class Relay:
                 for row in rows:
                     pool.submit(self._send, row)
                 if not rows:
-                    self._stopping.wait(self.poll_delay)
+                    self._wait_for_work(listener)
         # Leaving the with-block waits for every claimed row: a graceful stop finishes them.
 
     def _store_error(self, exc: BaseException) -> None:
@@ -215,3 +238,50 @@ class Relay:
 def _claimable(now: float) -> tuple[Any, ...]:
     return (OutboxRow.due_at <= now,
             or_(OutboxRow.lease_until.is_(None), OutboxRow.lease_until < now))
+
+
+class _Listener:
+    """A connection of its own that LISTENs on the outbox's channel (PostgreSQL)."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.broken = False
+
+    @classmethod
+    def open(cls, app: Flask) -> _Listener | None:
+        """None (the relay polls) if the listening connection cannot be made."""
+        import psycopg
+
+        url = app.extensions["maillab.db"].engine.url.set(drivername="postgresql")
+        try:
+            connection = psycopg.connect(url.render_as_string(hide_password=False),
+                                         autocommit=True)
+            connection.execute(f"LISTEN {CHANNEL}")
+        except psycopg.Error as exc:
+            log.warning("cannot LISTEN on PostgreSQL, polling instead: %s", exc)
+            return None
+        return cls(connection)
+
+    def wait(self, timeout: float, stopping: threading.Event) -> None:
+        """Until a notification arrives, ``timeout`` passes or ``stopping`` is set (looked at
+        every ``STOP_CHECK_S``: waiting on the socket reads no table). If the connection
+        broke, the timeout is waited out (the relay then polls every ``timeout``)."""
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while not stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                if list(self.connection.notifies(timeout=min(left, STOP_CHECK_S),
+                                                 stop_after=1)):
+                    return
+            except psycopg.Error as exc:
+                if not self.broken:
+                    log.error("LISTEN connection lost, polling every %g s: %s", timeout, exc)
+                self.broken = True
+                stopping.wait(left)
+
+    def close(self) -> None:
+        self.connection.close()
