@@ -138,7 +138,10 @@ class Delivery:
     @property
     def buckets(self) -> int:
         """Delivered + refused + lost silently + failed visibly: every measured sign-up that
-        started, each in one bucket (the dropped ones are in :class:`Arrivals`)."""
+        started, each in one bucket (the dropped ones are in :class:`Arrivals`). A variant
+        that sends nothing has two: accepted (``registered``) and failed visibly."""
+        if self.expected is False:
+            return self.registered + (self.failed_visibly or 0)
         return (self.delivered + (self.refused or 0) + self.missing
                 + (self.failed_visibly or 0))
 

@@ -120,6 +120,7 @@ def test_refused_late_and_delivered_anyway_are_told_apart() -> None:
     # u3 (sent 0.3, arrived 2.3) and u7 (sent 0.7, arrived 2.0): both after the fault ended.
     assert (d.late, d.late_inbox_p50_ms, d.late_inbox_max_ms) == (2, 1300.0, 2000.0)
     assert delivery(regs, capture, sends_email=True).late is None  # no window: never late
+    assert delivery(regs, Capture(), sends_email=False).buckets == 8  # 7 accepted, 1 error
 
 
 def test_a_cell_whose_schedule_slipped_is_invalid(tmp_path: Path) -> None:
