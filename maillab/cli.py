@@ -101,12 +101,7 @@ def worker(threads: int | None, metrics_port: int, verbose: bool) -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     cfg = app.config
-    if metrics_port:
-        from prometheus_client import start_http_server
-
-        from apps.core.metrics import registry_for
-
-        start_http_server(metrics_port, addr="127.0.0.1", registry=registry_for(stats))
+    _serve_metrics(metrics_port, stats)
     click.echo(f"maillab worker consuming {shown(cfg['QUEUE_URL'])} with {consumer.workers} "
                "threads "
                f"(poll every {cfg['WORKER_POLL_DELAY'] * 1000:g}.."
@@ -155,12 +150,7 @@ def relay(threads: int | None, metrics_port: int, name: str | None, verbose: boo
         raise click.ClickException(str(exc)) from None
     taken_back = sender.take_back() if name else 0
     cfg = app.config
-    if metrics_port:
-        from prometheus_client import start_http_server
-
-        from apps.core.metrics import registry_for
-
-        start_http_server(metrics_port, addr="127.0.0.1", registry=registry_for(sender))
+    _serve_metrics(metrics_port, sender)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda _signo, _frame: sender.stop())
     store = make_url(cfg['DATABASE_URL']).render_as_string(hide_password=True)
@@ -176,6 +166,17 @@ def relay(threads: int | None, metrics_port: int, name: str | None, verbose: boo
     click.echo(f"maillab relay stopped: {s['emails_delivered_total']:g} delivered, "
                f"{s['emails_failed_total']:g} failed, {s['emails_retried_total']:g} retries, "
                f"{left} left in the outbox")
+
+
+def _serve_metrics(port: int, source: Any) -> None:
+    """A consumer's counters (``source.stats()``) on 127.0.0.1:PORT/metrics; 0: none."""
+    if not port:
+        return
+    from prometheus_client import start_http_server
+
+    from apps.core.metrics import registry_for
+
+    start_http_server(port, addr="127.0.0.1", registry=registry_for(source))
 
 
 def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:

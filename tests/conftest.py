@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from flask import Flask
 from apps.core import create_app
 from apps.core.registry import VARIANTS
 from maillab.ports import free_port
+from maillab.processes import ManagedProcess
 from tests.smtp_sink import Sink, SinkHandler
 
 # Cheap hashing keeps the suite fast; the default (scrypt) is exercised in test_config.
@@ -113,3 +115,21 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
         time.sleep(0.01)
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., ManagedProcess]]:
+    """Start ``maillab ARGS`` and wait for a line matching ``ready``; stopped after the test."""
+    started: list[ManagedProcess] = []
+
+    def start(args: list[str], env: dict[str, str], ready: str) -> ManagedProcess:
+        name = args[0] + str(len(started))
+        process = ManagedProcess(name, [sys.executable, "-m", "maillab", *args], env,
+                                 tmp_path / f"{name}.log")
+        started.append(process)
+        process.wait_for_line(ready, timeout=30)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

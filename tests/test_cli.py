@@ -6,9 +6,8 @@ import json
 import os
 import signal
 import socket
-import sys
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -54,24 +53,6 @@ def test_bad_flag_values_are_usage_errors() -> None:
 
 
 # --- real processes -------------------------------------------------------------------------
-
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., ManagedProcess]]:
-    """Start ``maillab ARGS`` and wait for a line matching ``ready``; stopped after the test."""
-    started: list[ManagedProcess] = []
-
-    def start(args: list[str], env: dict[str, str], ready: str) -> ManagedProcess:
-        name = args[0] + str(len(started))
-        process = ManagedProcess(name, [sys.executable, "-m", "maillab", *args], env,
-                                 tmp_path / f"{name}.log")
-        started.append(process)
-        process.wait_for_line(ready, timeout=30)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
-
 
 def output_of(process: ManagedProcess) -> str:
     return process.log_path.read_text()

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import threading
 import urllib.request
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -183,23 +182,6 @@ def _database(store: str) -> Any:
 
 
 # --- real processes -------------------------------------------------------------------------
-
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., ManagedProcess]]:
-    started: list[ManagedProcess] = []
-
-    def start(args: list[str], env: dict[str, str], ready: str) -> ManagedProcess:
-        name = f"{args[0]}{len(started)}"
-        process = ManagedProcess(name, [sys.executable, "-m", "maillab", *args], env,
-                                 tmp_path / f"{name}.log")
-        started.append(process)
-        process.wait_for_line(ready, timeout=30)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
-
 
 def _env(tmp_path: Path, sink: Sink, **more: str) -> dict[str, str]:
     return {**os.environ, "MAILLAB_INSTANCE_DIR": str(tmp_path / "instance"),

@@ -8,6 +8,7 @@ relay that reads rows written with the account (outbox).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -95,3 +96,56 @@ class MailerCounters:
                 "live_threads": threading.active_count(),
                 "queue_depth": 0,
             }
+
+
+class ConsumerCounters:
+    """What a process that delivers email outside the app (queued's worker, outbox's relay)
+    did, thread-safe, reported through ``snapshot()`` in :data:`apps.core.metrics.METRICS`'s
+    keys."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.executing = 0
+        self.delivered = 0
+        self.failed = 0
+        self.retried = 0
+
+    def started(self) -> None:
+        with self._lock:
+            self.executing += 1
+
+    def finished(self, outcome: str | None) -> None:
+        """One send ended: "delivered", "failed" (for good), "retried" (scheduled for another
+        try), or None (ended, counted elsewhere)."""
+        with self._lock:
+            self.executing -= 1
+            self._count(outcome)
+
+    def count(self, outcome: str) -> None:
+        with self._lock:
+            self._count(outcome)
+
+    def _count(self, outcome: str | None) -> None:
+        if outcome == "delivered":
+            self.delivered += 1
+        elif outcome == "failed":
+            self.failed += 1
+        elif outcome == "retried":
+            self.retried += 1
+
+    def snapshot(self, depth: Callable[[], int]) -> dict[str, float]:
+        """The counters, live threads and ``depth()`` (left out if the queue or store cannot
+        answer now: the process logs that itself, and /metrics must still answer)."""
+        with self._lock:
+            stats: dict[str, float] = {
+                "emails_delivered_total": self.delivered,
+                "emails_failed_total": self.failed,
+                "emails_retried_total": self.retried,
+                "emails_in_flight": self.executing,
+            }
+        stats["live_threads"] = threading.active_count()
+        try:
+            stats["queue_depth"] = depth()
+        except Exception:  # noqa: BLE001 - any failure to count means "unknown", not zero
+            pass
+        return stats

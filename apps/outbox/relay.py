@@ -30,7 +30,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from apps.core.config import ConfigError
 from apps.core.delivery import deliver
-from apps.core.mailer import Email, PermanentDeliveryError, TransientDeliveryError
+from apps.core.mailer import (
+    ConsumerCounters,
+    Email,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
 from apps.outbox.mailer import CHANNEL, OutboxMailer, pending_count
 from apps.outbox.models import OutboxRow
 
@@ -68,9 +73,8 @@ class Relay:
         # of waiting out the lease; it must be unique among the relays alive at one time.
         self.owner = name or f"{socket.gethostname()}:{os.getpid()}"
         self._stopping = threading.Event()
-        self._lock = threading.Lock()
         self._idle = threading.Semaphore(self.threads)
-        self.executing = self.delivered = self.failed = self.retried = 0
+        self.counters = ConsumerCounters()
         self._last_error = -math.inf
         self.idle_waits = 0  # times it found nothing to do and waited
 
@@ -174,11 +178,10 @@ class Relay:
     # -- one row ------------------------------------------------------------------------------
 
     def _send(self, row: dict[str, Any]) -> None:
-        with self._lock:
-            self.executing += 1
+        self.counters.started()
         email = Email(id=row["id"], to=row["to"], subject=row["subject"], text=row["text"],
                       html=row["html"])
-        outcome = "failed"
+        outcome: str | None = "failed"
         try:
             with self.app.app_context():
                 deliver(email)
@@ -193,17 +196,11 @@ class Relay:
             try:
                 outcome = self._retry_or_fail(email, row["attempts"] + 1, exc)
             except SQLAlchemyError as store:
+                outcome = None  # nothing recorded: the lease will run out
                 log.error("email %s: could not record the failure (%s); its lease will run "
                           "out and it will be taken again", email.id, store)
         finally:
-            with self._lock:
-                self.executing -= 1
-                if outcome == "delivered":
-                    self.delivered += 1
-                elif outcome == "failed":
-                    self.failed += 1
-                else:
-                    self.retried += 1
+            self.counters.finished(outcome)
             self._idle.release()
 
     def _retry_or_fail(self, email: Email, attempts: int, exc: BaseException) -> str:
@@ -220,20 +217,7 @@ class Relay:
         return "retried"
 
     def stats(self) -> dict[str, float]:
-        with self._lock:
-            stats: dict[str, float] = {
-                "emails_delivered_total": self.delivered,
-                "emails_failed_total": self.failed,
-                "emails_retried_total": self.retried,
-                "emails_in_flight": self.executing,
-            }
-        stats["live_threads"] = threading.active_count()
-        try:
-            stats["queue_depth"] = pending_count(self.app)
-        except Exception as exc:  # the store is down; /metrics must still answer
-            log.warning("outbox depth unavailable: %s", exc)
-        return stats
-
+        return self.counters.snapshot(lambda: pending_count(self.app))
 
 def _claimable(now: float) -> tuple[Any, ...]:
     return (OutboxRow.due_at <= now,

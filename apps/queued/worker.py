@@ -14,6 +14,7 @@ from huey import signals
 from huey.consumer import Consumer
 
 from apps.core.config import ConfigError
+from apps.core.mailer import ConsumerCounters
 from apps.queued.mailer import QueuedMailer
 from apps.queued.queue import shown
 
@@ -27,44 +28,24 @@ class WorkerStats:
 
     def __init__(self, mailer: QueuedMailer) -> None:
         self.mailer = mailer
-        self._lock = threading.Lock()
-        self.executing = 0
-        self.delivered = 0
-        self.failed = 0
-        self.retried = 0
+        self.counters = ConsumerCounters()
         mailer.huey.signal()(self._on_signal)
 
     def _on_signal(self, signal: str, task: Any, exc: BaseException | None = None) -> None:
-        with self._lock:
-            if signal == signals.SIGNAL_EXECUTING:
-                self.executing += 1
-            elif signal == signals.SIGNAL_COMPLETE:
-                self.executing -= 1
-                self.delivered += 1
-            elif signal == signals.SIGNAL_ERROR:
-                self.executing -= 1
-                if not task.retries:
-                    self.failed += 1
-            elif signal == signals.SIGNAL_CANCELED:
-                self.executing -= 1
-                self.failed += 1
-            elif signal == signals.SIGNAL_RETRYING:
-                self.retried += 1
+        counters = self.counters
+        if signal == signals.SIGNAL_EXECUTING:
+            counters.started()
+        elif signal == signals.SIGNAL_COMPLETE:
+            counters.finished("delivered")
+        elif signal == signals.SIGNAL_ERROR:  # a retry, if any is left, is signalled next
+            counters.finished(None if task.retries else "failed")
+        elif signal == signals.SIGNAL_CANCELED:
+            counters.finished("failed")
+        elif signal == signals.SIGNAL_RETRYING:
+            counters.count("retried")
 
     def stats(self) -> dict[str, float]:
-        with self._lock:
-            stats: dict[str, float] = {
-                "emails_delivered_total": self.delivered,
-                "emails_failed_total": self.failed,
-                "emails_retried_total": self.retried,
-                "emails_in_flight": self.executing,
-            }
-        stats["live_threads"] = threading.active_count()
-        try:
-            stats["queue_depth"] = self.mailer.queue_depth()
-        except Exception:  # the queue is down; the consumer logs that itself
-            pass
-        return stats
+        return self.counters.snapshot(self.mailer.queue_depth)
 
 
 def build_consumer(app: Flask, threads: int | None = None) -> tuple[Consumer, WorkerStats]:
