@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 bench: $(STAMP)
 	$(BIN)/maillab bench --profile $(PROFILE) $(BENCH_ARGS)
 
-# Debian's Chromium, for the test that opens the report in a real browser. Where it cannot
-# be installed (not root, no Debian registry) that test skips and says why.
+# Debian's Chromium, driven by Playwright for maillab probe and for the tests that open the
+# report and sign up in a real browser. Where it cannot be installed (not root, no Debian
+# registry) those tests skip and say why.
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { (apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || \

@@ -476,6 +476,59 @@ def _print_summary(console: Any, results: Results) -> None:
 
 
 @cli.command()
+@click.argument("url")
+@click.option("--count", default=20, show_default=True, type=click.IntRange(1, 1000),
+              help="Sign-ups to make in the browser.")
+@click.option("--json", "as_json", is_flag=True, help="Print every sign-up and the summary "
+              "as JSON.")
+def probe(url: str, count: int, as_json: bool) -> None:
+    """Sign up COUNT times at URL (a running variant, on a loopback address) in real headless
+    Chromium, and say what the person saw: click to confirmation painted, the click's Event
+    Timing (what INP is made of) and the lab's INP proxy for the same sign-ups."""
+    from dataclasses import asdict
+
+    from maillab.probe import ProbeFailed, ProbeUnavailable, check_url, summarize
+    from maillab.probe import probe as run_probe
+
+    try:
+        check_url(url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="URL") from None
+    try:
+        signups = run_probe(url, count)
+    except (ProbeUnavailable, ProbeFailed) as exc:
+        raise click.ClickException(str(exc)) from None
+    summary = summarize(signups)
+    if as_json:
+        click.echo(json.dumps({"signups": [asdict(s) for s in signups],
+                               "summary": asdict(summary)}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    def ms(value: float | None) -> str:
+        return "under 16" if value is None else f"{value:.1f}"
+
+    table = Table(title=f"maillab probe {url}: {count} sign-ups in Chromium (ms)")
+    for column in ("email", "trusted", "click to confirmation", "Event Timing", "processing",
+                   "presentation", "INP proxy"):
+        table.add_column(column, justify="left" if column == "email" else "right")
+    for s in signups:
+        table.add_row(s.email, "yes" if s.trusted else "[red]no", ms(s.click_to_confirmation_ms),
+                      ms(s.event_ms), ms(s.processing_ms), ms(s.presentation_ms),
+                      ms(s.proxy_ms))
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table)
+    console.print(
+        f"click to confirmation p50 {ms(summary.click_to_confirmation_p50_ms)}, p75 "
+        f"{ms(summary.click_to_confirmation_p75_ms)}, p95 "
+        f"{ms(summary.click_to_confirmation_p95_ms)}; Event Timing p75 "
+        f"{ms(summary.event_p75_ms)} ({summary.events_reported} of {summary.count} clicks "
+        f"reported an entry of 16 ms or more); INP proxy p75 {ms(summary.proxy_p75_ms)}; "
+        f"{summary.trusted} of {summary.count} clicks trusted")
+
+
+@cli.command()
 def schema() -> None:
     """Print the JSON schema of results.json, derived from the results model."""
     from loadtests.results import json_schema

@@ -83,4 +83,4 @@ def test_real_run_numbers_are_the_runs(tiny_run: Path, tiny_report: tuple[Path, 
 
 def test_real_run_report_renders_in_chromium(tiny_report: tuple[Path, str],
                                              tmp_path: Path) -> None:
-    assert_renders_cleanly(tiny_report[0], tmp_path)
+    assert_renders_cleanly(tiny_report[0])

@@ -1,0 +1,238 @@
+"""What the person sees: sign-ups in real headless Chromium, timed by the browser itself.
+
+Playwright drives Debian's ``chromium`` (``executable_path``: browser downloads are not
+possible here). For each sign-up the probe opens ``/register``, types an address and a
+password and clicks the button: a trusted click, as a person's is (``event.isTrusted`` is
+recorded to prove it). Scripts injected into every document report, through a binding:
+
+- the click, from a capture-phase listener (its epoch time: ``timeOrigin + timeStamp``);
+- the click's Event Timing entries (``durationThreshold`` 16 ms, the smallest allowed): what
+  INP is built from. None reported means the interaction took under 16 ms: Event Timing ends
+  at the next paint after the handlers, and the old page keeps painting while the POST waits;
+- the confirmation page's first contentful paint, and its navigation's ``responseEnd``.
+
+Times from two documents are compared as epoch milliseconds (``performance.timeOrigin`` plus
+the entry's time), one clock for both. Click to confirmation painted is what the person
+waits; the lab's INP proxy (response time including the redirect, plus a render allowance)
+is computed here for the same sign-up, from the browser's own ``responseEnd``.
+
+Written here rather than taken from a library: no well-kept package measures a form POST's
+click-to-next-page paint; Playwright gives the trusted input and the page, the browser gives
+the entries, this module only pairs them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from loadtests.stats import percentile
+
+CHROMIUM_ENV = "MAILLAB_CHROMIUM"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+EVENT_THRESHOLD_MS = 16  # the smallest durationThreshold Event Timing allows
+RENDER_ALLOWANCE_MS = 16.7  # the INP proxy's one frame at 60 Hz, as in the bench
+PASSWORD = "correct horse battery staple"
+FORM = 'form[action$="/register"]'
+
+# Injected into every document before its own scripts (Playwright's add_init_script).
+_INIT_SCRIPT = r"""
+(() => {
+  const send = (kind, data) => { try { window.__maillabProbe(kind, data); } catch (e) {} };
+  document.addEventListener('click', (e) => {
+    const button = e.target && e.target.closest && e.target.closest('__FORM__ button');
+    if (button) send('click', {trusted: e.isTrusted, at: performance.timeOrigin + e.timeStamp});
+  }, true);
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      if (!e.interactionId) continue;
+      send('event', {name: e.name, interaction: e.interactionId, duration: e.duration,
+                     processing: e.processingEnd - e.processingStart,
+                     presentation: e.startTime + e.duration - e.processingEnd});
+    }
+  }).observe({type: 'event', durationThreshold: __THRESHOLD__, buffered: true});
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      if (e.name !== 'first-contentful-paint') continue;
+      const nav = performance.getEntriesByType('navigation')[0];
+      send('paint', {path: location.pathname, at: performance.timeOrigin + e.startTime,
+                     response_end: nav ? performance.timeOrigin + nav.responseEnd : null});
+    }
+  }).observe({type: 'paint', buffered: true});
+})();
+""".replace("__FORM__", FORM).replace("__THRESHOLD__", str(EVENT_THRESHOLD_MS))
+
+
+class ProbeUnavailable(RuntimeError):
+    """The browser probe cannot run here; the message says why (and the run goes on)."""
+
+
+class ProbeFailed(RuntimeError):
+    """A probe sign-up did not complete; the message says where it stopped."""
+
+
+@dataclass(frozen=True)
+class BrowserSignup:
+    """One sign-up as the browser measured it (milliseconds)."""
+
+    email: str
+    trusted: bool
+    click_to_confirmation_ms: float  # the click until the confirmation's first paint
+    event_ms: float | None  # the click's Event Timing duration; None: under 16 ms
+    processing_ms: float | None
+    presentation_ms: float | None
+    proxy_ms: float  # the lab's INP proxy: the click until responseEnd, plus one frame
+
+
+@dataclass(frozen=True)
+class BrowserSummary:
+    count: int
+    trusted: int
+    click_to_confirmation_p50_ms: float | None
+    click_to_confirmation_p75_ms: float | None
+    click_to_confirmation_p95_ms: float | None
+    event_p75_ms: float | None  # sign-ups with no entry count as 16 ms, the threshold:
+    # an upper bound on what Chromium would report for them
+    events_reported: int
+    proxy_p75_ms: float | None
+
+
+def summarize(signups: list[BrowserSignup]) -> BrowserSummary:
+    def p(values: list[float], q: float) -> float | None:
+        found = percentile(sorted(values), q)
+        return None if found is None else round(found, 1)
+
+    confirm = [s.click_to_confirmation_ms for s in signups]
+    events = [s.event_ms if s.event_ms is not None else float(EVENT_THRESHOLD_MS)
+              for s in signups]
+    return BrowserSummary(
+        count=len(signups), trusted=sum(s.trusted for s in signups),
+        click_to_confirmation_p50_ms=p(confirm, 50), click_to_confirmation_p75_ms=p(confirm, 75),
+        click_to_confirmation_p95_ms=p(confirm, 95), event_p75_ms=p(events, 75),
+        events_reported=sum(s.event_ms is not None for s in signups),
+        proxy_p75_ms=p([s.proxy_ms for s in signups], 75))
+
+
+def check_url(url: str) -> str:
+    """``url`` without a trailing slash; raises ValueError naming it unless it is an http(s)
+    URL on a loopback address (the lab signs up accounts only on this machine)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"URL {url!r} is not an http:// or https:// address")
+    host = parts.hostname
+    loopback = host == "localhost"
+    if not loopback:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+    if not loopback:
+        raise ValueError(f"URL {url!r}: the probe signs up accounts only on a loopback "
+                         "address (127.0.0.1, ::1, localhost)")
+    return url.rstrip("/")
+
+
+def find_chromium() -> str:
+    """The Chromium to drive: $MAILLAB_CHROMIUM, else the first on PATH; raises
+    :class:`ProbeUnavailable` saying what is missing."""
+    given = os.environ.get(CHROMIUM_ENV)
+    if given:
+        if not (os.path.isfile(given) and os.access(given, os.X_OK)):
+            raise ProbeUnavailable(f"{CHROMIUM_ENV}={given!r} is not an executable file")
+        return given
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise ProbeUnavailable("Chromium is not installed (make chromium, or apt-get install "
+                           f"chromium; or set {CHROMIUM_ENV})")
+
+
+def probe(url: str, count: int, domain: str = "maillab.test",
+          timeout_s: float = 60.0) -> list[BrowserSignup]:
+    """``count`` sign-ups at ``url`` (a running variant), one fresh browser context each."""
+    base = check_url(url)
+    try:
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise ProbeUnavailable("Playwright is not installed (pip install 'maillab[browser]')"
+                               ) from None
+    signups = []
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            for _ in range(count):
+                email = f"probe-{uuid.uuid4().hex[:12]}@{domain}"
+                signups.append(_sign_up(browser, base, email, timeout_s, PlaywrightError))
+        finally:
+            browser.close()
+    return signups
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """The system's Chromium, headless, under Playwright; :class:`ProbeUnavailable` if it is
+    missing or does not start. (Also how the report's browser test opens the report.)"""
+    from playwright.sync_api import Error as PlaywrightError
+
+    executable = find_chromium()
+    try:
+        return playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+    except PlaywrightError as exc:
+        raise ProbeUnavailable(f"Chromium at {executable} did not start: "
+                               f"{str(exc).splitlines()[0]}") from None
+
+
+def _sign_up(browser: Any, base: str, email: str, timeout_s: float,
+             error: type[Exception]) -> BrowserSignup:
+    reports: list[tuple[str, dict[str, Any]]] = []
+    context = browser.new_context()
+    try:
+        context.expose_binding("__maillabProbe",
+                               lambda _source, kind, data: reports.append((kind, data)))
+        context.add_init_script(_INIT_SCRIPT)
+        page = context.new_page()
+        page.set_default_timeout(timeout_s * 1000)
+        page.goto(f"{base}/register")
+        page.fill(f"{FORM} input[name=email]", email)
+        page.fill(f"{FORM} input[name=password]", PASSWORD)
+        reports.clear()  # what the form page reported before the click is not this sign-up
+        page.click(f"{FORM} button")
+        page.wait_for_url("**/register/sent")
+        deadline = time.monotonic() + timeout_s
+        while not any(kind == "paint" for kind, _ in reports):
+            if time.monotonic() > deadline:
+                raise ProbeFailed(f"{email}: the confirmation page never painted")
+            page.wait_for_timeout(20)
+    except error as exc:
+        raise ProbeFailed(f"{email}: {str(exc).splitlines()[0]}") from None
+    finally:
+        context.close()
+    return _pair(email, reports)
+
+
+def _pair(email: str, reports: list[tuple[str, dict[str, Any]]]) -> BrowserSignup:
+    """The click, its Event Timing entries and the confirmation's paint, as one sign-up."""
+    clicks = [data for kind, data in reports if kind == "click"]
+    paints = [data for kind, data in reports if kind == "paint"
+              and data["path"].endswith("/register/sent")]
+    if not clicks or not paints:
+        raise ProbeFailed(f"{email}: the browser reported no click or no confirmation paint")
+    click, paint = clicks[0], paints[0]
+    entries = [data for kind, data in reports if kind == "event"]
+    # INP takes an interaction's longest entry (pointerdown, pointerup, click).
+    longest = max(entries, key=lambda e: e["duration"], default=None)
+    response_end = paint["response_end"] if paint["response_end"] is not None else paint["at"]
+    return BrowserSignup(
+        email=email, trusted=bool(click["trusted"]),
+        click_to_confirmation_ms=round(paint["at"] - click["at"], 1),
+        event_ms=None if longest is None else round(longest["duration"], 1),
+        processing_ms=None if longest is None else round(longest["processing"], 1),
+        presentation_ms=None if longest is None else round(longest["presentation"], 1),
+        proxy_ms=round(response_end - click["at"] + RENDER_ALLOWANCE_MS, 1))
