@@ -39,6 +39,8 @@ Keys (every one optional but ``variants``, ``latencies_ms``, and ``rates`` in op
     render_allowance_ms = 16.7         # added to the response time for the INP proxy
     enumeration_samples = 200          # per side, the account-enumeration timing probe of
                                        # each variant (0: skip it)
+    browser_signups = 0                # per cell, sign-ups in real headless Chromium during
+                                       # the load (maillab.probe), spread over the window
 
 A bad file or value raises :class:`ProfileError`, whose message names the file and the key.
 """
@@ -97,6 +99,7 @@ class Profile:
     drain_s: float = 15.0
     render_allowance_ms: float = 1000 / 60
     enumeration_samples: int = 0
+    browser_signups: int = 0
     source: str = field(default="", compare=False)
 
     @property
@@ -183,6 +186,7 @@ class Profile:
                                ("inbox_deadline_s", 1, 600), ("drain_s", 0, 600),
                                ("render_allowance_ms", 0, 1000),
                                ("enumeration_samples", 0, 5000), ("seed", 0, 2**32 - 1),
+                               ("browser_signups", 0, 1000),
                                ("max_in_flight", 1, 10_000), ("min_signups", 1, 100_000),
                                ("scenario_min_signups", 0, 100_000),
                                ("max_start_lag_ms", 0, 60_000), ("slo_p99_ms", 1, 600_000),
@@ -243,7 +247,7 @@ _TYPES: dict[str, Any] = {
     "duration_s": (int, float), "warmup_s": (int, float), "workers": int, "threads": int,
     "worker_threads": int,
     "password_hash": str, "inbox_deadline_s": (int, float), "drain_s": (int, float),
-    "render_allowance_ms": (int, float), "enumeration_samples": int,
+    "render_allowance_ms": (int, float), "enumeration_samples": int, "browser_signups": int,
 }
 _NAMES = {k: ("a number" if isinstance(t, tuple) else
               {"str": "a string", "int": "an integer", "bool": "true or false"}[t.__name__])

@@ -160,6 +160,23 @@ class SmtpFaults:
 
 
 @dataclass(config=_CONFIG, kw_only=True)
+class Browser:
+    """Sign-ups in real headless Chromium during the cell (maillab.probe), apart from the
+    load's: what the person sees."""
+
+    count: Count = Field(description="probe sign-ups that completed")
+    trusted: Count = Field(description="of those, clicks with event.isTrusted")
+    click_to_confirmation_p50_ms: Ms = Field(description="the click until the confirmation "
+                                                         "page's first contentful paint")
+    click_to_confirmation_p75_ms: Ms
+    click_to_confirmation_p95_ms: Ms
+    event_p75_ms: Ms = Field(description="the click's Event Timing duration (the INP "
+                                         "candidate), 16 ms where Chromium reported none")
+    events_reported: Count = Field(description="clicks with an Event Timing entry (16 ms+)")
+    proxy_p75_ms: Ms = Field(description="the lab's INP proxy for the same sign-ups")
+
+
+@dataclass(config=_CONFIG, kw_only=True)
 class Arrivals:
     """The schedule against what happened: every arrival started, or was dropped."""
 
@@ -217,6 +234,7 @@ class CellResult:
     delivery: Delivery
     arrivals: Arrivals | None = None
     smtp_faults: SmtpFaults | None = None
+    browser: Browser | None = None
     resources: Resources
     load_generator: LoadGenerator | None = None
     files: str | None = Field(None, description="the cell's folder, relative to the run")

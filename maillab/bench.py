@@ -19,6 +19,7 @@ import json
 import math
 import os
 import signal
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -32,6 +33,7 @@ from loadtests import cellfiles
 from loadtests.cellfiles import CellKey
 from loadtests.profiles import Profile
 from loadtests.results import (
+    Browser,
     CellResult,
     EnumerationCheck,
     Results,
@@ -101,6 +103,8 @@ class Bench:
         self.supervisor = Supervisor(run_dir)
         self.events: list[ScenarioEvent] = []  # what the current cell's scenario did
         self.fault_ended_at: float | None = None  # when its last action was done
+        self.browser: Browser | None = None  # the cell's browser probe figures
+        self.browser_note: str | None = None
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -203,6 +207,7 @@ class Bench:
     def _run_cell(self, key: CellKey) -> CellResult:
         self.events = []
         self.fault_ended_at = None
+        self.browser, self.browser_note = None, None
         cell_dir = self.run_dir / key.folder
         cell_dir.mkdir(parents=True)
         self._smtp_call("POST", "/api/reset")
@@ -225,7 +230,8 @@ class Bench:
             capture=capture, sends_email=variant.sends_email,
             peak_threads=sampler.peak_threads, peak_queue_depth=sampler.peak_queue_depth,
             load_cpu_percent=sampler.load_cpu_percent, app_cpu_percent=sampler.app_cpu_percent,
-            locust_exit=locust_exit, events=self.events, fault_ended_at=self.fault_ended_at)
+            locust_exit=locust_exit, events=self.events, fault_ended_at=self.fault_ended_at,
+            browser=self.browser, browser_note=self.browser_note)
         return summarize_cell(key, self.profile, observed)
 
     def _run_locust(self, key: CellKey, cell_dir: Path, app: _App,
@@ -251,6 +257,8 @@ class Bench:
         locust = self.supervisor.spawn("locust", args, dict(os.environ),
                                        cell_dir / "locust.log", module="locust")
         sampler.watch_load(locust.popen.pid)
+        browser = _BrowserProbe.start(app.url, profile.browser_signups, profile.warmup_s,
+                                      profile.measured_s(key))
         actions = self._scenario_actions(scenario, time.time(), profile.warmup_s,
                                          profile.measured_s(key), app, sampler)
         deadline = time.monotonic() + run_time + stop_timeout + 60
@@ -270,6 +278,7 @@ class Bench:
         code = locust.popen.returncode
         sampler.load_ended_now()
         self.supervisor.stop(locust)
+        self.browser, self.browser_note = browser.finish() if browser else (None, None)
         if not (cell_dir / cellfiles.SAMPLES_FILE).exists():
             raise BenchError(f"locust wrote no samples (exit {code}); see {locust.log_path}")
         return code
@@ -381,6 +390,61 @@ class Bench:
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read() or b"null")
+
+
+class _BrowserProbe:
+    """The browser probe's sign-ups in a thread of their own, spread over the measured window
+    while locust runs; where Chromium or Playwright is missing the cell goes on without them
+    and says why."""
+
+    def __init__(self, url: str, count: int, warmup_s: float, measured_s: float) -> None:
+        self.url, self.count = url, count
+        self.warmup_s, self.spacing_s = warmup_s, measured_s / count
+        self.stop = threading.Event()
+        self.signups: list[Any] = []
+        self.note: str | None = None
+        self.thread = threading.Thread(target=self._run, name="browser-probe", daemon=True)
+
+    @classmethod
+    def start(cls, url: str, count: int, warmup_s: float,
+              measured_s: float) -> _BrowserProbe | None:
+        if not count:
+            return None
+        found = cls(url, count, warmup_s, measured_s)
+        found.thread.start()
+        return found
+
+    def _run(self) -> None:
+        from maillab.probe import ProbeFailed, ProbeUnavailable, probe
+
+        if self.stop.wait(self.warmup_s):
+            return
+        try:
+            self.signups = probe(self.url, self.count, spacing_s=self.spacing_s,
+                                 stop=self.stop)
+        except ProbeUnavailable as exc:
+            self.note = f"no browser figures: {exc}"
+        except ProbeFailed as exc:
+            self.note = f"the browser probe stopped: {exc}"
+
+    def finish(self, timeout_s: float = 120.0) -> tuple[Browser | None, str | None]:
+        """Wait (bounded) for the sign-ups under way, then the cell's browser block."""
+        from maillab.probe import summarize
+
+        self.thread.join(timeout_s)
+        self.stop.set()
+        self.thread.join(5)
+        if not self.signups:
+            return None, self.note or "the browser probe made no sign-up"
+        s = summarize(self.signups)
+        note = self.note or (None if s.count == self.count else
+                             f"the browser probe made {s.count} of {self.count} sign-ups")
+        return Browser(count=s.count, trusted=s.trusted,
+                       click_to_confirmation_p50_ms=s.click_to_confirmation_p50_ms,
+                       click_to_confirmation_p75_ms=s.click_to_confirmation_p75_ms,
+                       click_to_confirmation_p95_ms=s.click_to_confirmation_p95_ms,
+                       event_p75_ms=s.event_p75_ms, events_reported=s.events_reported,
+                       proxy_p75_ms=s.proxy_p75_ms), note
 
 
 def _now() -> str:

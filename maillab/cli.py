@@ -231,6 +231,9 @@ def _rate_list(ctx: click.Context, param: click.Parameter,
               help="Measured seconds per cell.")
 @click.option("--warmup", type=click.FloatRange(0, 600), default=None,
               help="Warm-up seconds per cell, left out of the stats.")
+@click.option("--browser", "browser_signups", type=click.IntRange(0, 1000), default=None,
+              help="Sign-ups per cell in real headless Chromium during the load (what the "
+                   "person sees) [default: the profile's browser_signups].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory [default: results/<run-id>].")
 @click.option("--smtp-port", type=click.IntRange(0, 65535), default=0,
@@ -246,8 +249,8 @@ def _rate_list(ctx: click.Context, param: click.Parameter,
 def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
           rates: list[float] | None, users: list[int] | None, mode: str | None,
           capacity: bool | None, duration: float | None, warmup: float | None,
-          out: Path | None, smtp_port: int, smtp_api_port: int, gate_after: bool,
-          rules_file: Path | None, baseline: Path | None) -> None:
+          browser_signups: int | None, out: Path | None, smtp_port: int, smtp_api_port: int,
+          gate_after: bool, rules_file: Path | None, baseline: Path | None) -> None:
     """Measure every variant under the profile's SMTP latencies and loads; write results.json."""
     from rich.console import Console
     from rich.progress import (
@@ -273,7 +276,7 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
         profile = load_profile(profile_name).with_overrides(
             variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
             latencies_ms=latencies, rates=rates, users=users, mode=mode, capacity=capacity,
-            duration_s=duration, warmup_s=warmup)
+            duration_s=duration, warmup_s=warmup, browser_signups=browser_signups)
         require_free("--smtp-port", smtp_port)
         require_free("--smtp-api-port", smtp_api_port)
         run_dir = new_run_dir(results_root, profile, out)

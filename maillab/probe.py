@@ -26,6 +26,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -154,9 +155,12 @@ def find_chromium() -> str:
                            f"chromium; or set {CHROMIUM_ENV})")
 
 
-def probe(url: str, count: int, domain: str = "maillab.test",
-          timeout_s: float = 60.0) -> list[BrowserSignup]:
-    """``count`` sign-ups at ``url`` (a running variant), one fresh browser context each."""
+def probe(url: str, count: int, domain: str = "maillab.test", timeout_s: float = 60.0,
+          spacing_s: float = 0.0,
+          stop: threading.Event | None = None) -> list[BrowserSignup]:
+    """``count`` sign-ups at ``url`` (a running variant), one fresh browser context each, one
+    after another, started at least ``spacing_s`` apart (the bench spreads them over a cell's
+    window); ``stop`` ends the series early with what was measured."""
     base = check_url(url)
     try:
         from playwright.sync_api import Error as PlaywrightError
@@ -168,7 +172,13 @@ def probe(url: str, count: int, domain: str = "maillab.test",
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
-            for _ in range(count):
+            began = time.monotonic()
+            for index in range(count):
+                wait = began + index * spacing_s - time.monotonic()
+                if stop is not None and stop.wait(max(0.0, wait)):
+                    break
+                if stop is None and wait > 0:
+                    time.sleep(wait)
                 email = f"probe-{uuid.uuid4().hex[:12]}@{domain}"
                 signups.append(_sign_up(browser, base, email, timeout_s, PlaywrightError))
         finally:

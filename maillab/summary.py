@@ -17,6 +17,7 @@ from loadtests.cellfiles import CellKey, CellSamples, Registration, Series
 from loadtests.profiles import Profile
 from loadtests.results import (
     Arrivals,
+    Browser,
     CellResult,
     Delivery,
     InboxStats,
@@ -68,6 +69,8 @@ class Observed:
     # When the scenario's fault ended (the outage lifted, the process started again), epoch
     # s; None when it lasts the whole cell or there is none: then nothing can be late.
     fault_ended_at: float | None = None
+    browser: Browser | None = None  # the browser probe's figures, where it ran
+    browser_note: str | None = None  # why the probe gave no (or partial) figures
 
 
 def _ms(value: float | None) -> float | None:
@@ -170,6 +173,7 @@ def summarize_cell(key: CellKey, profile: Profile, observed: Observed,
         time_to_inbox=inbox_stats(samples[cellfiles.TIME_TO_INBOX]),
         throughput_rps=round(completed / window, 3) if window > 0 else 0.0,
         delivery=counts, arrivals=schedule, smtp_faults=observed.capture.smtp,
+        browser=observed.browser,
         resources=Resources(app_cpu_percent=observed.app_cpu_percent,
                             peak_threads=observed.peak_threads or None,
                             peak_queue_depth=observed.peak_queue_depth),
@@ -198,6 +202,8 @@ def _validity(observed: Observed, register: RequestStats, counts: Delivery,
         if event.what.startswith("could not apply the scenario"):
             valid = False
             warnings.append(event.what)
+    if observed.browser_note:
+        warnings.append(observed.browser_note)
     if observed.locust_exit not in (0, 1):  # 1 is locust's "some requests failed"
         valid = False
         warnings.append(f"locust exited with {observed.locust_exit}; see locust.log")

@@ -39,6 +39,7 @@ def write_html(run: ReportRun, charts: Sequence[Chart], path: Path) -> Path:
         focus_load=run.focus_load,
         claims=summary.claim_checks(run),
         losses=summary.loss_rows(run),
+        browser=summary.browser_rows(run),
         charts=[(chart, _data_uri(chart.png)) for chart in charts],
         cells=summary.cell_rows(run),
         environment=summary.environment(run),

@@ -290,6 +290,26 @@ def loss_rows(run: ReportRun) -> list[LossRow]:
     return rows
 
 
+@dataclass(frozen=True)
+class BrowserRow:
+    """One cell's browser probe beside the lab's INP proxy for the load's sign-ups."""
+
+    cell: CellResult
+    proxy_error: float | None  # (the lab's proxy p75 - click to confirmation p75) / the latter
+
+
+def browser_rows(run: ReportRun) -> list[BrowserRow]:
+    rows = []
+    for cell in run.cells:
+        b = cell.browser
+        if b is None:
+            continue
+        seen, proxy = b.click_to_confirmation_p75_ms, cell.inp_proxy.p75_ms
+        error = (proxy - seen) / seen if seen and proxy is not None else None
+        rows.append(BrowserRow(cell, error))
+    return rows
+
+
 def warnings(run: ReportRun) -> list[tuple[str, str]]:
     """(where, what) for every warning the runner recorded, invalid cells and missing cells."""
     found = []

@@ -414,3 +414,38 @@ def test_crashes_show_what_each_variant_loses_and_leave_nothing_behind(
     # Killed and started again: the fault has an end, so lateness is counted against it.
     assert all(cell["delivery"]["late"] is not None for cell in cells.values())
     assert processes_of(run_dir) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chromium", ["present", "missing"])
+def test_the_browser_probe_runs_alongside_the_load_or_says_why_not(
+        chromium: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--browser N: N sign-ups in headless Chromium during the cell, as a browser block in
+    results.json; without Chromium the cell goes on, valid, and says why it has none."""
+    from maillab.probe import ProbeUnavailable, find_chromium
+
+    if chromium == "present":
+        pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+        try:
+            find_chromium()
+        except ProbeUnavailable as exc:
+            pytest.skip(str(exc))
+    else:
+        monkeypatch.setenv("MAILLAB_CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.chdir(tmp_path)
+    profile = tiny_profile(tmp_path / "browser.toml", variants='["sync"]')
+    run_dir = tmp_path / "results" / "run"
+    result = CliRunner().invoke(cli, ["bench", "--profile", str(profile), "--browser", "3",
+                                      "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    [cell] = json.loads((run_dir / "results.json").read_text())["cells"]
+    assert cell["valid"]
+    if chromium == "present":
+        browser = cell["browser"]
+        assert (browser["count"], browser["trusted"]) == (3, 3)
+        assert browser["click_to_confirmation_p50_ms"] >= LATENCY_MS  # sync waits for SMTP
+        assert 'id="browser"' in (run_dir / "report.html").read_text()
+    else:
+        assert cell["browser"] is None
+        assert any("no browser figures" in w and "MAILLAB_CHROMIUM" in w
+                   for w in cell["warnings"])

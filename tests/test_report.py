@@ -390,3 +390,24 @@ def test_the_page_says_in_one_line_what_each_variant_is(tmp_path: Path) -> None:
     html = build_report(run_dir).read_text()
     assert "<b>queued</b>, a Huey task, delivered by maillab worker;" in html
     assert "<b>outbox</b>, a row written in the sign-up&#39;s own transaction" in html
+
+
+def test_what_the_person_sees_sets_the_browser_beside_the_proxy(tmp_path: Path) -> None:
+    document = json.loads((FIXTURES / "partial_run" / "results.json").read_text())
+    sync = next(c for c in document["cells"] if c["variant"] == "sync"
+                and c["inp_proxy"]["p75_ms"])
+    sync["browser"] = {"count": 20, "trusted": 20, "click_to_confirmation_p50_ms": 590.0,
+                       "click_to_confirmation_p75_ms": 600.0,
+                       "click_to_confirmation_p95_ms": 640.0, "event_p75_ms": 16.0,
+                       "events_reported": 17, "proxy_p75_ms": 575.0}
+    run_dir = tmp_path / "browser"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(json.dumps(document))
+    html = build_report(run_dir).read_text()
+    seen = html[html.index('id="browser"'):html.index('id="claims"')]
+    assert "590 / 600 / 640" in seen and "(17 reported)" in seen
+    error = (sync["inp_proxy"]["p75_ms"] - 600.0) / 600.0
+    assert f"{100 * error:+.0f}%" in seen
+    del sync["browser"]
+    (run_dir / "results.json").write_text(json.dumps(document))
+    assert 'id="browser"' not in build_report(run_dir).read_text()  # no probe, no section
