@@ -158,9 +158,10 @@ def find_chromium() -> str:
 def probe(url: str, count: int, domain: str = "maillab.test", timeout_s: float = 60.0,
           spacing_s: float = 0.0,
           stop: threading.Event | None = None) -> list[BrowserSignup]:
-    """``count`` sign-ups at ``url`` (a running variant), one fresh browser context each, one
-    after another, started at least ``spacing_s`` apart (the bench spreads them over a cell's
-    window); ``stop`` ends the series early with what was measured."""
+    """``count`` sign-ups at ``url`` (a running variant), one fresh browser context each,
+    started ``spacing_s`` apart (the bench spreads them over a cell's window) and left to run
+    side by side, so a slow server does not stretch the series; ``stop`` starts no more and
+    returns what finished."""
     base = check_url(url)
     try:
         from playwright.sync_api import Error as PlaywrightError
@@ -168,39 +169,73 @@ def probe(url: str, count: int, domain: str = "maillab.test", timeout_s: float =
     except ImportError:
         raise ProbeUnavailable("Playwright is not installed (pip install 'maillab[browser]')"
                                ) from None
-    signups = []
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
-            began = time.monotonic()
-            for index in range(count):
-                wait = began + index * spacing_s - time.monotonic()
-                if stop is not None and stop.wait(max(0.0, wait)):
-                    break
-                if stop is None and wait > 0:
-                    time.sleep(wait)
-                email = f"probe-{uuid.uuid4().hex[:12]}@{domain}"
-                signups.append(_sign_up(browser, base, email, timeout_s, PlaywrightError))
+            return _series(browser, base, count, domain, timeout_s, spacing_s, stop,
+                           PlaywrightError)
         finally:
             browser.close()
-    return signups
 
 
-def launch_chromium(playwright: Any) -> Any:
-    """The system's Chromium, headless, under Playwright; :class:`ProbeUnavailable` if it is
-    missing or does not start. (Also how the report's browser test opens the report.)"""
-    from playwright.sync_api import Error as PlaywrightError
+@dataclass
+class _Flight:
+    """One sign-up under way: its own context, page, and what its documents reported."""
 
-    executable = find_chromium()
+    email: str
+    context: Any
+    page: Any
+    reports: list[tuple[str, dict[str, Any]]]
+    deadline: float
+
+    def painted(self) -> bool:
+        return any(kind == "paint" and data["path"].endswith("/register/sent")
+                   for kind, data in self.reports)
+
+
+def _series(browser: Any, base: str, count: int, domain: str, timeout_s: float,
+            spacing_s: float, stop: threading.Event | None,
+            error: type[Exception]) -> list[BrowserSignup]:
+    """Start each sign-up on time, collect each once its confirmation painted. Playwright's
+    sync API delivers the pages' reports only while it is called, so waiting is done on a
+    page in flight (``wait_for_timeout``)."""
+    done: list[BrowserSignup] = []
+    flying: list[_Flight] = []
+    began, started = time.monotonic(), 0
     try:
-        return playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-    except PlaywrightError as exc:
-        raise ProbeUnavailable(f"Chromium at {executable} did not start: "
-                               f"{str(exc).splitlines()[0]}") from None
+        while started < count or flying:
+            stopping = stop is not None and stop.is_set()
+            due = began + started * spacing_s
+            if started < count and not stopping and time.monotonic() >= due:
+                email = f"probe-{uuid.uuid4().hex[:12]}@{domain}"
+                flying.append(_start(browser, base, email, timeout_s, error))
+                started += 1
+                continue
+            if stopping:
+                count = started
+            for flight in list(flying):
+                if flight.painted():
+                    done.append(_pair(flight.email, flight.reports))
+                elif time.monotonic() > flight.deadline:
+                    raise ProbeFailed(f"{flight.email}: the confirmation page never painted")
+                else:
+                    continue
+                flying.remove(flight)
+                flight.context.close()
+            if flying:
+                flying[0].page.wait_for_timeout(10)
+            elif started < count:
+                time.sleep(max(0.0, min(0.05, due - time.monotonic())))
+    except error as exc:
+        raise ProbeFailed(f"a probe sign-up failed: {str(exc).splitlines()[0]}") from None
+    finally:
+        for flight in flying:
+            flight.context.close()
+    return done
 
 
-def _sign_up(browser: Any, base: str, email: str, timeout_s: float,
-             error: type[Exception]) -> BrowserSignup:
+def _start(browser: Any, base: str, email: str, timeout_s: float,
+           error: type[Exception]) -> _Flight:
     reports: list[tuple[str, dict[str, Any]]] = []
     context = browser.new_context()
     try:
@@ -214,17 +249,23 @@ def _sign_up(browser: Any, base: str, email: str, timeout_s: float,
         page.fill(f"{FORM} input[name=password]", PASSWORD)
         reports.clear()  # what the form page reported before the click is not this sign-up
         page.click(f"{FORM} button")
-        page.wait_for_url("**/register/sent")
-        deadline = time.monotonic() + timeout_s
-        while not any(kind == "paint" for kind, _ in reports):
-            if time.monotonic() > deadline:
-                raise ProbeFailed(f"{email}: the confirmation page never painted")
-            page.wait_for_timeout(20)
     except error as exc:
-        raise ProbeFailed(f"{email}: {str(exc).splitlines()[0]}") from None
-    finally:
         context.close()
-    return _pair(email, reports)
+        raise ProbeFailed(f"{email}: {str(exc).splitlines()[0]}") from None
+    return _Flight(email, context, page, reports, time.monotonic() + timeout_s)
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """The system's Chromium, headless, under Playwright; :class:`ProbeUnavailable` if it is
+    missing or does not start. (Also how the report's browser test opens the report.)"""
+    from playwright.sync_api import Error as PlaywrightError
+
+    executable = find_chromium()
+    try:
+        return playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+    except PlaywrightError as exc:
+        raise ProbeUnavailable(f"Chromium at {executable} did not start: "
+                               f"{str(exc).splitlines()[0]}") from None
 
 
 def _pair(email: str, reports: list[tuple[str, dict[str, Any]]]) -> BrowserSignup:
