@@ -38,6 +38,8 @@ def write_html(run: ReportRun, charts: Sequence[Chart], path: Path) -> Path:
         variant_lines=summary.variant_lines(run),
         focus_load=run.focus_load,
         claims=summary.claim_checks(run),
+        inp_claim=summary.INP_CLAIM,
+        inp_checks=summary.inp_checks(run),
         losses=summary.loss_rows(run),
         browser=summary.browser_rows(run),
         charts=[(chart, _data_uri(chart.png)) for chart in charts],

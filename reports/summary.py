@@ -179,6 +179,50 @@ def claim_checks(run: ReportRun) -> list[ClaimCheck]:
     return checks
 
 
+INP_CLAIM = ("Both seeds: sending in the request gives poor INP; a Thread \"improves INP "
+             "significantly\".")
+
+
+@dataclass(frozen=True)
+class InpCheck:
+    claim: Claim
+    sync: CellResult | None  # the cells with browser figures at the claim's latency
+    threaded: CellResult | None
+    finding: str
+
+
+def inp_checks(run: ReportRun) -> list[InpCheck]:
+    """The seeds' INP claim at each claim's latency, against what Chromium measured: the
+    click's Event Timing (what INP is made of) and click to confirmation painted."""
+    checks = []
+    for claim in SEED_CLAIMS:
+        found = {v: next((c for c in run.cells if c.variant == v and c.browser is not None
+                          and c.smtp_latency_ms == claim.latency_ms and c.scenario == CLEAN),
+                         None) for v in ("sync", "threaded")}
+        checks.append(InpCheck(claim, found["sync"], found["threaded"],
+                               _inp_finding(claim.latency_ms, found["sync"], found["threaded"])))
+    return checks
+
+
+def _inp_finding(latency_ms: int, sync: CellResult | None,
+                 threaded: CellResult | None) -> str:
+    if sync is None or threaded is None or sync.browser is None or threaded.browser is None:
+        return (f"Not measured in this run: no browser figures for sync and threaded at "
+                f"{latency_ms} ms (maillab bench --browser N, or the browser profile).")
+    s, t = sync.browser, threaded.browser
+    parts = [f"Chromium's Event Timing for the click, what INP is made of, was p75 "
+             f"{fmt_ms(s.event_p75_ms)} ms for sync and {fmt_ms(t.event_p75_ms)} ms for "
+             "threaded"]
+    if s.event_p75_ms is not None and t.event_p75_ms is not None:
+        gap = s.event_p75_ms - t.event_p75_ms
+        parts.append(f": sending in the request {'does' if gap > 16 else 'does not'} show in "
+                     f"INP ({gap:+.0f} ms at p75)")
+    parts.append(f". What the person waits, click to confirmation painted, was p75 "
+                 f"{fmt_ms(s.click_to_confirmation_p75_ms)} ms against "
+                 f"{fmt_ms(t.click_to_confirmation_p75_ms)} ms.")
+    return "".join(parts)
+
+
 def _cell_at(run: ReportRun, variant: str, latency_ms: int) -> CellResult | None:
     at = [c for c in run.cells if c.variant == variant and c.smtp_latency_ms == latency_ms
           and c.scenario == CLEAN]

@@ -411,3 +411,24 @@ def test_what_the_person_sees_sets_the_browser_beside_the_proxy(tmp_path: Path) 
     del sync["browser"]
     (run_dir / "results.json").write_text(json.dumps(document))
     assert 'id="browser"' not in build_report(run_dir).read_text()  # no probe, no section
+
+
+def test_the_seeds_inp_claim_is_checked_against_chromium(tmp_path: Path) -> None:
+    document = json.loads((FIXTURES / "partial_run" / "results.json").read_text())
+    block = {"count": 20, "trusted": 20, "click_to_confirmation_p50_ms": 0.0,
+             "click_to_confirmation_p75_ms": 0.0, "click_to_confirmation_p95_ms": 0.0,
+             "event_p75_ms": 16.0, "events_reported": 15, "proxy_p75_ms": 0.0}
+    for variant, seen in (("sync", 591.0), ("threaded", 118.0)):
+        cell = next(c for c in document["cells"] if c["variant"] == variant
+                    and c["smtp_latency_ms"] == 500)
+        cell["browser"] = {**block, "click_to_confirmation_p75_ms": seen}
+    run_dir = tmp_path / "inp"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(json.dumps(document))
+    html = build_report(run_dir).read_text()
+    claims = html[html.index('id="claims"'):]
+    assert ("was p75 16.0 ms for sync and 16.0 ms for threaded: sending in the request does "
+            "not show in INP (+0 ms at p75)") in claims
+    assert "click to confirmation painted, was p75 591 ms against 118 ms" in claims
+    assert "Not measured in this run: no browser figures for sync and threaded at 5000 ms" in (
+        claims)
