@@ -133,3 +133,14 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., ManagedProcess]]:
     yield start
     for process in started:
         process.stop()
+
+
+def chromium_or_skip() -> None:
+    """Skip the calling test, saying why, unless Playwright and a Chromium are here."""
+    from maillab.probe import ProbeUnavailable, find_chromium
+
+    pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    try:
+        find_chromium()
+    except ProbeUnavailable as exc:
+        pytest.skip(str(exc))

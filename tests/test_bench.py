@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from maillab.cli import cli
 from maillab.ports import free_port, port_in_use
+from tests.conftest import chromium_or_skip
 from tests.runs import validate
 
 LATENCY_MS = 300
@@ -422,18 +423,13 @@ def test_the_browser_probe_runs_alongside_the_load_or_says_why_not(
         chromium: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--browser N: N sign-ups in headless Chromium during the cell, as a browser block in
     results.json; without Chromium the cell goes on, valid, and says why it has none."""
-    from maillab.probe import ProbeUnavailable, find_chromium
-
     if chromium == "present":
-        pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
-        try:
-            find_chromium()
-        except ProbeUnavailable as exc:
-            pytest.skip(str(exc))
+        chromium_or_skip()
     else:
         monkeypatch.setenv("MAILLAB_CHROMIUM", str(tmp_path / "no-chromium"))
     monkeypatch.chdir(tmp_path)
-    profile = tiny_profile(tmp_path / "browser.toml", variants='["sync"]')
+    # Chromium shares the two cores with locust (the browser profile allows 50 ms of lag).
+    profile = tiny_profile(tmp_path / "browser.toml", variants='["sync"]', max_start_lag_ms=200)
     run_dir = tmp_path / "results" / "run"
     result = CliRunner().invoke(cli, ["bench", "--profile", str(profile), "--browser", "3",
                                       "--out", str(run_dir)])

@@ -22,7 +22,7 @@ from maillab.probe import (
     summarize,
 )
 from maillab.processes import ManagedProcess
-from tests.conftest import FAST_HASH
+from tests.conftest import FAST_HASH, chromium_or_skip
 from tests.smtp_sink import Sink
 
 
@@ -76,21 +76,13 @@ def test_a_click_its_entries_and_the_next_page_paint_make_one_sign_up() -> None:
     assert summary.event_p75_ms == 24.0 and summary.click_to_confirmation_p50_ms == 612.0
 
 
-def _chromium_or_skip() -> None:
-    pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
-    try:
-        find_chromium()
-    except ProbeUnavailable as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.mark.slow
 def test_sign_ups_in_chromium_are_trusted_and_wait_for_the_server(
         tmp_path: Path, sink_factory: Callable[..., Sink],
         spawn: Callable[..., ManagedProcess]) -> None:
     """sync against an SMTP server that takes 300 ms: the confirmation cannot paint before the
     server answered, and each probe sign-up's email arrives."""
-    _chromium_or_skip()
+    chromium_or_skip()
     sink = sink_factory(delay=0.3)
     port = free_port()
     env = {**os.environ, "MAILLAB_INSTANCE_DIR": str(tmp_path / "instance"),

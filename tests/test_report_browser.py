@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from maillab.probe import ProbeUnavailable, find_chromium, launch_chromium
+from maillab.probe import launch_chromium
 from reports import build_report
+from tests.conftest import chromium_or_skip
 from tests.test_report import FIXTURES, write_samples
 
 IMAGES = """() => {
@@ -29,14 +28,6 @@ class Rendered:
     broken: list[str]
     problems: list[str]  # script errors and failed loads
     console: list[str]  # console errors and warnings
-
-
-def chromium_or_skip() -> None:
-    pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
-    try:
-        find_chromium()
-    except ProbeUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 def open_in_chromium(page_path: Path) -> Rendered:
