@@ -197,7 +197,7 @@ def test_interrupt_mid_run_stops_every_child(tmp_path: Path) -> None:
     (["--rates", "10", "--users", "2"], "--rates (open loop) and --users (closed loop)"),
     (["--mode", "closed"], "users must be a non-empty list in closed loop"),
     (["--mode", "sideways"], "'sideways' is not one of 'open', 'closed'"),
-    (["--profile", "nonesuch"], "no profile 'nonesuch' (known: capacity, driver, faults, full"),
+    (["--profile", "nonesuch"], "no profile 'nonesuch' (known: browser, capacity, driver, faults"),
 ])
 def test_bad_flags_start_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                  args: list[str], needle: str) -> None:
