@@ -136,6 +136,12 @@ class Delivery:
     late_inbox_max_ms: Ms = None
 
     @property
+    def unseen(self) -> int:
+        """Emails the person was told were coming and never got: lost silently, or refused
+        by the SMTP server without the person hearing of it."""
+        return self.missing + (self.refused or 0) - (self.refused_told or 0)
+
+    @property
     def buckets(self) -> int:
         """Delivered + refused + lost silently + failed visibly: every measured sign-up that
         started, each in one bucket (the dropped ones are in :class:`Arrivals`). A variant

@@ -103,8 +103,6 @@ class Bench:
         self.supervisor = Supervisor(run_dir)
         self.events: list[ScenarioEvent] = []  # what the current cell's scenario did
         self.fault_ended_at: float | None = None  # when its last action was done
-        self.browser: Browser | None = None  # the cell's browser probe figures
-        self.browser_note: str | None = None
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -207,7 +205,6 @@ class Bench:
     def _run_cell(self, key: CellKey) -> CellResult:
         self.events = []
         self.fault_ended_at = None
-        self.browser, self.browser_note = None, None
         cell_dir = self.run_dir / key.folder
         cell_dir.mkdir(parents=True)
         self._smtp_call("POST", "/api/reset")
@@ -218,7 +215,8 @@ class Bench:
             sampler = CellSampler(app.children[0].popen.pid, app.consumer_metrics, consumer)
             sampler.start()
             try:
-                locust_exit = self._run_locust(key, cell_dir, app, sampler)
+                locust_exit, (browser, browser_note) = self._run_locust(key, cell_dir, app,
+                                                                         sampler)
                 registrations = cellfiles.read_registrations(cell_dir)
                 capture = self._drain(variant.sends_email, app.consumer_metrics)
             finally:
@@ -231,11 +229,12 @@ class Bench:
             peak_threads=sampler.peak_threads, peak_queue_depth=sampler.peak_queue_depth,
             load_cpu_percent=sampler.load_cpu_percent, app_cpu_percent=sampler.app_cpu_percent,
             locust_exit=locust_exit, events=self.events, fault_ended_at=self.fault_ended_at,
-            browser=self.browser, browser_note=self.browser_note)
+            browser=browser, browser_note=browser_note)
         return summarize_cell(key, self.profile, observed)
 
-    def _run_locust(self, key: CellKey, cell_dir: Path, app: _App,
-                    sampler: CellSampler) -> int:
+    def _run_locust(self, key: CellKey, cell_dir: Path, app: _App, sampler: CellSampler,
+                    ) -> tuple[int, tuple[Browser | None, str | None]]:
+        """Locust's exit code, and the browser probe's block and note (None, None: no probe)."""
         profile = self.profile
         stop_timeout = profile.inbox_deadline_s + 15
         run_time = profile.run_time_s(key)
@@ -278,10 +277,10 @@ class Bench:
         code = locust.popen.returncode
         sampler.load_ended_now()
         self.supervisor.stop(locust)
-        self.browser, self.browser_note = browser.finish() if browser else (None, None)
+        browser_figures = browser.finish() if browser else (None, None)
         if not (cell_dir / cellfiles.SAMPLES_FILE).exists():
             raise BenchError(f"locust wrote no samples (exit {code}); see {locust.log_path}")
-        return code
+        return code, browser_figures
 
     def _scenario_actions(self, scenario: Scenario, started: float, warmup_s: float,
                           measured_s: float, app: _App | None = None,
@@ -436,15 +435,10 @@ class _BrowserProbe:
         self.thread.join(5)
         if not self.signups:
             return None, self.note or "the browser probe made no sign-up"
-        s = summarize(self.signups)
-        note = self.note or (None if s.count == self.count else
-                             f"the browser probe made {s.count} of {self.count} sign-ups")
-        return Browser(count=s.count, trusted=s.trusted,
-                       click_to_confirmation_p50_ms=s.click_to_confirmation_p50_ms,
-                       click_to_confirmation_p75_ms=s.click_to_confirmation_p75_ms,
-                       click_to_confirmation_p95_ms=s.click_to_confirmation_p95_ms,
-                       event_p75_ms=s.event_p75_ms, events_reported=s.events_reported,
-                       proxy_p75_ms=s.proxy_p75_ms), note
+        block = summarize(self.signups)
+        note = self.note or (None if block.count == self.count else
+                             f"the browser probe made {block.count} of {self.count} sign-ups")
+        return block, note
 
 
 def _now() -> str:

@@ -110,12 +110,7 @@ def worker(threads: int | None, metrics_port: int, verbose: bool) -> None:
                + (f", metrics on http://127.0.0.1:{metrics_port}/metrics" if metrics_port else ""))
     sys.stdout.flush()
     consumer.run()
-    s = stats.stats()
-    # queue_depth is absent when the queue cannot be reached (say, Redis went away).
-    left = f"{s['queue_depth']:g}" if "queue_depth" in s else "unknown (queue unreachable)"
-    click.echo(f"maillab worker stopped: {s['emails_delivered_total']:g} delivered, "
-               f"{s['emails_failed_total']:g} failed, {s['emails_retried_total']:g} retries, "
-               f"{left} left in the queue")
+    _say_stopped("worker", stats.stats(), "the queue")
 
 
 @cli.command()
@@ -161,11 +156,16 @@ def relay(threads: int | None, metrics_port: int, name: str | None, verbose: boo
                + (f", metrics on http://127.0.0.1:{metrics_port}/metrics" if metrics_port else ""))
     sys.stdout.flush()
     sender.run()
-    s = sender.stats()
-    left = f"{s['queue_depth']:g}" if "queue_depth" in s else "unknown (store unreachable)"
-    click.echo(f"maillab relay stopped: {s['emails_delivered_total']:g} delivered, "
+    _say_stopped("relay", sender.stats(), "the outbox")
+
+
+def _say_stopped(command: str, s: dict[str, float], where: str) -> None:
+    """A consumer's last line: what it did, and what it left (queue_depth is absent when the
+    queue or store could not be reached, say Redis went away)."""
+    left = f"{s['queue_depth']:g}" if "queue_depth" in s else "unknown (unreachable)"
+    click.echo(f"maillab {command} stopped: {s['emails_delivered_total']:g} delivered, "
                f"{s['emails_failed_total']:g} failed, {s['emails_retried_total']:g} retries, "
-               f"{left} left in the outbox")
+               f"{left} left in {where}")
 
 
 def _serve_metrics(port: int, source: Any) -> None:

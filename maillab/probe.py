@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from loadtests.results import Browser
 from loadtests.stats import percentile
 
 CHROMIUM_ENV = "MAILLAB_CHROMIUM"
@@ -91,20 +92,9 @@ class BrowserSignup:
     proxy_ms: float  # the lab's INP proxy: the click until responseEnd, plus one frame
 
 
-@dataclass(frozen=True)
-class BrowserSummary:
-    count: int
-    trusted: int
-    click_to_confirmation_p50_ms: float | None
-    click_to_confirmation_p75_ms: float | None
-    click_to_confirmation_p95_ms: float | None
-    event_p75_ms: float | None  # sign-ups with no entry count as 16 ms, the threshold:
-    # an upper bound on what Chromium would report for them
-    events_reported: int
-    proxy_p75_ms: float | None
-
-
-def summarize(signups: list[BrowserSignup]) -> BrowserSummary:
+def summarize(signups: list[BrowserSignup]) -> Browser:
+    """The cell's browser block (results.json) from its sign-ups. A click with no Event
+    Timing entry counts as 16 ms, the threshold: an upper bound on what Chromium would say."""
     def p(values: list[float], q: float) -> float | None:
         found = percentile(sorted(values), q)
         return None if found is None else round(found, 1)
@@ -112,7 +102,7 @@ def summarize(signups: list[BrowserSignup]) -> BrowserSummary:
     confirm = [s.click_to_confirmation_ms for s in signups]
     events = [s.event_ms if s.event_ms is not None else float(EVENT_THRESHOLD_MS)
               for s in signups]
-    return BrowserSummary(
+    return Browser(
         count=len(signups), trusted=sum(s.trusted for s in signups),
         click_to_confirmation_p50_ms=p(confirm, 50), click_to_confirmation_p75_ms=p(confirm, 75),
         click_to_confirmation_p95_ms=p(confirm, 95), event_p75_ms=p(events, 75),

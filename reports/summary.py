@@ -127,7 +127,7 @@ def verdict_rows(run: ReportRun) -> list[VerdictRow]:
             continue
         chosen[variant] = cell
         mine = [c for c in run.cells if c.variant == variant]
-        lost = sum(_unseen(c) for c in mine if c.sends_email)
+        lost = sum(c.delivery.unseen for c in mine if c.sends_email)
         rows.append(VerdictRow(variant, f"{cell.smtp_latency_ms} ms · {cell.load.title}",
                                rating=cell.inp_proxy.rating,
                                lost_in_run=lost if any(c.sends_email for c in mine) else None))
@@ -289,9 +289,8 @@ class LossCell:
 
     @property
     def unseen(self) -> int:
-        """Emails the person was told were coming and never got: lost silently, or refused
-        by the SMTP server without the person hearing of it. What the table colours."""
-        return (self.lost_silently or 0) + (self.refused or 0) - (self.refused_told or 0)
+        """What the table colours: :attr:`Delivery.unseen` of an emailing cell."""
+        return self.cell.delivery.unseen if self.cell and self.lost_silently is not None else 0
 
 
 @dataclass(frozen=True)
@@ -431,7 +430,7 @@ def headlines(run: ReportRun, rows: list[VerdictRow]) -> list[str]:
     if not emailing_cells:
         lines.append("No cell sent email, so delivery was not tested.")
     elif lost:
-        where = [f"{c.label}: {_unseen(c)}" for c in emailing_cells if _unseen(c)]
+        where = [f"{c.label}: {c.delivery.unseen}" for c in emailing_cells if c.delivery.unseen]
         lines.append(f"{lost} emails the person was told to expect never came, lost "
                      f"silently or refused unseen ({'; '.join(where)}).")
     else:
@@ -441,13 +440,6 @@ def headlines(run: ReportRun, rows: list[VerdictRow]) -> list[str]:
                      f"{len(emailing_cells)} cells got their email"
                      + (f" ({dups} duplicates)." if dups else ", none twice."))
     return lines
-
-
-def _unseen(cell: CellResult) -> int:
-    """Emails promised to the person and never received: lost silently, or refused by the
-    SMTP server without the person being told."""
-    d = cell.delivery
-    return d.missing + (d.refused or 0) - (d.refused_told or 0)
 
 
 def _speed_beside_loss(run: ReportRun, rows: list[VerdictRow]) -> str | None:
@@ -460,7 +452,7 @@ def _speed_beside_loss(run: ReportRun, rows: list[VerdictRow]) -> str | None:
             continue
         where = Counter[str]()
         for cell in mine:
-            where[cell.scenario] += _unseen(cell)
+            where[cell.scenario] += cell.delivery.unseen
         unseen = sum(where.values())
         shown = sum(c.delivery.failed_visibly or 0 for c in mine if c.scenario != CLEAN)
         scenarios = sorted({c.scenario for c in mine})

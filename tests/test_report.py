@@ -41,6 +41,13 @@ EXTERNAL = re.compile(r"""(?:\b(?:src|href|srcset|action|poster)\s*=\s*["']?|url
 
 # -- helpers shared with the other test_report* modules ------------------------------------------
 
+def write_document(run_dir: Path, document: dict[str, Any]) -> Path:
+    """``run_dir`` with ``document`` as its results.json (a fixture run edited in a test)."""
+    run_dir.mkdir(exist_ok=True)
+    (run_dir / "results.json").write_text(json.dumps(document))
+    return run_dir
+
+
 def write_samples(run_dir: Path, cell: dict[str, Any], seed: int = 1) -> None:
     """Samples for ``cell`` in the runner's format: register and time_to_inbox rows around the
     cell's medians, the first second flagged warm-up, failures where it has some."""
@@ -215,9 +222,7 @@ def test_a_run_with_only_the_required_keys_and_no_samples(tmp_path: Path) -> Non
             cell.pop(key)
         cell["delivery"].pop("expected")
         cell["inp_proxy"].pop("render_allowance_ms")
-    run_dir = tmp_path / "old"
-    run_dir.mkdir()
-    (run_dir / "results.json").write_text(json.dumps(document))
+    run_dir = write_document(tmp_path / "old", document)
     html = build_report(run_dir).read_text()
     assert_sections(html)
     assert 'id="gate"' not in html and "Gate verdict" not in html
@@ -233,9 +238,7 @@ def test_a_run_with_only_the_required_keys_and_no_samples(tmp_path: Path) -> Non
 def test_a_run_stopped_before_its_first_cell(tmp_path: Path) -> None:
     document = json.loads((FIXTURES / "partial_run" / "results.json").read_text())
     document["cells"] = []
-    run_dir = tmp_path / "empty"
-    run_dir.mkdir()
-    (run_dir / "results.json").write_text(json.dumps(document))
+    run_dir = write_document(tmp_path / "empty", document)
     html = build_report(run_dir).read_text()
     assert_sections(html)
     assert "16 cell(s) of the profile did not run" in html
@@ -318,14 +321,12 @@ def test_the_enumeration_section_states_the_false_alarm_rate_and_syncs_cost(
                "unknown_p50_ms": 4.05, "gap_ms": 0.05, "p_value": p, "distinguishable": p < 0.01}
               for v, p in (("sync", 0.004), ("queued", 0.4)) for e in ("/register", "/resend")]
     document["enumeration"] = checks
-    run_dir = tmp_path / "probed"
-    run_dir.mkdir()
-    (run_dir / "results.json").write_text(json.dumps(document))
+    run_dir = write_document(tmp_path / "probed", document)
     html = build_report(run_dir).read_text()
     assert "With\n  4 tests at that level, a run shows about one false alarm in\n  25 " in html
     assert "a cost of sending in the request" in html
     document["enumeration"] = [c for c in checks if c["variant"] == "queued"]
-    (run_dir / "results.json").write_text(json.dumps(document))
+    write_document(run_dir, document)
     assert "a cost of sending in the request" not in build_report(run_dir).read_text()
 
 
@@ -339,9 +340,7 @@ def test_the_losses_table_says_which_scenarios_do_not_apply(tmp_path: Path) -> N
     crashed = {**queued, "scenario": "consumer-crash", "files": None}
     crashed["delivery"] = {**queued["delivery"], "missing": 3}
     document["cells"].append(crashed)
-    run_dir = tmp_path / "scenarios"
-    run_dir.mkdir()
-    (run_dir / "results.json").write_text(json.dumps(document))
+    run_dir = write_document(tmp_path / "scenarios", document)
     run = ReportRun(run_dir, load_run(run_dir).results)
     rows = {r.condition: r for r in loss_rows(run)}
     crash = rows[Condition(0, Load(users=1), "consumer-crash")]
@@ -364,9 +363,7 @@ def test_losses_show_refusals_late_mail_and_what_fakesmtp_injected(tmp_path: Pat
     rejecting["smtp_faults"] = {"attempts": 70, "received": 63, "injected": 7,
                                 "injected_share": 0.1, "by_rule": {"reject": 7}}
     document["cells"].append(rejecting)
-    run_dir = tmp_path / "rejected"
-    run_dir.mkdir()
-    (run_dir / "results.json").write_text(json.dumps(document))
+    run_dir = write_document(tmp_path / "rejected", document)
     html = build_report(run_dir).read_text()
     losses = html[html.index('id="losses"'):html.index('id="claims"')]
     assert "<b>7</b> refused (0 told)" in losses
@@ -384,9 +381,7 @@ def test_the_page_says_in_one_line_what_each_variant_is(tmp_path: Path) -> None:
     document["cells"].append(outbox)
     document["profile_settings"]["variants"] = [*document["profile_settings"]["variants"],
                                                 "outbox"]
-    run_dir = tmp_path / "five"
-    run_dir.mkdir()
-    (run_dir / "results.json").write_text(json.dumps(document))
+    run_dir = write_document(tmp_path / "five", document)
     html = build_report(run_dir).read_text()
     assert "<b>queued</b>, a Huey task, delivered by maillab worker;" in html
     assert "<b>outbox</b>, a row written in the sign-up&#39;s own transaction" in html
@@ -400,16 +395,14 @@ def test_what_the_person_sees_sets_the_browser_beside_the_proxy(tmp_path: Path) 
                        "click_to_confirmation_p75_ms": 600.0,
                        "click_to_confirmation_p95_ms": 640.0, "event_p75_ms": 16.0,
                        "events_reported": 17, "proxy_p75_ms": 575.0}
-    run_dir = tmp_path / "browser"
-    run_dir.mkdir()
-    (run_dir / "results.json").write_text(json.dumps(document))
+    run_dir = write_document(tmp_path / "browser", document)
     html = build_report(run_dir).read_text()
     seen = html[html.index('id="browser"'):html.index('id="claims"')]
     assert "590 / 600 / 640" in seen and "(17 reported)" in seen
     error = (sync["inp_proxy"]["p75_ms"] - 600.0) / 600.0
     assert f"{100 * error:+.0f}%" in seen
     del sync["browser"]
-    (run_dir / "results.json").write_text(json.dumps(document))
+    write_document(run_dir, document)
     assert 'id="browser"' not in build_report(run_dir).read_text()  # no probe, no section
 
 
@@ -422,9 +415,7 @@ def test_the_seeds_inp_claim_is_checked_against_chromium(tmp_path: Path) -> None
         cell = next(c for c in document["cells"] if c["variant"] == variant
                     and c["smtp_latency_ms"] == 500)
         cell["browser"] = {**block, "click_to_confirmation_p75_ms": seen}
-    run_dir = tmp_path / "inp"
-    run_dir.mkdir()
-    (run_dir / "results.json").write_text(json.dumps(document))
+    run_dir = write_document(tmp_path / "inp", document)
     html = build_report(run_dir).read_text()
     claims = html[html.index('id="claims"'):]
     assert ("was p75 16.0 ms for sync and 16.0 ms for threaded: sending in the request does "
