@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 SAMPLES_FILE = "samples.csv.gz"
 REGISTRATIONS_FILE = "registrations.csv.gz"
+BROWSER_FILE = "browser.csv"  # the browser probe's sign-ups (maillab.probe.BrowserSignup)
 CELLS_DIR = "cells"
 
 # The names samples are recorded under (locust request names) and read back by.

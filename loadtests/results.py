@@ -28,7 +28,7 @@ from apps.core.registry import VARIANTS
 from apps.core.registry import sends_email as variant_sends_email
 from loadtests.cellfiles import CellFileError, CellKey, CellSamples, Load, grid, read_samples
 from loadtests.scenarios import CLEAN, SCENARIOS
-from loadtests.stats import Rating
+from loadtests.stats import Rating, inp_rating
 
 SCHEMA: Literal["maillab.results/1"] = "maillab.results/1"
 RESULTS_FILE = "results.json"
@@ -82,6 +82,9 @@ class InpProxy:
     p75_ms: Ms
     rating: Rating | None
     render_allowance_ms: float | None = None
+    calibrated_p75_ms: float | None = Field(default=None, ge=0, description="the same proxy with the render "
+                                  "allowance Chromium measured in this run "
+                                  "(Results.inp_calibration); null: the run has none")
 
 
 @dataclass(config=_CONFIG, kw_only=True)
@@ -180,6 +183,41 @@ class Browser:
                                          "candidate), 16 ms where Chromium reported none")
     events_reported: Count = Field(description="clicks with an Event Timing entry (16 ms+)")
     proxy_p75_ms: Ms = Field(description="the lab's INP proxy for the same sign-ups")
+    response_p75_ms: float | None = Field(default=None, ge=0, description="the click until the confirmation's last "
+                                                  "byte (responseEnd)")
+    render_p50_ms: float | None = Field(default=None, ge=0, description="the confirmation's last byte until its "
+                                                "first contentful paint")
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class InpCalibration:
+    """The INP proxy's render allowance as Chromium measured it in this run, on the baseline
+    (the floor, which sends no email): each reference cell's click to confirmation p75 minus
+    its load's response p75 (the proxy without its allowance); the median of those. Fitted on
+    baseline only, so the proxy's error on the other variants is measured, not fitted."""
+
+    allowance_ms: float = Field(ge=0, description="what the browser adds to the response "
+                                                  "time before the confirmation is painted")
+    assumed_ms: float | None = Field(None, description="the profile's allowance it replaces")
+    reference: list[str] = Field(description="the baseline cells it was measured on")
+    signups: Count = Field(description="browser sign-ups behind it")
+
+
+WaitSource = Literal["browser", "calibrated proxy", "proxy"]
+# How the bench's summary table and the report's chart mark a wait's source, in one letter.
+WAIT_MARKS: dict[str, str] = {"browser": "B", "calibrated proxy": "C", "proxy": "P"}
+
+
+@dataclass(frozen=True)
+class Wait:
+    """What the person waits for a sign-up, at p75, rated on INP's thresholds, and where the
+    figure comes from: the browser probe's click to confirmation painted where the cell has
+    one; else the INP proxy with the render allowance measured in this run; else the proxy
+    with its assumed allowance (one 60 Hz frame), which runs short (see the browser profile)."""
+
+    p75_ms: float | None
+    rating: Rating | None
+    source: WaitSource
 
 
 @dataclass(config=_CONFIG, kw_only=True)
@@ -271,6 +309,18 @@ class CellResult:
         if self.delivery.expected is not None:
             return self.delivery.expected
         return variant_sends_email(self.variant)
+
+    @property
+    def wait(self) -> Wait:
+        """What the person waits: the browser's figure where there is one (see :class:`Wait`)."""
+        if self.browser is not None and self.browser.click_to_confirmation_p75_ms is not None:
+            seen = self.browser.click_to_confirmation_p75_ms
+            return Wait(seen, inp_rating(seen), "browser")
+        proxy = self.inp_proxy
+        if proxy.calibrated_p75_ms is not None:
+            return Wait(proxy.calibrated_p75_ms, inp_rating(proxy.calibrated_p75_ms),
+                        "calibrated proxy")
+        return Wait(proxy.p75_ms, proxy.rating, "proxy")
 
     def metric(self, metric: str, stat: str | None = None) -> float | None:
         """The number behind ``metric.stat`` (a block) or ``metric`` (a scalar), or None.
@@ -436,6 +486,9 @@ class Results:
     capacity: list[Capacity] = Field(default_factory=list,
                                      description="capacity runs: the knee per variant and "
                                                  "SMTP latency")
+    inp_calibration: InpCalibration | None = Field(
+        default=None, description="the INP proxy's render allowance measured in Chromium in this run; "
+                          "null: no baseline cell had browser sign-ups")
 
     def cell(self, key: CellKey) -> CellResult | None:
         for cell in self.cells:

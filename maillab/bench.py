@@ -50,7 +50,7 @@ from maillab.environment import capture_environment
 from maillab.ports import free_port
 from maillab.processes import ManagedProcess, ProcessError, Stopped, Supervisor, wait_http
 from maillab.sampling import CellSampler, queue_depth
-from maillab.summary import CAPTURE_LIMIT, Capture, Observed, summarize_cell
+from maillab.summary import CAPTURE_LIMIT, Capture, Observed, calibrate, summarize_cell
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.py"
 
@@ -126,6 +126,7 @@ class Bench:
                     self.results.cells.append(self._run_cell(key))
                     if self.profile.capacity:
                         self.results.capacity = capacity_rows(self.results.cells, self.profile)
+                    calibrate(self.results)
                     write_results(self.run_dir, self.results)
             self.results.complete = True
         except Stopped as stop:
@@ -257,7 +258,7 @@ class Bench:
                                        cell_dir / "locust.log", module="locust")
         sampler.watch_load(locust.popen.pid)
         browser = _BrowserProbe.start(app.url, profile.browser_signups, profile.warmup_s,
-                                      profile.measured_s(key))
+                                      profile.measured_s(key), cell_dir)
         actions = self._scenario_actions(scenario, time.time(), profile.warmup_s,
                                          profile.measured_s(key), app, sampler)
         deadline = time.monotonic() + run_time + stop_timeout + 60
@@ -396,8 +397,9 @@ class _BrowserProbe:
     while locust runs; where Chromium or Playwright is missing the cell goes on without them
     and says why."""
 
-    def __init__(self, url: str, count: int, warmup_s: float, measured_s: float) -> None:
-        self.url, self.count = url, count
+    def __init__(self, url: str, count: int, warmup_s: float, measured_s: float,
+                 cell_dir: Path) -> None:
+        self.url, self.count, self.cell_dir = url, count, cell_dir
         self.warmup_s, self.spacing_s = warmup_s, measured_s / count
         self.stop = threading.Event()
         self.signups: list[Any] = []
@@ -405,11 +407,11 @@ class _BrowserProbe:
         self.thread = threading.Thread(target=self._run, name="browser-probe", daemon=True)
 
     @classmethod
-    def start(cls, url: str, count: int, warmup_s: float,
-              measured_s: float) -> _BrowserProbe | None:
+    def start(cls, url: str, count: int, warmup_s: float, measured_s: float,
+              cell_dir: Path) -> _BrowserProbe | None:
         if not count:
             return None
-        found = cls(url, count, warmup_s, measured_s)
+        found = cls(url, count, warmup_s, measured_s, cell_dir)
         found.thread.start()
         return found
 
@@ -428,13 +430,14 @@ class _BrowserProbe:
 
     def finish(self, timeout_s: float = 120.0) -> tuple[Browser | None, str | None]:
         """Wait (bounded) for the sign-ups under way, then the cell's browser block."""
-        from maillab.probe import summarize
+        from maillab.probe import summarize, write_signups
 
         self.thread.join(timeout_s)
         self.stop.set()
         self.thread.join(5)
         if not self.signups:
             return None, self.note or "the browser probe made no sign-up"
+        write_signups(self.cell_dir, self.signups)
         block = summarize(self.signups)
         note = self.note or (None if block.count == self.count else
                              f"the browser probe made {block.count} of {self.count} sign-ups")

@@ -16,7 +16,7 @@ from apps.core.config import ConfigError
 from apps.core.registry import VARIANTS, UnknownVariantError
 from fakesmtp.bench import smtp_bench
 from fakesmtp.cli import smtp
-from loadtests.results import GATE_FILE, RESULTS_FILE, RunError
+from loadtests.results import GATE_FILE, RESULTS_FILE, WAIT_MARKS, RunError
 from maillab.ports import PortInUse, require_free
 from reports.cli import report
 
@@ -415,7 +415,7 @@ def _print_summary(console: Any, results: Results) -> None:
 
     table = Table(title=f"maillab {results.profile}: medians and p95 from every sample")
     for column in ("variant", "SMTP", "load", "scenario", "register p50", "p95",
-                   "INP proxy p75", "inbox p50", "done/s", "delivered", "lost silently",
+                   "waits p75", "inbox p50", "done/s", "delivered", "lost silently",
                    "refused", "failed visibly", "dup", "peak thr", "peak q", "valid"):
         table.add_column(column, justify="left" if column == "variant" else "right")
 
@@ -425,12 +425,16 @@ def _print_summary(console: Any, results: Results) -> None:
     def count(value: float | None) -> str:
         return "-" if value is None else f"{value:g}"
 
+    table.caption = ("waits p75: what the person waits for a sign-up, rated like INP; "
+                     + "; ".join(f"{mark} {source}" for source, mark in WAIT_MARKS.items())
+                     + " (maillab report says which is which and why)")
     for cell in results.cells:
         d = cell.delivery
+        wait = cell.wait
         table.add_row(
             cell.variant, f"{cell.smtp_latency_ms} ms", cell.load.short, cell.scenario,
             ms(cell.metric("register", "p50_ms")), ms(cell.metric("register", "p95_ms")),
-            f"{ms(cell.metric('inp_proxy', 'p75_ms'))} {cell.inp_proxy.rating or ''}",
+            f"{ms(wait.p75_ms)} {wait.rating or ''} {WAIT_MARKS[wait.source]}",
             ms(cell.metric("time_to_inbox", "p50_ms")), ms(cell.metric("throughput_rps")),
             f"{d.delivered}/{d.registered}" if cell.sends_email else "n/a",
             str(d.missing), count(d.refused), count(d.failed_visibly), str(d.duplicates),
@@ -513,13 +517,13 @@ def probe(url: str, count: int, as_json: bool) -> None:
         return "under 16" if value is None else f"{value:.1f}"
 
     table = Table(title=f"maillab probe {url}: {count} sign-ups in Chromium (ms)")
-    for column in ("email", "trusted", "click to confirmation", "Event Timing", "processing",
-                   "presentation", "INP proxy"):
+    for column in ("email", "trusted", "click to confirmation", "response", "render",
+                   "Event Timing", "processing", "presentation", "INP proxy"):
         table.add_column(column, justify="left" if column == "email" else "right")
     for s in signups:
         table.add_row(s.email, "yes" if s.trusted else "[red]no", ms(s.click_to_confirmation_ms),
-                      ms(s.event_ms), ms(s.processing_ms), ms(s.presentation_ms),
-                      ms(s.proxy_ms))
+                      ms(s.response_ms), ms(s.render_ms), ms(s.event_ms), ms(s.processing_ms),
+                      ms(s.presentation_ms), ms(s.proxy_ms))
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
     console.print(
@@ -527,7 +531,10 @@ def probe(url: str, count: int, as_json: bool) -> None:
         f"{ms(summary.click_to_confirmation_p75_ms)}, p95 "
         f"{ms(summary.click_to_confirmation_p95_ms)}; Event Timing p75 "
         f"{ms(summary.event_p75_ms)} ({summary.events_reported} of {summary.count} clicks "
-        f"reported an entry of 16 ms or more); INP proxy p75 {ms(summary.proxy_p75_ms)}; "
+        f"reported an entry of 16 ms or more); response p75 {ms(summary.response_p75_ms)}, "
+        f"render p50 {ms(summary.render_p50_ms)} (the confirmation's last byte to its first "
+        f"paint; the INP proxy assumes one 60 Hz frame); INP proxy p75 "
+        f"{ms(summary.proxy_p75_ms)}; "
         f"{summary.trusted} of {summary.count} clicks trusted")
 
 

@@ -23,16 +23,19 @@ the entries, this module only pairs them.
 
 from __future__ import annotations
 
+import csv
 import ipaddress
 import os
 import shutil
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from loadtests.cellfiles import BROWSER_FILE
 from loadtests.results import Browser
 from loadtests.stats import percentile
 
@@ -89,7 +92,9 @@ class BrowserSignup:
     event_ms: float | None  # the click's Event Timing duration; None: under 16 ms
     processing_ms: float | None
     presentation_ms: float | None
-    proxy_ms: float  # the lab's INP proxy: the click until responseEnd, plus one frame
+    response_ms: float  # the click until the confirmation's last byte (responseEnd)
+    render_ms: float  # the confirmation's last byte until its first contentful paint
+    proxy_ms: float  # the lab's INP proxy: response_ms plus one frame
 
 
 def summarize(signups: list[BrowserSignup]) -> Browser:
@@ -107,7 +112,22 @@ def summarize(signups: list[BrowserSignup]) -> Browser:
         click_to_confirmation_p50_ms=p(confirm, 50), click_to_confirmation_p75_ms=p(confirm, 75),
         click_to_confirmation_p95_ms=p(confirm, 95), event_p75_ms=p(events, 75),
         events_reported=sum(s.event_ms is not None for s in signups),
-        proxy_p75_ms=p([s.proxy_ms for s in signups], 75))
+        proxy_p75_ms=p([s.proxy_ms for s in signups], 75),
+        response_p75_ms=p([s.response_ms for s in signups], 75),
+        render_p50_ms=p([s.render_ms for s in signups], 50))
+
+
+def write_signups(folder: Path, signups: list[BrowserSignup]) -> Path:
+    """Every sign-up the browser measured, one CSV row each (columns: the fields of
+    :class:`BrowserSignup`), so the cell's browser block can be traced to its samples."""
+    path = folder / BROWSER_FILE
+    partial = path.with_suffix(".partial")
+    with partial.open("w", newline="") as out:
+        writer = csv.DictWriter(out, [f.name for f in fields(BrowserSignup)])
+        writer.writeheader()
+        writer.writerows(asdict(s) for s in signups)
+    partial.replace(path)
+    return path
 
 
 def check_url(url: str) -> str:
@@ -270,10 +290,12 @@ def _pair(email: str, reports: list[tuple[str, dict[str, Any]]]) -> BrowserSignu
     # INP takes an interaction's longest entry (pointerdown, pointerup, click).
     longest = max(entries, key=lambda e: e["duration"], default=None)
     response_end = paint["response_end"] if paint["response_end"] is not None else paint["at"]
+    response_ms = round(response_end - click["at"], 1)
     return BrowserSignup(
         email=email, trusted=bool(click["trusted"]),
         click_to_confirmation_ms=round(paint["at"] - click["at"], 1),
         event_ms=None if longest is None else round(longest["duration"], 1),
         processing_ms=None if longest is None else round(longest["processing"], 1),
         presentation_ms=None if longest is None else round(longest["presentation"], 1),
-        proxy_ms=round(response_end - click["at"] + RENDER_ALLOWANCE_MS, 1))
+        response_ms=response_ms, render_ms=round(paint["at"] - response_end, 1),
+        proxy_ms=round(response_ms + RENDER_ALLOWANCE_MS, 1))

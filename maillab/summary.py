@@ -21,14 +21,17 @@ from loadtests.results import (
     CellResult,
     Delivery,
     InboxStats,
+    InpCalibration,
     InpProxy,
     LoadGenerator,
     RequestStats,
     Resources,
+    Results,
     ScenarioEvent,
     SmtpFaults,
 )
-from loadtests.stats import inp_rating, percentile
+from loadtests.scenarios import CLEAN
+from loadtests.stats import inp_rating, median, percentile
 
 SATURATED_CPU_PERCENT = 90.0  # locust is one gevent loop: past this it measures itself
 CAPTURE_LIMIT = 10_000  # fakesmtp's largest page of /api/messages
@@ -218,3 +221,39 @@ def _validity(observed: Observed, register: RequestStats, counts: Delivery,
         warnings.append(f"{counts.missing} of {counts.registered} emails never arrived "
                         f"({observed.capture.drain or f'within the {profile.drain_s:g} s drain'})")
     return valid, warnings
+
+
+def inp_calibration(cells: Sequence[CellResult]) -> InpCalibration | None:
+    """The proxy's render allowance measured on the run's clean baseline cells that had
+    browser sign-ups (see :class:`InpCalibration`); None where there are none."""
+    gaps, reference, signups, assumed = [], [], 0, set()
+    for cell in cells:
+        seen = cell.browser.click_to_confirmation_p75_ms if cell.browser else None
+        proxy = cell.inp_proxy
+        if (cell.variant != "baseline" or cell.scenario != CLEAN or cell.browser is None
+                or seen is None or proxy.p75_ms is None or proxy.render_allowance_ms is None):
+            continue
+        gaps.append(seen - (proxy.p75_ms - proxy.render_allowance_ms))
+        reference.append(cell.label)
+        signups += cell.browser.count
+        assumed.add(proxy.render_allowance_ms)
+    found = median(gaps)
+    if found is None:
+        return None
+    return InpCalibration(allowance_ms=round(max(0.0, found), 1),
+                          assumed_ms=assumed.pop() if len(assumed) == 1 else None,
+                          reference=reference, signups=signups)
+
+
+def calibrate(results: Results) -> None:
+    """Set the run's calibration, and each cell's calibrated proxy from it (again from the
+    measured proxy, so calling this after every cell gives the same as calling it once)."""
+    found = inp_calibration(results.cells)
+    results.inp_calibration = found
+    for cell in results.cells:
+        proxy = cell.inp_proxy
+        if found is None or proxy.p75_ms is None or proxy.render_allowance_ms is None:
+            proxy.calibrated_p75_ms = None
+        else:
+            proxy.calibrated_p75_ms = round(
+                proxy.p75_ms - proxy.render_allowance_ms + found.allowance_ms, 1)

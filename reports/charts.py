@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loadtests.cellfiles import Load
-from loadtests.results import CellResult
+from loadtests.results import WAIT_MARKS, CellResult
 from loadtests.stats import GOOD_MS, POOR_MS
 from reports.data import Condition, ReportRun
 from reports.figures import (
@@ -98,16 +98,18 @@ def register_vs_latency(run: ReportRun, out_dir: Path) -> Chart:
 
 
 def inp_proxy_bands(run: ReportRun, out_dir: Path) -> Chart:
-    name, title = "inp_proxy", "INP proxy p75 per variant and SMTP latency"
+    name, title = "inp_proxy", "What the person waits, p75, per variant and SMTP latency"
     load = run.focus_load
     how = (f"Bars at {load_text(load)}; the background says how a p75 like this would be "
            f"rated as INP: good up to {GOOD_MS:g} ms, poor above {POOR_MS:g} ms. A bar in the "
-           "red band is a sign-up a person feels stall. It is a proxy (response time plus a "
-           "render allowance), not a browser measurement.")
+           "red band is a sign-up a person feels stall. Under each bar, where its figure comes "
+           "from: B, click to confirmation painted in Chromium; C, the INP proxy (response "
+           "time plus a render allowance) calibrated in Chromium on baseline; P, the proxy "
+           "with its assumed allowance, not a browser measurement.")
     if not run.cells:
         return absent(name, title, how, NO_CELLS)
     variants, lats = run.variants, run.latencies
-    values = [c.inp_proxy.p75_ms for c in run.cells]
+    values = [c.wait.p75_ms for c in run.cells]
     measured = [v for v in values if v]
     low = min([*measured, GOOD_MS]) / 3
     high = max([*measured, POOR_MS]) * 4
@@ -131,7 +133,8 @@ def inp_proxy_bands(run: ReportRun, out_dir: Path) -> Chart:
         for j, variant in enumerate(variants):
             x = i + (j - (len(variants) - 1) / 2) * width
             cell = run.at(variant, lat, load)
-            value = cell.inp_proxy.p75_ms if cell else None
+            wait = cell.wait if cell else None
+            value = wait.p75_ms if wait else None
             if value is None:
                 missing.append(f"{variant} @ {lat} ms")
                 ax.text(x, low * 1.15, "not run" if cell is None else "no data", rotation=90,
@@ -143,9 +146,12 @@ def inp_proxy_bands(run: ReportRun, out_dir: Path) -> Chart:
                    label=None if variant in labelled else variant)
             labelled.add(variant)
             ax.text(x, value * 1.08, f"{value:.0f}", ha="center", va="bottom", fontsize=7)
+            if wait is not None:
+                ax.text(x, low * 1.15, WAIT_MARKS[wait.source], ha="center", va="bottom",
+                        fontsize=7, weight="bold", zorder=3)
     ax.set_xticks(range(len(lats)), labels=[f"SMTP {lat} ms" for lat in lats])
     ax.set_xlim(-0.6, len(lats) - 0.4)
-    ax.set_ylabel("INP proxy p75 (ms, log scale)")
+    ax.set_ylabel("person waits p75 (ms, log scale)")
     ax.set_xlabel(f"SMTP latency, {load_text(load)}")
     legend(ax, fontsize=8, loc="upper left", ncols=min(4, len(variants)))
     ax.set_title(f"{title} ({load_text(load)})")

@@ -42,6 +42,7 @@ def write_html(run: ReportRun, charts: Sequence[Chart], path: Path) -> Path:
         inp_checks=summary.inp_checks(run),
         losses=summary.loss_rows(run),
         browser=summary.browser_rows(run),
+        calibration=summary.calibration_line(run),
         charts=[(chart, _data_uri(chart.png)) for chart in charts],
         cells=summary.cell_rows(run),
         environment=summary.environment(run),

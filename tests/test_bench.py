@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from loadtests.cellfiles import BROWSER_FILE
 from maillab.cli import cli
 from maillab.ports import free_port, port_in_use
 from tests.conftest import chromium_or_skip
@@ -421,27 +422,40 @@ def test_crashes_show_what_each_variant_loses_and_leave_nothing_behind(
 @pytest.mark.parametrize("chromium", ["present", "missing"])
 def test_the_browser_probe_runs_alongside_the_load_or_says_why_not(
         chromium: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """--browser N: N sign-ups in headless Chromium during the cell, as a browser block in
-    results.json; without Chromium the cell goes on, valid, and says why it has none."""
+    """--browser N: N sign-ups in headless Chromium during each cell, as a browser block in
+    results.json with every sign-up kept beside it; the baseline's calibrate the INP proxy.
+    Without Chromium the cells go on, valid, and say why they have none."""
     if chromium == "present":
         chromium_or_skip()
     else:
         monkeypatch.setenv("MAILLAB_CHROMIUM", str(tmp_path / "no-chromium"))
     monkeypatch.chdir(tmp_path)
     # Chromium shares the two cores with locust (the browser profile allows 50 ms of lag).
-    profile = tiny_profile(tmp_path / "browser.toml", variants='["sync"]', max_start_lag_ms=200)
+    profile = tiny_profile(tmp_path / "browser.toml", variants='["baseline", "sync"]',
+                           max_start_lag_ms=200)
     run_dir = tmp_path / "results" / "run"
     result = CliRunner().invoke(cli, ["bench", "--profile", str(profile), "--browser", "3",
                                       "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
-    [cell] = json.loads((run_dir / "results.json").read_text())["cells"]
-    assert cell["valid"]
+    document = json.loads((run_dir / "results.json").read_text())
+    baseline, cell = document["cells"]
+    assert cell["variant"] == "sync" and cell["valid"] and baseline["valid"]
     if chromium == "present":
         browser = cell["browser"]
         assert (browser["count"], browser["trusted"]) == (3, 3)
         assert browser["click_to_confirmation_p50_ms"] >= LATENCY_MS  # sync waits for SMTP
+        assert browser["render_p50_ms"] is not None and browser["response_p75_ms"] is not None
+        kept = (run_dir / cell["files"] / BROWSER_FILE).read_text().splitlines()
+        assert len(kept) == 1 + 3  # the header and every sign-up behind the block
+        calibration = document["inp_calibration"]
+        assert calibration["reference"] == [f"baseline@{LATENCY_MS}ms/{RATE:g}rps"]
+        proxy = cell["inp_proxy"]
+        assert proxy["calibrated_p75_ms"] == pytest.approx(
+            proxy["p75_ms"] - proxy["render_allowance_ms"] + calibration["allowance_ms"],
+            abs=0.1)
+        assert "waits p75" in result.output
         assert 'id="browser"' in (run_dir / "report.html").read_text()
     else:
-        assert cell["browser"] is None
+        assert cell["browser"] is None and document["inp_calibration"] is None
         assert any("no browser figures" in w and "MAILLAB_CHROMIUM" in w
                    for w in cell["warnings"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from loadtests.cellfiles import BROWSER_FILE
 from maillab.cli import cli
 from maillab.ports import free_port
 from maillab.probe import (
@@ -20,6 +22,7 @@ from maillab.probe import (
     check_url,
     find_chromium,
     summarize,
+    write_signups,
 )
 from maillab.processes import ManagedProcess
 from tests.conftest import FAST_HASH, chromium_or_skip
@@ -68,12 +71,27 @@ def test_a_click_its_entries_and_the_next_page_paint_make_one_sign_up() -> None:
                    "response_end": click_at + 580.0}),
     ]
     signup = _pair("a@maillab.test", reports)
-    assert signup == BrowserSignup("a@maillab.test", True, 612.0, 24.0, 3.0, 18.5, 596.7)
+    assert signup == BrowserSignup("a@maillab.test", True, 612.0, 24.0, 3.0, 18.5,
+                                   response_ms=580.0, render_ms=32.0, proxy_ms=596.7)
     quiet = _pair("b@maillab.test", [reports[0], reports[3]])  # no entry: under 16 ms
     assert quiet.event_ms is None and quiet.click_to_confirmation_ms == 612.0
     summary = summarize([signup, quiet])
     assert (summary.count, summary.trusted, summary.events_reported) == (2, 2, 1)
     assert summary.event_p75_ms == 24.0 and summary.click_to_confirmation_p50_ms == 612.0
+    assert (summary.response_p75_ms, summary.render_p50_ms) == (580.0, 32.0)
+
+
+def test_every_browser_sign_up_is_kept_beside_the_cell(tmp_path: Path) -> None:
+    signups = [BrowserSignup(f"{i}@maillab.test", True, 600.0 + i, None, None, None,
+                             response_ms=560.0 + i, render_ms=40.0, proxy_ms=576.7 + i)
+               for i in range(3)]
+    path = write_signups(tmp_path, signups)
+    assert path == tmp_path / BROWSER_FILE and not list(tmp_path.glob("*.partial"))
+    with path.open(newline="") as kept:
+        rows = list(csv.DictReader(kept))
+    assert [r["email"] for r in rows] == ["0@maillab.test", "1@maillab.test", "2@maillab.test"]
+    assert [float(r["click_to_confirmation_ms"]) for r in rows] == [600.0, 601.0, 602.0]
+    assert rows[0]["event_ms"] == "" and rows[2]["render_ms"] == "40.0"
 
 
 @pytest.mark.slow

@@ -21,7 +21,8 @@ import pytest
 from click.testing import CliRunner
 
 from loadtests.cellfiles import CellKey, Load, Sample
-from loadtests.results import load_run
+from loadtests.results import load_run, parse_results, write_results
+from maillab.summary import calibrate
 from reports import ReportError, build_report
 from reports.build import CHART_DIR
 from reports.cli import report
@@ -176,7 +177,8 @@ def test_verdict_numbers_come_from_the_run(built: tuple[Path, str]) -> None:
     assert "sends nothing" in verdict
     assert ("2 emails the person was told to expect never came, lost silently or refused "
             "unseen (threaded@500ms/4u: 2)") in verdict
-    assert "Speed beside loss: " in verdict and "threaded (INP proxy" in verdict
+    assert "Speed beside loss: " in verdict and "threaded (proxy good)" in verdict
+    assert "Not calibrated in this run: no baseline cell had browser sign-ups" in verdict
     assert verdict.count('class="best"') >= 3
 
 
@@ -404,6 +406,57 @@ def test_what_the_person_sees_sets_the_browser_beside_the_proxy(tmp_path: Path) 
     del sync["browser"]
     write_document(run_dir, document)
     assert 'id="browser"' not in build_report(run_dir).read_text()  # no probe, no section
+
+
+def test_the_proxy_is_calibrated_on_baseline_and_the_browser_figure_replaces_it(
+        tmp_path: Path) -> None:
+    """Where a baseline cell had browser sign-ups the proxy's render allowance is what Chromium
+    added there; every cell's proxy is re-based on it, its error on the other variants is
+    measured (not fitted), and a cell with its own browser figure is rated by that."""
+    document = json.loads((FIXTURES / "partial_run" / "results.json").read_text())
+    block = {"count": 20, "trusted": 20, "click_to_confirmation_p50_ms": 0.0,
+             "click_to_confirmation_p95_ms": 0.0, "event_p75_ms": 16.0,
+             "events_reported": 15, "proxy_p75_ms": 0.0}
+
+    def at(variant: str, latency: int, users: int) -> dict[str, Any]:
+        return next(c for c in document["cells"] if (c["variant"], c["smtp_latency_ms"],
+                                                     c["users"]) == (variant, latency, users))
+
+    # baseline @ 500 ms x 1 u: proxy 24.467 with 16.667 assumed, so the load's response p75
+    # is 7.8 ms; Chromium painted the confirmation at p75 97.8 ms, so the browser adds 90.
+    at("baseline", 500, 1)["browser"] = {**block, "click_to_confirmation_p75_ms": 97.8}
+    at("sync", 500, 1)["browser"] = {**block, "click_to_confirmation_p75_ms": 720.0}
+    results = parse_results(json.dumps(document), "document")
+    calibrate(results)
+    calibrate(results)  # as the bench does after every cell: the same answer
+    found = results.inp_calibration
+    assert found is not None
+    assert (found.allowance_ms, found.assumed_ms, found.signups) == (90.0, 16.667, 20)
+    assert found.reference == ["baseline@500ms/1u"]
+    sync = next(c for c in results.cells if c.label == "sync@500ms/1u")
+    assert sync.inp_proxy.calibrated_p75_ms == round(628.067 - 16.667 + 90.0, 1)  # 701.4
+    assert sync.wait.source == "browser" and sync.wait.p75_ms == 720.0
+    threaded = next(c for c in results.cells if c.label == "threaded@500ms/1u")
+    assert threaded.wait.source == "calibrated proxy"
+    assert threaded.wait.p75_ms == round(25.667 - 16.667 + 90.0, 1)
+
+    run_dir = tmp_path / "calibrated"
+    run_dir.mkdir()
+    write_results(run_dir, results)
+    html = build_report(run_dir).read_text()
+    seen = html[html.index('id="browser"'):html.index('id="claims"')]
+    assert "Calibrated in this run: the browser adds 90.0 ms" in seen
+    assert "<small>reference</small>" in seen  # baseline: its error is 0 by construction
+    assert f"{100 * (701.4 - 720.0) / 720.0:+.0f}%" in seen  # sync's, measured: -3%
+    verdict = html[html.index('id="verdict"'):html.index('id="losses"')]
+    assert "<small>calibrated proxy</small>" in verdict
+    assert "90.0 ms measured in Chromium (calibrated)" in html  # the environment table
+    # Without a baseline probe there is nothing to calibrate on: the proxy stays as assumed.
+    del at("baseline", 500, 1)["browser"]
+    results = parse_results(json.dumps(document), "document")
+    calibrate(results)
+    assert results.inp_calibration is None
+    assert all(c.inp_proxy.calibrated_p75_ms is None for c in results.cells)
 
 
 def test_the_seeds_inp_claim_is_checked_against_chromium(tmp_path: Path) -> None:
