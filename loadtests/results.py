@@ -82,9 +82,9 @@ class InpProxy:
     p75_ms: Ms
     rating: Rating | None
     render_allowance_ms: float | None = None
-    calibrated_p75_ms: float | None = Field(default=None, ge=0, description="the same proxy with the render "
-                                  "allowance Chromium measured in this run "
-                                  "(Results.inp_calibration); null: the run has none")
+    calibrated_p75_ms: float | None = Field(
+        default=None, ge=0, description="the same proxy with the render allowance Chromium "
+        "measured in this run (Results.inp_calibration); null: the run has none")
 
 
 @dataclass(config=_CONFIG, kw_only=True)
@@ -183,10 +183,12 @@ class Browser:
                                          "candidate), 16 ms where Chromium reported none")
     events_reported: Count = Field(description="clicks with an Event Timing entry (16 ms+)")
     proxy_p75_ms: Ms = Field(description="the lab's INP proxy for the same sign-ups")
-    response_p75_ms: float | None = Field(default=None, ge=0, description="the click until the confirmation's last "
-                                                  "byte (responseEnd)")
-    render_p50_ms: float | None = Field(default=None, ge=0, description="the confirmation's last byte until its "
-                                                "first contentful paint")
+    response_p75_ms: float | None = Field(
+        default=None, ge=0, description="the click until the confirmation's last byte "
+        "(responseEnd)")
+    render_p50_ms: float | None = Field(
+        default=None, ge=0, description="the confirmation's last byte until its first "
+        "contentful paint")
 
 
 @dataclass(config=_CONFIG, kw_only=True)
@@ -487,8 +489,8 @@ class Results:
                                      description="capacity runs: the knee per variant and "
                                                  "SMTP latency")
     inp_calibration: InpCalibration | None = Field(
-        default=None, description="the INP proxy's render allowance measured in Chromium in this run; "
-                          "null: no baseline cell had browser sign-ups")
+        default=None, description="the INP proxy's render allowance measured in Chromium in "
+        "this run; null: no baseline cell had browser sign-ups")
 
     def cell(self, key: CellKey) -> CellResult | None:
         for cell in self.cells:

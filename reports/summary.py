@@ -491,7 +491,7 @@ def _speed_beside_loss(run: ReportRun, rows: list[VerdictRow]) -> str | None:
         unseen = sum(where.values())
         shown = sum(c.delivery.failed_visibly or 0 for c in mine if c.scenario != CLEAN)
         scenarios = sorted({c.scenario for c in mine})
-        speed = f"{row.wait_source} {row.rating}"
+        speed = f"{row.wait_source}: {row.rating}"
         if unseen:
             detail = ", ".join(f"{name} {n}" for name, n in where.most_common() if n)
             parts.append(f"{row.variant} ({speed}) lost {unseen} silently ({detail})")

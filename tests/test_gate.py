@@ -178,6 +178,30 @@ def test_metric_the_run_lacks_is_an_error_not_a_pass(tmp_path: Path) -> None:
     assert verdicts[1] == ("error", "no cell of this run matches the selector")
 
 
+def test_the_gate_can_hold_the_browser_figures(tmp_path: Path) -> None:
+    """What the person waits in Chromium is a metric like any other: a rule on it passes or
+    fails with the measured value, and a cell without browser sign-ups is an error."""
+    block = {"count": 20, "trusted": 20, "click_to_confirmation_p50_ms": 560.0,
+             "click_to_confirmation_p75_ms": 596.0, "click_to_confirmation_p95_ms": 613.0,
+             "event_p75_ms": 16.0, "events_reported": 14, "proxy_p75_ms": 579.0,
+             "response_p75_ms": 562.0, "render_p50_ms": 33.0}
+    run = write_run(tmp_path / "run", cells__1__browser=block,
+                    cells__2__browser={**block, "click_to_confirmation_p75_ms": 114.0})
+    result = gate(str(run), "--rules", rules_file(
+        tmp_path, "sync.browser.click_to_confirmation_p75_ms >= smtp_latency_ms",
+        "threaded.browser.click_to_confirmation_p75_ms < "
+        "sync.browser.click_to_confirmation_p75_ms / 2",
+        "threaded.browser.event_p75_ms < 16"))
+    assert result.exit_code == 1, result.output
+    rows = json.loads((run / "gate.json").read_text())["rules"]
+    assert [(r["verdict"], r["measured"]) for r in rows] == [
+        ("pass", 596.0), ("pass", 114.0), ("fail", 16.0)]
+    result = gate(str(run), "--rules", rules_file(tmp_path, "baseline.browser.count >= 20"))
+    [row] = json.loads((run / "gate.json").read_text())["rules"]
+    assert result.exit_code == 1 and row["verdict"] == "error"
+    assert "has no browser.count" in row["detail"]
+
+
 def test_selectors_filter_by_latency_and_rate(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run")
     result = gate(str(run), "--rules", rules_file(

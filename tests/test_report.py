@@ -177,7 +177,7 @@ def test_verdict_numbers_come_from_the_run(built: tuple[Path, str]) -> None:
     assert "sends nothing" in verdict
     assert ("2 emails the person was told to expect never came, lost silently or refused "
             "unseen (threaded@500ms/4u: 2)") in verdict
-    assert "Speed beside loss: " in verdict and "threaded (proxy good)" in verdict
+    assert "Speed beside loss: " in verdict and "threaded (proxy: good)" in verdict
     assert "Not calibrated in this run: no baseline cell had browser sign-ups" in verdict
     assert verdict.count('class="best"') >= 3
 
