@@ -21,8 +21,17 @@ def valid_rate(rate: float) -> bool:
     return 0 < rate <= MAX_RATE  # NaN fails every comparison, infinity the second
 
 
-def schedule(rate: float, kind: str = "constant", seed: int = 1) -> Iterator[float]:
-    """Endless arrival offsets (seconds) at ``rate`` per second."""
+def schedule(rate: float, kind: str = "constant", seed: int = 1, index: int = 0,
+             of: int = 1) -> Iterator[float]:
+    """Endless arrival offsets (seconds) at ``rate`` per second; with ``of`` load processes,
+    process ``index``'s share: every ``of``-th arrival of the one schedule from its
+    ``index``-th, so the processes together keep exactly the schedule one process would."""
+    if not 0 <= index < of:
+        raise ValueError(f"load process {index!r} of {of!r}: the index must be 0..{of - 1}")
+    return itertools.islice(_offsets(rate, kind, seed), index, None, of)
+
+
+def _offsets(rate: float, kind: str, seed: int) -> Iterator[float]:
     if not valid_rate(rate):
         raise ValueError(f"rate must be above 0 sign-ups per second (at most {MAX_RATE}), "
                          f"got {rate!r}")

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import astuple, dataclass, field, fields
+from dataclasses import asdict, astuple, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 SAMPLES_FILE = "samples.csv.gz"
 REGISTRATIONS_FILE = "registrations.csv.gz"
+MERGED_FILE = "load_counts.json"  # what merge_parts joined, and the load's own count
 BROWSER_FILE = "browser.csv"  # the browser probe's sign-ups (maillab.probe.BrowserSignup)
 CELLS_DIR = "cells"
 
@@ -192,6 +194,152 @@ class CellRecorder:
         _write(folder / SAMPLES_FILE, SAMPLE_COLUMNS, (astuple(s) for s in self.samples))
         _write(folder / REGISTRATIONS_FILE, REGISTRATION_COLUMNS,
                (astuple(r) for r in self.registrations))
+
+
+class PartRecorder:
+    """What one load process records, streamed to its own part files as it is made, so a long
+    soak keeps the load generator's memory flat: a sample is written when it is fired, a
+    registration when its sign-up ends (it is filled in as it goes on). The files carry an
+    ``.open`` suffix until :meth:`close`, so a part whose process died is told apart from a
+    finished one. Every process of a distributed load writes its own part (``tag``: its worker
+    index); :func:`merge_parts` joins them into the cell's two files."""
+
+    def __init__(self, folder: Path, tag: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.paths = (folder / f"{_SAMPLES_PART}{tag}{_PART_SUFFIX}",
+                      folder / f"{_REGISTRATIONS_PART}{tag}{_PART_SUFFIX}")
+        self._files = [gzip.open(_opened(path), "wt", newline="", encoding="utf-8")
+                       for path in self.paths]
+        self._samples, self._registrations = (csv.writer(f) for f in self._files)
+        self._samples.writerow(SAMPLE_COLUMNS)
+        self._registrations.writerow(REGISTRATION_COLUMNS)
+        self.samples = self.registrations = 0
+        self.closed = False
+
+    def sample(self, sample: Sample) -> None:
+        self._samples.writerow(tuple(_cell(v) for v in astuple(sample)))
+        self.samples += 1
+
+    def registration(self, registration: Registration) -> None:
+        self._registrations.writerow(tuple(_cell(v) for v in astuple(registration)))
+        self.registrations += 1
+
+    def close(self, requests: int) -> None:
+        """Finish the part; ``requests`` is how many timings the process fired, counted apart
+        from the writer, so the merge can check that every one of them was kept."""
+        if self.closed:
+            return
+        self.closed = True
+        for handle, path in zip(self._files, self.paths, strict=True):
+            handle.close()
+            _opened(path).replace(path)
+        tag = self.paths[0].name[len(_SAMPLES_PART):-len(_PART_SUFFIX)]
+        counts = self.paths[0].with_name(f"{_COUNTS_PART}{tag}.json")
+        counts.write_text(json.dumps({"requests": requests, "samples": self.samples,
+                                      "registrations": self.registrations}))
+
+
+_SAMPLES_PART = "samples.part-"
+_REGISTRATIONS_PART = "registrations.part-"
+_COUNTS_PART = "counts.part-"
+_PART_SUFFIX = ".csv.gz"
+
+
+def _opened(path: Path) -> Path:
+    return path.with_name(path.name + ".open")
+
+
+@dataclass(frozen=True)
+class Merged:
+    """What :func:`merge_parts` joined: the load processes' parts, the rows kept, the timings
+    the processes said they fired (None: a part has no count), and parts left unfinished (a
+    process that died before closing them; what they hold is merged too, up to the break)."""
+
+    parts: int
+    samples: int
+    registrations: int
+    requests: int | None = None
+    unfinished: tuple[str, ...] = ()
+
+    @property
+    def problems(self) -> list[str]:
+        """Why the merged samples cannot be trusted whole; empty when every timing was kept."""
+        found = []
+        if self.unfinished:
+            names = ", ".join(self.unfinished)
+            found.append(f"a load process did not finish its samples ({names})")
+        if self.requests is None:
+            found.append("a load process did not say how many timings it fired")
+        elif self.requests != self.samples:
+            found.append(f"the load processes fired {self.requests} timings but "
+                         f"{self.samples} samples were kept")
+        return found
+
+
+def merge_parts(folder: Path) -> Merged:
+    """Join every process's part files in ``folder`` into :data:`SAMPLES_FILE` and
+    :data:`REGISTRATIONS_FILE` (row by row: the runner's memory stays flat too), then remove
+    the parts; what was joined is kept in :data:`MERGED_FILE`. With no parts (merged already,
+    by the only load process), that record is read back."""
+    samples = sorted(folder.glob(f"{_SAMPLES_PART}*{_PART_SUFFIX}"))
+    registrations = sorted(folder.glob(f"{_REGISTRATIONS_PART}*{_PART_SUFFIX}"))
+    unfinished = sorted(folder.glob(f"*.part-*{_PART_SUFFIX}.open"))
+    if not samples and not registrations and not unfinished:
+        try:
+            kept = json.loads((folder / MERGED_FILE).read_text())
+            return Merged(kept["parts"], kept["samples"], kept["registrations"],
+                          kept["requests"], tuple(kept["unfinished"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return Merged(0, 0, 0)
+    requests: int | None = 0
+    for part in samples:
+        sidecar = folder / f"{_COUNTS_PART}{part.name[len(_SAMPLES_PART):-len(_PART_SUFFIX)]}.json"
+        try:
+            requests = None if requests is None else requests + int(
+                json.loads(sidecar.read_text())["requests"])
+        except (OSError, ValueError, KeyError, TypeError):
+            requests = None
+        sidecar.unlink(missing_ok=True)
+    if unfinished:
+        requests = None
+    counts = []
+    for target, prefix, columns in ((SAMPLES_FILE, _SAMPLES_PART, SAMPLE_COLUMNS),
+                                    (REGISTRATIONS_FILE, _REGISTRATIONS_PART,
+                                     REGISTRATION_COLUMNS)):
+        parts = sorted([*folder.glob(f"{prefix}*{_PART_SUFFIX}"),
+                        *folder.glob(f"{prefix}*{_PART_SUFFIX}.open")])
+        rows = (tuple(row[c] for c in columns)
+                for part in parts for row in _part_rows(part, columns))
+        counted = _Counted(rows)
+        _write(folder / target, columns, counted)
+        counts.append(counted.n)
+        for part in parts:
+            part.unlink()
+    merged = Merged(len(samples) + len(unfinished) // 2, counts[0], counts[1], requests,
+                    tuple(p.name for p in unfinished))
+    (folder / MERGED_FILE).write_text(json.dumps(asdict(merged)))
+    return merged
+
+
+class _Counted:
+    def __init__(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        self.rows, self.n = rows, 0
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        for row in self.rows:
+            self.n += 1
+            yield row
+
+
+def _part_rows(path: Path, columns: Sequence[str]) -> Iterator[dict[str, str]]:
+    """A part's rows; one whose process died mid-write ends at its last whole row."""
+    if path.name.endswith(".open"):
+        try:
+            yield from _rows(path, columns)
+        except CellFileError:
+            return
+        return
+    yield from _rows(path, columns)
 
 
 def _write(path: Path, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> None:

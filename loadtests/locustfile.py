@@ -21,7 +21,9 @@ Two ways to load the app, chosen by ``--arrival-rate``:
   pool holds the next arrival back. Latency is measured from when the sign-up should have
   started: every sample carries the sign-up's start lag. An arrival past ``--max-in-flight``
   is dropped and recorded as such, never skipped. One user runs the schedule (run it with
-  ``--users 1``; extra users stop at once).
+  ``--users 1``; extra users stop at once). Distributed (``--processes N``, or workers on
+  other hosts), each worker runs every N-th arrival of the same schedule, with one user per
+  worker (``--users N``), and its share of ``--max-in-flight``.
 - **closed loop** (rate 0): every locust user signs up over and over with no think time, so
   the load is what the app lets through.
 
@@ -29,7 +31,10 @@ Works with stock ``locust -f loadtests/locustfile.py --host http://127.0.0.1:800
 any running variant, headless or with the web UI; the arguments below appear in the UI and
 are applied to fakesmtp through its API at every test start. ``maillab bench`` also passes
 ``--samples-out`` so every sample is kept for exact percentiles, in the format
-``loadtests.cellfiles`` owns. Every sample of one sign-up carries that sign-up's warm-up flag
+``loadtests.cellfiles`` owns: each process streams its samples to its own part file as they
+are made (memory stays flat however long the test), and the parts are merged after the test
+(by the process itself when it is alone, by ``maillab bench`` when distributed). Every
+sample of one sign-up carries that sign-up's warm-up flag
 (its start, passed in the request context), so a sign-up is measured or not as a whole.
 """
 
@@ -53,21 +58,24 @@ from locust import FastHttpUser, events, task
 from locust.contrib.fasthttp import FastHttpSession
 from locust.env import Environment
 from locust.exception import StopUser
+from locust.runners import MasterRunner, WorkerRunner
 
 from apps.core.registry import VARIANTS, sends_email
 from loadtests import cellfiles
 from loadtests.arrivals import KINDS, MAX_RATE, schedule, valid_rate
-from loadtests.cellfiles import CellRecorder, Registration, Sample
+from loadtests.cellfiles import PartRecorder, Registration, Sample, merge_parts
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 VERIFY_LINK = re.compile(r"/verify/[^\s\"'<>]+")
 PASSWORD = "maillab load test"
 
-# Filled at test start, read by every user.
+# Filled at test start, read by every user. "recorder" streams this process's samples and
+# finished registrations to disk; "in_flight" holds the sign-ups under way (at most
+# --max-in-flight), so memory stays flat however long the test runs.
 RUN: dict[str, Any] = {"expects_email": True, "warmup_until": 0.0, "stopping": False,
-                       "scheduler": None, "refused": False}
+                       "scheduler": None, "refused": False, "recorder": None,
+                       "in_flight": {}, "fired": 0}
 LOG = logging.getLogger("maillab.locustfile")
-RECORDER = CellRecorder()
 
 
 def _in_warmup(started: float) -> bool:
@@ -168,10 +176,31 @@ def _start(environment: Environment) -> None:
         # Runs before locust copies environment.host onto the user classes.
         environment.host = hosts[options.variant]
     _check_arrival_options(options)
-    RECORDER.clear()
+    runner = environment.runner
     RUN["stopping"] = False
     RUN["scheduler"] = None
     RUN["warmup_until"] = time.time() + options.warmup
+    RUN["in_flight"] = {}
+    RUN["fired"] = 0
+    if options.samples_out and not isinstance(runner, MasterRunner):
+        # Each process that runs users streams its own part; the master runs none.
+        RUN["recorder"] = PartRecorder(Path(options.samples_out), str(_share(environment)[0]))
+    if not isinstance(runner, WorkerRunner):
+        _configure_smtp(environment)
+    host = str(environment.host or "").rstrip("/")
+    health_status, health = _json_request("GET", f"{host}/healthz")
+    if health_status != 200:
+        raise _Refused(f"{host}/healthz answered {health_status}")
+    # A variant that sends nothing (the baseline) has no inbox to wait for.
+    RUN["expects_email"] = sends_email(str(health.get("variant")))
+    if options.warmup and runner is not None:
+        gevent.spawn_later(options.warmup, runner.stats.reset_all)
+
+
+def _configure_smtp(environment: Environment) -> None:
+    """fakesmtp's latency and faults for the test: set once, by the master or the only
+    process, never again by each worker (a second PATCH in the middle would reset them)."""
+    options = _options(environment)
     patch: dict[str, Any] = {}
     if options.smtp_latency:
         patch["latency"] = {"eom": options.smtp_latency}
@@ -183,14 +212,6 @@ def _start(environment: Environment) -> None:
         status, body = _json_request("PATCH", f"{_api(environment)}/api/config", patch)
         if status != 200:
             raise _Refused(f"fakesmtp refused the settings {patch}: {body}")
-    host = str(environment.host or "").rstrip("/")
-    health_status, health = _json_request("GET", f"{host}/healthz")
-    if health_status != 200:
-        raise _Refused(f"{host}/healthz answered {health_status}")
-    # A variant that sends nothing (the baseline) has no inbox to wait for.
-    RUN["expects_email"] = sends_email(str(health.get("variant")))
-    if options.warmup and environment.runner is not None:
-        gevent.spawn_later(options.warmup, environment.runner.stats.reset_all)
 
 
 def _check_arrival_options(options: Any) -> None:
@@ -238,16 +259,33 @@ def _on_request(request_type: str, name: str, response_time: float, exception: A
         return  # the arrival's registration holds its lag; the event is for locust's UI
     start = context.get("start", time.time() - response_time / 1000)
     signup = context.get("signup_started", start)
-    RECORDER.samples.append(Sample(name, request_type, start, round(response_time, 3),
-                                   exception is None, _in_warmup(signup),
-                                   round(context.get("lag_ms", 0.0), 3)))
+    RUN["fired"] += 1  # counted apart from the writer: the merge checks none was lost
+    recorder = RUN["recorder"]
+    if recorder is not None and not recorder.closed:
+        recorder.sample(Sample(name, request_type, start, round(response_time, 3),
+                               exception is None, _in_warmup(signup),
+                               round(context.get("lag_ms", 0.0), 3)))
 
 
 @events.test_stop.add_listener
 def _on_test_stop(environment: Environment, **_kw: Any) -> None:
-    out = _options(environment).samples_out
-    if out:
-        RECORDER.write(Path(out))
+    recorder = RUN["recorder"]
+    if recorder is None:
+        return
+    for record in list(RUN["in_flight"].values()):  # cut off by the stop: counted as they are
+        _finished(record)
+    recorder.close(RUN["fired"])
+    RUN["recorder"] = None
+    if not isinstance(environment.runner, WorkerRunner):
+        # The only process: its part is the cell's files. (Distributed, the runner merges
+        # every worker's part once they have all exited.)
+        merge_parts(Path(_options(environment).samples_out))
+
+
+def _finished(record: Registration) -> None:
+    """A sign-up is over (or cut off): its registration goes to disk, once."""
+    if RUN["in_flight"].pop(record.email, None) is not None and RUN["recorder"] is not None:
+        RUN["recorder"].registration(record)
 
 
 @dataclass
@@ -333,13 +371,25 @@ class SignUp:
         return found.group(0) if found else None
 
 
+def _share(environment: Environment) -> tuple[int, int]:
+    """(this process's index, how many processes run the schedule): (0, 1) alone; a worker
+    of a distributed load takes every n-th arrival (run it with one user per worker)."""
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        workers = int(getattr(_options(environment), "expect_workers", 1) or 1)
+        return runner.worker_index % workers, workers
+    return 0, 1
+
+
 def _new_registration(intended_at: float, lag_ms: float | None = 0.0,
                       dropped: bool = False) -> Registration:
     """A sign-up's record, kept from the moment it arrives, so every arrival is counted."""
     record = Registration(email=f"u-{uuid.uuid4().hex}@maillab.test", sent_at=None,
                           warmup=_in_warmup(intended_at), intended_at=intended_at,
                           lag_ms=None if lag_ms is None else round(lag_ms, 3), dropped=dropped)
-    RECORDER.registrations.append(record)
+    RUN["in_flight"][record.email] = record
+    if dropped:
+        _finished(record)
     return record
 
 
@@ -375,14 +425,19 @@ class SignUpUser(FastHttpUser):
             self._run_schedule(rate)
             return
         started = time.time()
-        SignUp(self.environment, self.client, self.inbox, _new_registration(started),
-               started).run()
+        record = _new_registration(started)
+        try:
+            SignUp(self.environment, self.client, self.inbox, record, started).run()
+        finally:
+            _finished(record)
 
     def _run_schedule(self, rate: float) -> None:
         """Start a sign-up at every arrival until the test stops, then let those in flight
         finish. Scheduled on the monotonic clock; recorded in epoch seconds."""
         options = _options(self.environment)
-        offsets = schedule(rate, options.arrivals, options.arrival_seed)
+        index, of = _share(self.environment)
+        offsets = schedule(rate, options.arrivals, options.arrival_seed, index, of)
+        cap = -(-options.max_in_flight // of)  # this process's share of the cap
         self.arrivals = Group()
         epoch, origin = time.time(), time.monotonic()
         # The warm-up is the schedule's first seconds, so it holds exactly rate x warm-up.
@@ -395,12 +450,12 @@ class SignUpUser(FastHttpUser):
             if RUN["stopping"]:
                 break
             intended = epoch + offset
-            if len(self.arrivals) >= options.max_in_flight:
+            if len(self.arrivals) >= cap:
                 _new_registration(intended, lag_ms=None, dropped=True)
                 self.environment.events.request.fire(
                     request_type="ARRIVAL", name=cellfiles.START_LAG, response_time=0,
                     response_length=0, exception=RuntimeError(
-                        f"dropped: {options.max_in_flight} sign-ups already in flight"),
+                        f"dropped: {cap} sign-ups already in flight in this process"),
                     context={})
                 continue
             self.arrivals.spawn(self._arrive, intended, due)
@@ -421,4 +476,5 @@ class SignUpUser(FastHttpUser):
         try:
             SignUp(self.environment, client, self.inbox, record, intended, lag_ms).run()
         finally:
+            _finished(record)
             client.client.clientpool.close()

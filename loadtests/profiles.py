@@ -41,6 +41,13 @@ Keys (every one optional but ``variants``, ``latencies_ms``, and ``rates`` in op
                                        # each variant (0: skip it)
     browser_signups = 0                # per cell, sign-ups in real headless Chromium during
                                        # the load (maillab.probe), spread over the window
+    database = "sqlite"                # the app's users (and outbox): "sqlite", a file per
+                                       # cell, or "postgresql", a database per cell
+    queue = "sqlite"                   # queued's Huey: "sqlite", a file per cell, or "redis",
+                                       # a private redis-server for the run
+    consumers = 1                      # queued's workers or outbox's relays, each a process
+    load_processes = 1                 # locust processes: above 1, a master and this many
+                                       # workers, each taking its share of the schedule
 
 A bad file or value raises :class:`ProfileError`, whose message names the file and the key.
 """
@@ -67,6 +74,8 @@ class ProfileError(ValueError):
 
 
 MODES = ("open", "closed")
+DATABASES = ("sqlite", "postgresql")
+QUEUES = ("sqlite", "redis")
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,10 @@ class Profile:
     render_allowance_ms: float = 1000 / 60
     enumeration_samples: int = 0
     browser_signups: int = 0
+    database: str = "sqlite"
+    queue: str = "sqlite"
+    consumers: int = 1
+    load_processes: int = 1
     source: str = field(default="", compare=False)
 
     @property
@@ -155,6 +168,10 @@ class Profile:
             fail("latencies_ms", "must be a non-empty list of 0..120000")
         if self.mode not in MODES:
             fail("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.database not in DATABASES:
+            fail("database", f"must be one of {', '.join(DATABASES)}, got {self.database!r}")
+        if self.queue not in QUEUES:
+            fail("queue", f"must be one of {', '.join(QUEUES)}, got {self.queue!r}")
         if self.arrivals not in ARRIVALS:
             fail("arrivals", f"must be one of {', '.join(ARRIVALS)}, got {self.arrivals!r}")
         if self.open_loop:
@@ -186,7 +203,8 @@ class Profile:
                                ("inbox_deadline_s", 1, 600), ("drain_s", 0, 600),
                                ("render_allowance_ms", 0, 1000),
                                ("enumeration_samples", 0, 5000), ("seed", 0, 2**32 - 1),
-                               ("browser_signups", 0, 1000),
+                               ("browser_signups", 0, 1000), ("consumers", 1, 16),
+                               ("load_processes", 1, 16),
                                ("max_in_flight", 1, 10_000), ("min_signups", 1, 100_000),
                                ("scenario_min_signups", 0, 100_000),
                                ("max_start_lag_ms", 0, 60_000), ("slo_p99_ms", 1, 600_000),
@@ -248,6 +266,7 @@ _TYPES: dict[str, Any] = {
     "worker_threads": int,
     "password_hash": str, "inbox_deadline_s": (int, float), "drain_s": (int, float),
     "render_allowance_ms": (int, float), "enumeration_samples": int, "browser_signups": int,
+    "database": str, "queue": str, "consumers": int, "load_processes": int,
 }
 _NAMES = {k: ("a number" if isinstance(t, tuple) else
               {"str": "a string", "int": "an integer", "bool": "true or false"}[t.__name__])

@@ -244,7 +244,21 @@ class Resources:
 
 @dataclass(config=_CONFIG, kw_only=True)
 class LoadGenerator:
-    cpu_percent: float | None = Field(description="locust's CPU over the cell, % of one core")
+    cpu_percent: float | None = Field(description="locust's CPU over the cell, % of one core "
+                                                  "(the busiest process, when several)")
+    processes: int | None = Field(default=None, ge=1, description="load processes: locust, "
+                                  "or its master and workers")
+    samples: int | None = Field(default=None, ge=0, description="samples kept, warm-up "
+                                "included: every timing the load processes fired")
+    requests: int | None = Field(default=None, ge=0, description="timings the load processes "
+                                 "counted as they fired them (equal to samples, or the cell is "
+                                 "invalid)")
+    rss_mb_first: float | None = Field(default=None, ge=0, description="resident memory of "
+                                       "every load process a minute into the load (at the "
+                                       "first reading in a shorter cell), MiB")
+    rss_mb_last: float | None = Field(default=None, ge=0, description="the same at the last "
+                                      "reading")
+    rss_mb_peak: float | None = Field(default=None, ge=0, description="the highest reading")
 
 
 @dataclass(config=_CONFIG, kw_only=True)
@@ -399,6 +413,8 @@ class Environment:
     server: Server
     password_hash: str
     executable: str | None = None
+    services: dict[str, str] = Field(default_factory=dict, description="the database and "
+                                     "queue the cells ran on (passwords hidden)")
 
 
 @dataclass(config=_CONFIG, kw_only=True)

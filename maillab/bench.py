@@ -50,6 +50,7 @@ from maillab.environment import capture_environment
 from maillab.ports import free_port
 from maillab.processes import ManagedProcess, ProcessError, Stopped, Supervisor, wait_http
 from maillab.sampling import CellSampler, queue_depth
+from maillab.services import ServiceError, Services
 from maillab.summary import CAPTURE_LIMIT, Capture, Observed, calibrate, summarize_cell
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.py"
@@ -85,7 +86,8 @@ class Bench:
     def __init__(self, profile: Profile, run_dir: Path, results_root: Path,
                  smtp_port: int = 0, api_port: int = 0,
                  on_cell: Callable[[int, CellKey], None] | None = None,
-                 on_stage: Callable[[str], None] | None = None) -> None:
+                 on_stage: Callable[[str], None] | None = None,
+                 database_url: str | None = None, queue_url: str | None = None) -> None:
         self.profile = profile
         self.run_dir = run_dir
         self.results_root = results_root
@@ -101,6 +103,7 @@ class Bench:
                                             profile.password_hash, profile.worker_threads),
             cells=[])
         self.supervisor = Supervisor(run_dir)
+        self.services = Services(profile, run_dir, self.supervisor, database_url, queue_url)
         self.events: list[ScenarioEvent] = []  # what the current cell's scenario did
         self.fault_ended_at: float | None = None  # when its last action was done
 
@@ -114,6 +117,11 @@ class Bench:
         try:
             with self.supervisor:
                 self._start_smtp()
+                try:
+                    self.services.start()
+                except ServiceError as exc:
+                    raise BenchError(str(exc)) from None
+                self.results.environment.services = dict(self.services.described)
                 if self.profile.enumeration_samples:
                     for name in self.profile.variants:
                         self.on_stage(f"{name}: account-enumeration timing probe")
@@ -164,28 +172,37 @@ class Bench:
         env = {**os.environ, "MAILLAB_INSTANCE_DIR": str(folder / "instance"),
                "MAILLAB_SMTP_PORT": str(self.smtp_port),
                "MAILLAB_PASSWORD_HASH": profile.password_hash}
+        try:
+            env.update(self.services.for_cell())
+        except ServiceError as exc:
+            raise BenchError(str(exc)) from None
         port = free_port()
         variant = variant_info(name)
         recipes = [(name, ["serve", name, "--port", str(port), "--workers",
                            str(profile.workers), "--threads", str(profile.threads)],
                     env, folder / "app.log")]
-        if variant.consumer is not None:
-            metrics_port = free_port()
-            recipes.append((variant.consumer, [
-                variant.consumer, "--threads", str(profile.worker_threads), "--metrics-port",
-                str(metrics_port), *variant.consumer_args], env,
-                folder / f"{variant.consumer}.log"))
+        metrics_ports = []
+        for number in range(1, profile.consumers + 1 if variant.consumer else 1):
+            metrics_ports.append(free_port())
+            many = profile.consumers > 1
+            recipes.append((f"{variant.consumer}-{number}" if many else str(variant.consumer), [
+                str(variant.consumer), "--threads", str(profile.worker_threads),
+                "--metrics-port", str(metrics_ports[-1]),
+                *_numbered(variant.consumer_args, number if many else None)], env,
+                folder / (f"{variant.consumer}-{number}.log" if many
+                          else f"{variant.consumer}.log")))
         app = _App(f"http://127.0.0.1:{port}", [spawn(*recipe) for recipe in recipes],
                    recipes=recipes)
         server = app.children[0]
-        if variant.consumer is not None:
-            app.consumer_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+        if metrics_ports:  # the queue is one, whichever consumer is asked its depth
+            app.consumer_metrics = f"http://127.0.0.1:{metrics_ports[0]}/metrics"
         try:
             wait_http(f"{app.url}/healthz", timeout=60, process=server)
             for consumer in app.children[1:]:
                 consumer.wait_for_line("consuming", timeout=30)
         except BaseException:
             self.supervisor.stop(*app.children)
+            self.services.end_cell()
             raise
         return app
 
@@ -202,6 +219,7 @@ class Bench:
             raise BenchError(f"the timing probe of {name} failed: {exc}") from None
         finally:
             self.supervisor.stop(*app.children)
+            self._end_cell()
 
     def _run_cell(self, key: CellKey) -> CellResult:
         self.events = []
@@ -212,25 +230,28 @@ class Bench:
         variant = variant_info(key.variant)
         app = self._start_app(key.variant, cell_dir)
         try:
-            consumer = app.children[1].popen.pid if len(app.children) > 1 else None
-            sampler = CellSampler(app.children[0].popen.pid, app.consumer_metrics, consumer)
+            sampler = CellSampler(app.children[0].popen.pid, app.consumer_metrics,
+                                  [c.popen.pid for c in app.children[1:]])
             sampler.start()
             try:
                 locust_exit, (browser, browser_note) = self._run_locust(key, cell_dir, app,
                                                                          sampler)
+                merged = cellfiles.merge_parts(cell_dir)  # what was merged, read back
                 registrations = cellfiles.read_registrations(cell_dir)
                 capture = self._drain(variant.sends_email, app.consumer_metrics)
             finally:
                 sampler.stop()
         finally:
             self.supervisor.stop(*app.children)
+            self._end_cell()
         observed = Observed(
             samples=cellfiles.read_samples(cell_dir), registrations=registrations,
             capture=capture, sends_email=variant.sends_email,
             peak_threads=sampler.peak_threads, peak_queue_depth=sampler.peak_queue_depth,
             load_cpu_percent=sampler.load_cpu_percent, app_cpu_percent=sampler.app_cpu_percent,
-            locust_exit=locust_exit, events=self.events, fault_ended_at=self.fault_ended_at,
-            browser=browser, browser_note=browser_note)
+            load_processes=sampler.load_processes or None, load_rss=sampler.load_rss,
+            merged=merged, locust_exit=locust_exit, events=self.events,
+            fault_ended_at=self.fault_ended_at, browser=browser, browser_note=browser_note)
         return summarize_cell(key, self.profile, observed)
 
     def _run_locust(self, key: CellKey, cell_dir: Path, app: _App, sampler: CellSampler,
@@ -239,9 +260,13 @@ class Bench:
         profile = self.profile
         stop_timeout = profile.inbox_deadline_s + 15
         run_time = profile.run_time_s(key)
-        users = key.load.users or 1  # open loop: one user runs the schedule
+        processes = profile.load_processes
+        # Open loop: one user per load process runs that process's share of the schedule.
+        users = key.load.users or processes
         scenario = scenario_of(key.scenario)
-        args = ["-f", str(LOCUSTFILE), "--headless", "--users", str(users),
+        distributed = ["--processes", str(processes), "--master-bind-host", "127.0.0.1",
+                       *_master_port(free_port())] if processes > 1 else []
+        args = ["-f", str(LOCUSTFILE), "--headless", *distributed, "--users", str(users),
                 "--spawn-rate", str(users), "--run-time", f"{run_time}s",
                 "--arrival-rate", f"{key.load.rate:g}", "--arrivals", profile.arrivals,
                 "--arrival-seed", str(profile.seed),
@@ -279,6 +304,7 @@ class Bench:
         sampler.load_ended_now()
         self.supervisor.stop(locust)
         browser_figures = browser.finish() if browser else (None, None)
+        cellfiles.merge_parts(cell_dir)  # distributed: every worker's part, now all exited
         if not (cell_dir / cellfiles.SAMPLES_FILE).exists():
             raise BenchError(f"locust wrote no samples (exit {code}); see {locust.log_path}")
         return code, browser_figures
@@ -332,7 +358,14 @@ class Bench:
         else:
             process.wait_for_line("consuming", timeout=30)
             if sampler is not None:
-                sampler.consumer_pid = process.popen.pid
+                sampler.consumer_pids[index - 1] = process.popen.pid
+
+    def _end_cell(self) -> None:
+        """The cell's database goes (its app and consumers have stopped)."""
+        try:
+            self.services.end_cell()
+        except ServiceError as exc:
+            raise BenchError(str(exc)) from None
 
     def _drain(self, sends_email: bool, consumer_metrics: str | None) -> Capture:
         """Wait, bounded by the profile's ``drain_s``, until nothing is left in flight: no SMTP
@@ -442,6 +475,21 @@ class _BrowserProbe:
         note = self.note or (None if block.count == self.count else
                              f"the browser probe made {block.count} of {self.count} sign-ups")
         return block, note
+
+
+def _master_port(port: int) -> list[str]:
+    """locust's master listens on ``port`` and its forked workers connect to it there."""
+    return ["--master-bind-port", str(port), "--master-port", str(port)]
+
+
+def _numbered(args: tuple[str, ...], number: int | None) -> list[str]:
+    """A consumer's arguments; the ``number``-th of several gets its own ``--name`` (a relay
+    takes back its own leases by name)."""
+    found = list(args)
+    if number is not None and "--name" in found:
+        at = found.index("--name") + 1
+        found[at] = f"{found[at]}-{number}"
+    return found
 
 
 def _now() -> str:

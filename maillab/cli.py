@@ -211,6 +211,16 @@ def _rate_list(ctx: click.Context, param: click.Parameter,
     return rates
 
 
+def _check_server_url(flag: str, url: str | None, schemes: tuple[str, ...]) -> None:
+    """A server URL flag's scheme, checked before anything starts."""
+    if url is None:
+        return
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+    if scheme not in schemes:
+        raise click.BadParameter(f"must be a {' or '.join(s + '://' for s in schemes)} URL, "
+                                 f"got {url.split('@')[-1]!r}", param_hint=flag)
+
+
 @cli.command()
 @click.option("--profile", "profile_name", default="quick", show_default=True,
               help="A profile in loadtests/profiles (smoke, quick, full) or a .toml path.")
@@ -234,6 +244,19 @@ def _rate_list(ctx: click.Context, param: click.Parameter,
 @click.option("--browser", "browser_signups", type=click.IntRange(0, 1000), default=None,
               help="Sign-ups per cell in real headless Chromium during the load (what the "
                    "person sees) [default: the profile's browser_signups].")
+@click.option("--load-processes", type=click.IntRange(1, 16), default=None,
+              help="locust processes: above 1, a master and this many workers, each taking "
+                   "its share of the schedule [default: the profile's load_processes].")
+@click.option("--consumers", type=click.IntRange(1, 16), default=None,
+              help="queued's workers or outbox's relays, each a process [default: the "
+                   "profile's consumers].")
+@click.option("--database-url", default=None, metavar="URL",
+              help="A PostgreSQL server (postgresql+psycopg://user@host/db) on which the run "
+                   "makes a fresh database per cell [default: SQLite, or with the profile's "
+                   "database = \"postgresql\", $MAILLAB_POSTGRES_URL or the local server].")
+@click.option("--queue-url", default=None, metavar="URL",
+              help="A Redis server (redis://host:port/db) for queued's Huey [default: SQLite, "
+                   "or with the profile's queue = \"redis\", a private redis-server].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory [default: results/<run-id>].")
 @click.option("--smtp-port", type=click.IntRange(0, 65535), default=0,
@@ -249,7 +272,9 @@ def _rate_list(ctx: click.Context, param: click.Parameter,
 def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
           rates: list[float] | None, users: list[int] | None, mode: str | None,
           capacity: bool | None, duration: float | None, warmup: float | None,
-          browser_signups: int | None, out: Path | None, smtp_port: int, smtp_api_port: int,
+          browser_signups: int | None, load_processes: int | None, consumers: int | None,
+          database_url: str | None, queue_url: str | None, out: Path | None,
+          smtp_port: int, smtp_api_port: int,
           gate_after: bool, rules_file: Path | None, baseline: Path | None) -> None:
     """Measure every variant under the profile's SMTP latencies and loads; write results.json."""
     from rich.console import Console
@@ -276,7 +301,12 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
         profile = load_profile(profile_name).with_overrides(
             variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
             latencies_ms=latencies, rates=rates, users=users, mode=mode, capacity=capacity,
-            duration_s=duration, warmup_s=warmup, browser_signups=browser_signups)
+            duration_s=duration, warmup_s=warmup, browser_signups=browser_signups,
+            load_processes=load_processes, consumers=consumers,
+            database="postgresql" if database_url else None,
+            queue="redis" if queue_url else None)
+        _check_server_url("--database-url", database_url, ("postgresql",))
+        _check_server_url("--queue-url", queue_url, ("redis", "rediss", "unix"))
         require_free("--smtp-port", smtp_port)
         require_free("--smtp-api-port", smtp_api_port)
         run_dir = new_run_dir(results_root, profile, out)
@@ -290,7 +320,10 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
     console.print(f"maillab bench: profile {profile.name} ({len(cells)} cells, {load}, "
                   f"{profile.warmup_s:g} s warm-up each), "
                   f"gunicorn {profile.workers}x{profile.threads} gthread, queue consumer "
-                  f"{profile.worker_threads} threads, passwords hashed "
+                  f"{profile.worker_threads} threads x {profile.consumers}, "
+                  f"{profile.load_processes} load process"
+                  f"{'es' if profile.load_processes > 1 else ''}, {profile.database} database, "
+                  f"{profile.queue} queue, passwords hashed "
                   f"with {profile.password_hash} (cheap on purpose), results in {run_dir}")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
@@ -303,7 +336,8 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
     def on_stage(text: str) -> None:
         progress.update(task, description=text)
 
-    runner = Bench(profile, run_dir, results_root, smtp_port, smtp_api_port, on_cell, on_stage)
+    runner = Bench(profile, run_dir, results_root, smtp_port, smtp_api_port, on_cell, on_stage,
+                   database_url=database_url, queue_url=queue_url)
     kept = f"finished cells kept in {run_dir / RESULTS_FILE}"
     try:
         with progress:

@@ -158,6 +158,15 @@ class Supervisor:
         self.children.append(process)
         return process
 
+    def spawn_program(self, name: str, argv: list[str], env: dict[str, str],
+                      log: Path) -> ManagedProcess:
+        """Start another program (a server the run needs, such as redis-server) as a child of
+        this run, stopped with the rest."""
+        env = {**env, "MAILLAB_RUN_DIR": str(self.run_dir.resolve())}
+        process = ManagedProcess(name, argv, env, log)
+        self.children.append(process)
+        return process
+
     def stop(self, *processes: ManagedProcess) -> None:
         """Stop ``processes``, newest first, and forget them."""
         for process in reversed(processes):

@@ -1,5 +1,5 @@
 """Watching a cell while it runs: the app's live threads and CPU, the queue's depth, locust's
-CPU.
+CPU and memory (every load process: the master and, distributed, its workers).
 
 Threads are counted from /proc over every gunicorn worker (a scrape of /metrics would see only
 the one worker that answered, and would load the server being measured). Queue depth comes
@@ -46,6 +46,17 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident memory of ``pid`` (statm's second field, in pages)."""
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def queue_depth(metrics_url: str) -> int | None:
     try:
         with urllib.request.urlopen(metrics_url, timeout=2) as response:
@@ -64,7 +75,7 @@ class CellSampler:
 
     server_pid: int
     queue_metrics_url: str | None = None  # None: the variant has no queue
-    consumer_pid: int | None = None  # the variant's consumer, where it has one
+    consumer_pids: list[int] = field(default_factory=list)  # the variant's consumers
     interval: float = 0.25
     peak_threads: int = 0
     app_cpu_first: dict[int, float] = field(default_factory=dict)  # per process, under load
@@ -74,9 +85,11 @@ class CellSampler:
     app_done: bool = False  # set when the load ends: the drain after it is not the load's
     peak_queue_depth: int | None = None
     load_pid: int | None = None
-    load_cpu_s: float = 0.0
+    load_cpu_s: dict[int, float] = field(default_factory=dict)  # per load process, last seen
     load_started: float = 0.0
     load_ended: float = 0.0
+    # (seconds since the load started, MiB resident over every load process), once a second.
+    load_rss: list[tuple[float, float]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -102,8 +115,16 @@ class CellSampler:
 
     @property
     def load_cpu_percent(self) -> float | None:
+        """The busiest load process's CPU in % of one core: each is one gevent loop, so one
+        past saturation measures itself whatever the others do."""
         wall = self.load_ended - self.load_started
-        return round(100 * self.load_cpu_s / wall, 1) if wall > 0 else None
+        if wall <= 0 or not self.load_cpu_s:
+            return None
+        return round(100 * max(self.load_cpu_s.values()) / wall, 1)
+
+    @property
+    def load_processes(self) -> int:
+        return len(self.load_cpu_s)
 
     @property
     def app_cpu_percent(self) -> float | None:
@@ -121,8 +142,7 @@ class CellSampler:
             threads = sum(thread_count(pid) for pid in workers)
             self.peak_threads = max(self.peak_threads, threads)
             if not self.app_done:
-                consumer = [self.consumer_pid] if self.consumer_pid else []
-                for pid in [self.server_pid, *workers, *consumer]:
+                for pid in [self.server_pid, *workers, *self.consumer_pids]:
                     used = cpu_seconds(pid)
                     if used is not None:
                         self.app_cpu_first.setdefault(pid, used)
@@ -132,7 +152,16 @@ class CellSampler:
             if depth is not None:
                 self.peak_queue_depth = max(self.peak_queue_depth or 0, depth)
             if self.load_pid is not None:
-                used = cpu_seconds(self.load_pid)
-                if used is not None:  # the last reading before locust exits is kept
-                    self.load_cpu_s, self.load_ended = used, time.monotonic()
+                self._sample_load(self.load_pid)
             self._stop.wait(self.interval)
+
+    def _sample_load(self, master: int) -> None:
+        resident = 0
+        for pid in [master, *children_of(master)]:
+            used = cpu_seconds(pid)
+            if used is not None:  # the last reading before a process exits is kept
+                self.load_cpu_s[pid], self.load_ended = used, time.monotonic()
+                resident += rss_bytes(pid) or 0
+        since = time.monotonic() - self.load_started
+        if resident and (not self.load_rss or since - self.load_rss[-1][0] >= 1.0):
+            self.load_rss.append((round(since, 1), round(resident / 2**20, 1)))

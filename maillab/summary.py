@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from loadtests import cellfiles
-from loadtests.cellfiles import CellKey, CellSamples, Registration, Series
+from loadtests.cellfiles import CellKey, CellSamples, Merged, Registration, Series
 from loadtests.profiles import Profile
 from loadtests.results import (
     Arrivals,
@@ -67,6 +67,9 @@ class Observed:
     peak_queue_depth: int | None = None
     load_cpu_percent: float | None = None
     app_cpu_percent: float | None = None
+    load_processes: int | None = None
+    load_rss: list[tuple[float, float]] = field(default_factory=list)  # (s, MiB), see sampler
+    merged: Merged | None = None  # how the load processes' parts were joined; None: not parts
     locust_exit: int = 0
     events: list[ScenarioEvent] = field(default_factory=list)
     # When the scenario's fault ended (the outage lifted, the process started again), epoch
@@ -180,8 +183,26 @@ def summarize_cell(key: CellKey, profile: Profile, observed: Observed,
         resources=Resources(app_cpu_percent=observed.app_cpu_percent,
                             peak_threads=observed.peak_threads or None,
                             peak_queue_depth=observed.peak_queue_depth),
-        load_generator=LoadGenerator(cpu_percent=observed.load_cpu_percent),
+        load_generator=load_generator(observed),
         files=files or key.folder, valid=valid, warnings=warnings)
+
+
+RSS_SETTLED_S = 60.0  # the memory baseline is read this long into the load
+
+
+def load_generator(observed: Observed) -> LoadGenerator:
+    """The load processes' CPU, memory and sample counts. Memory a minute in, not at the
+    start: locust's imports and first connections are done by then, so growth after it is
+    what a long run would keep adding."""
+    rss = observed.load_rss
+    first = next((mb for at, mb in rss if at >= RSS_SETTLED_S), rss[0][1] if rss else None)
+    merged = observed.merged
+    return LoadGenerator(cpu_percent=observed.load_cpu_percent,
+                         processes=observed.load_processes,
+                         samples=merged.samples if merged else None,
+                         requests=merged.requests if merged else None,
+                         rss_mb_first=first, rss_mb_last=rss[-1][1] if rss else None,
+                         rss_mb_peak=max(mb for _, mb in rss) if rss else None)
 
 
 def _validity(observed: Observed, register: RequestStats, counts: Delivery,
@@ -207,6 +228,9 @@ def _validity(observed: Observed, register: RequestStats, counts: Delivery,
             warnings.append(event.what)
     if observed.browser_note:
         warnings.append(observed.browser_note)
+    if observed.merged is not None and observed.merged.problems:
+        valid = False
+        warnings.extend(observed.merged.problems)
     if observed.locust_exit not in (0, 1):  # 1 is locust's "some requests failed"
         valid = False
         warnings.append(f"locust exited with {observed.locust_exit}; see locust.log")

@@ -48,6 +48,18 @@ def test_poisson_arrivals_are_seeded_and_average_the_rate() -> None:
     assert 4000 / first[-1] == pytest.approx(20, rel=0.05)
 
 
+@pytest.mark.parametrize("kind", ["constant", "poisson"])
+def test_load_processes_share_one_schedule_exactly(kind: str) -> None:
+    """Three processes each take every third arrival: together, the one schedule, none twice,
+    none missing, whichever kind."""
+    alone = list(itertools.islice(schedule(30, kind, seed=3), 300))
+    shares = [list(itertools.islice(schedule(30, kind, 3, index, 3), 100)) for index in range(3)]
+    assert sorted(itertools.chain(*shares)) == alone
+    assert shares[1][:2] == [alone[1], alone[4]]
+    with pytest.raises(ValueError, match="load process 3 of 3"):
+        schedule(30, kind, 3, 3, 3)
+
+
 @pytest.mark.parametrize(("rate", "kind"), [(0, "constant"), (-1, "constant"),
                                             (math.nan, "constant"), (1, "bursty")])
 def test_a_schedule_that_cannot_be_kept_is_refused(rate: float, kind: str) -> None:
@@ -132,6 +144,45 @@ def test_a_cell_whose_schedule_slipped_is_invalid(tmp_path: Path) -> None:
     assert "start lag p99 40.0 ms is above the 25 ms bound" in cell.warnings[0]
 
 
+def test_load_processes_stream_their_parts_and_the_merge_counts_every_sample(
+        tmp_path: Path) -> None:
+    """Each process writes its part as it goes (a registration once its sign-up ends); the
+    merge joins them into the cell's two files, checks the rows against what the processes
+    counted, and says what is wrong when a process died or a timing was lost."""
+    regs = [Registration(f"u{i}@maillab.test", float(i), warmup=False, status=303,
+                         intended_at=float(i), lag_ms=0.5) for i in range(4)]
+    for tag, mine in (("0", regs[:2]), ("1", regs[2:])):
+        part = cellfiles.PartRecorder(tmp_path, tag)
+        for r in mine:
+            part.sample(Sample("register", "POST", r.intended_at or 0.0, 5.0, True, False))
+            part.registration(r)
+        part.close(requests=len(mine))
+    merged = cellfiles.merge_parts(tmp_path)
+    assert (merged.parts, merged.samples, merged.registrations, merged.requests) == (2, 4, 4, 4)
+    assert merged.problems == []
+    assert sorted(read_registrations(tmp_path), key=lambda r: r.email) == regs
+    assert len(cellfiles.read_sample_rows(tmp_path)) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        cellfiles.MERGED_FILE, cellfiles.REGISTRATIONS_FILE, cellfiles.SAMPLES_FILE]
+    assert cellfiles.merge_parts(tmp_path) == merged  # read back once the parts are gone
+
+    lost = tmp_path / "lost"
+    part = cellfiles.PartRecorder(lost, "0")
+    part.sample(Sample("register", "POST", 0.0, 5.0, True, False))
+    part.close(requests=2)  # fired two, kept one
+    dead = cellfiles.PartRecorder(lost, "1")
+    dead.sample(Sample("register", "POST", 0.0, 5.0, True, False))
+    dead._files[0].flush()  # a process killed before closing its part  # noqa: SLF001
+    problems = cellfiles.merge_parts(lost).problems
+    assert any("did not finish its samples" in p and "samples.part-1" in p for p in problems)
+    assert any("did not say how many" in p for p in problems)
+    part = cellfiles.PartRecorder(lost / "short", "0")
+    part.sample(Sample("register", "POST", 0.0, 5.0, True, False))
+    part.close(requests=2)
+    assert cellfiles.merge_parts(lost / "short").problems == [
+        "the load processes fired 2 timings but 1 samples were kept"]
+
+
 def test_registrations_round_trip_and_files_from_before_arrivals_still_read(
         tmp_path: Path) -> None:
     regs = [arrival(0), arrival(1, dropped=True)]
@@ -162,6 +213,10 @@ def test_registrations_round_trip_and_files_from_before_arrivals_still_read(
     ({"capacity": "yes"}, "capacity must be true or false"),
     ({"max_in_flight": 0}, "max_in_flight must be between 1 and 10000"),
     ({"slo_bad_share": 2}, "slo_bad_share must be between 0 and 1"),
+    ({"database": "mysql"}, "database must be one of sqlite, postgresql"),
+    ({"queue": "rabbitmq"}, "queue must be one of sqlite, redis"),
+    ({"load_processes": 0}, "load_processes must be between 1 and 16"),
+    ({"consumers": 17}, "consumers must be between 1 and 16"),
 ])
 def test_a_bad_open_loop_profile_names_the_key(changes: dict[str, object],
                                                needle: str) -> None:

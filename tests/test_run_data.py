@@ -26,10 +26,10 @@ from loadtests.cellfiles import (
     read_samples,
 )
 from loadtests.profiles import Profile
-from loadtests.results import METRICS, RunError, load_run, parse_results
+from loadtests.results import METRICS, LoadGenerator, RunError, load_run, parse_results
 from maillab.cli import cli
 from maillab.gate import compare, load_rules, parse_rule, run_gate
-from maillab.summary import Capture, Observed, summarize_cell
+from maillab.summary import Capture, Observed, load_generator, summarize_cell
 from reports import build_report
 from tests.runs import record_cell, results_for, summarize, validate
 
@@ -135,6 +135,9 @@ def test_summary_of_a_variant_that_sends_nothing(tmp_path: Path) -> None:
     ({"locust_exit": 2}, "locust exited with 2"),
     ({"capture": Capture(truncated=True)}, "delivery counts are incomplete"),
     ({"samples": cellfiles.CellSamples({})}, "no successful registration"),
+    ({"merged": cellfiles.Merged(2, 3, 1, 4)}, "fired 4 timings but 3 samples were kept"),
+    ({"merged": cellfiles.Merged(2, 3, 1, None, ("samples.part-1.csv.gz.open",))},
+     "a load process did not finish its samples (samples.part-1.csv.gz.open)"),
 ])
 def test_summary_marks_a_cell_invalid_and_says_why(observed: dict[str, object],
                                                    reason: str) -> None:
@@ -151,6 +154,21 @@ def test_summary_marks_a_cell_invalid_and_says_why(observed: dict[str, object],
     cell = summarize_cell(KEY, PROFILE, base)
     assert not cell.valid
     assert any(reason in warning for warning in cell.warnings), cell.warnings
+
+
+def test_the_load_generators_memory_is_read_a_minute_in() -> None:
+    """A minute in, locust's imports and first connections are done: growth after that is
+    what a longer run keeps adding. A shorter cell uses its first reading."""
+    def block(rss: list[tuple[float, float]]) -> LoadGenerator:
+        return load_generator(Observed(samples=cellfiles.CellSamples({}), registrations=[],
+                                       capture=Capture(), sends_email=True, load_rss=rss,
+                                       load_processes=3))
+
+    soak = block([(0.5, 40.0), (30.0, 70.0), (60.2, 80.0), (300.0, 90.0), (600.0, 84.0)])
+    assert (soak.rss_mb_first, soak.rss_mb_last, soak.rss_mb_peak) == (80.0, 84.0, 90.0)
+    assert soak.processes == 3
+    assert block([(0.5, 40.0), (5.0, 70.0)]).rss_mb_first == 40.0
+    assert block([]).rss_mb_first is None
 
 
 # -- the model -----------------------------------------------------------------------------------

@@ -1,0 +1,34 @@
+"""Where a multi-process ``maillab serve`` keeps its metrics, set up before anything else.
+
+gunicorn's workers are separate processes; prometheus_client's multiprocess mode has each
+write its values to files in ``$PROMETHEUS_MULTIPROC_DIR`` so a scrape can sum them
+(apps.core.metrics). The library reads that variable when it is first imported, so the
+folder is prepared here, before ``maillab.cli`` (which imports it) is loaded. This module
+must import nothing that imports prometheus_client.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+from pathlib import Path
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare() -> Path:
+    """An empty folder for this server's metrics, named in the environment: the one given in
+    ``$PROMETHEUS_MULTIPROC_DIR`` (wiped: a server starts from zero), else ``metrics-<pid>``
+    in the instance folder, removed when the server exits."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        folder = Path(given)
+    else:
+        instance = Path(os.environ.get("MAILLAB_INSTANCE_DIR", "instance")).resolve()
+        folder = instance / f"metrics-{os.getpid()}"
+        atexit.register(shutil.rmtree, folder, True)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(folder)
+    return folder
