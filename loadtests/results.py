@@ -240,6 +240,9 @@ class Resources:
     app_cpu_percent: float | None = Field(None, description="CPU of the app's processes "
                                                             "(workers and consumer) over the "
                                                             "cell, % of one core")
+    register_requests: int | None = Field(default=None, ge=0, description="POST /register "
+                                          "the app answered, from its /metrics summed over "
+                                          "every worker after the load")
 
 
 @dataclass(config=_CONFIG, kw_only=True)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from apps.core.metrics import REGISTER_REQUESTS
 from apps.core.registry import variant as variant_info
 from loadtests import cellfiles
 from loadtests.cellfiles import CellKey
@@ -49,7 +50,7 @@ from maillab.enumeration import ProbeError, probe
 from maillab.environment import capture_environment
 from maillab.ports import free_port
 from maillab.processes import ManagedProcess, ProcessError, Stopped, Supervisor, wait_http
-from maillab.sampling import CellSampler, queue_depth
+from maillab.sampling import CellSampler, queue_depth, scraped
 from maillab.services import ServiceError, Services
 from maillab.summary import CAPTURE_LIMIT, Capture, Observed, calibrate, summarize_cell
 
@@ -237,6 +238,7 @@ class Bench:
                 locust_exit, (browser, browser_note) = self._run_locust(key, cell_dir, app,
                                                                          sampler)
                 merged = cellfiles.merge_parts(cell_dir)  # what was merged, read back
+                register_requests = scraped(f"{app.url}/metrics", REGISTER_REQUESTS[0])
                 registrations = cellfiles.read_registrations(cell_dir)
                 capture = self._drain(variant.sends_email, app.consumer_metrics)
             finally:
@@ -250,7 +252,8 @@ class Bench:
             peak_threads=sampler.peak_threads, peak_queue_depth=sampler.peak_queue_depth,
             load_cpu_percent=sampler.load_cpu_percent, app_cpu_percent=sampler.app_cpu_percent,
             load_processes=sampler.load_processes or None, load_rss=sampler.load_rss,
-            merged=merged, locust_exit=locust_exit, events=self.events,
+            merged=merged, app_register_requests=register_requests,
+            locust_exit=locust_exit, events=self.events,
             fault_ended_at=self.fault_ended_at, browser=browser, browser_note=browser_note)
         return summarize_cell(key, self.profile, observed)
 

@@ -57,16 +57,22 @@ def rss_bytes(pid: int) -> int | None:
         return None
 
 
-def queue_depth(metrics_url: str) -> int | None:
+def scraped(metrics_url: str, family_name: str) -> int | None:
+    """The sum of one family's samples at ``metrics_url``; None if it cannot be read."""
     try:
         with urllib.request.urlopen(metrics_url, timeout=2) as response:
             text = response.read().decode()
     except OSError:
         return None
     for family in text_string_to_metric_families(text):
-        if family.name == "maillab_queue_depth":
-            return int(sum(sample.value for sample in family.samples))
+        if family.name == family_name:
+            return int(sum(sample.value for sample in family.samples
+                           if not sample.name.endswith("_created")))
     return None
+
+
+def queue_depth(metrics_url: str) -> int | None:
+    return scraped(metrics_url, "maillab_queue_depth")
 
 
 @dataclass

@@ -12,6 +12,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.http.errors import ParseException
 
 from apps.core import create_app
+from apps.core.metrics import worker_exited
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]
@@ -57,4 +58,6 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int, timeout: 
         "errorlog": "-",
         "loglevel": "warning",
         "when_ready": on_ready,
+        # prometheus_client's multiprocess mode: a dead worker's live gauges stop counting.
+        "child_exit": lambda _server, worker: worker_exited(worker.pid),
     }

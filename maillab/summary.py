@@ -31,6 +31,7 @@ from loadtests.results import (
     SmtpFaults,
 )
 from loadtests.scenarios import CLEAN
+from loadtests.scenarios import scenario as scenario_of
 from loadtests.stats import inp_rating, median, percentile
 
 SATURATED_CPU_PERCENT = 90.0  # locust is one gevent loop: past this it measures itself
@@ -70,6 +71,8 @@ class Observed:
     load_processes: int | None = None
     load_rss: list[tuple[float, float]] = field(default_factory=list)  # (s, MiB), see sampler
     merged: Merged | None = None  # how the load processes' parts were joined; None: not parts
+    # POST /register the app's /metrics counted over every worker; None: not scraped.
+    app_register_requests: int | None = None
     locust_exit: int = 0
     events: list[ScenarioEvent] = field(default_factory=list)
     # When the scenario's fault ended (the outage lifted, the process started again), epoch
@@ -166,6 +169,8 @@ def summarize_cell(key: CellKey, profile: Profile, observed: Observed,
                       observed.fault_ended_at)
     completed = verify.count if observed.sends_email else register.count
     valid, warnings = _validity(observed, register, counts, schedule, profile)
+    if not _counted_alike(observed, scenario_of(key.scenario).kill == "app", warnings):
+        valid = False
     rate = key.load.rate or None
     return CellResult(
         variant=key.variant, smtp_latency_ms=key.latency_ms,
@@ -182,9 +187,26 @@ def summarize_cell(key: CellKey, profile: Profile, observed: Observed,
         browser=observed.browser,
         resources=Resources(app_cpu_percent=observed.app_cpu_percent,
                             peak_threads=observed.peak_threads or None,
-                            peak_queue_depth=observed.peak_queue_depth),
+                            peak_queue_depth=observed.peak_queue_depth,
+                            register_requests=observed.app_register_requests),
         load_generator=load_generator(observed),
         files=files or key.folder, valid=valid, warnings=warnings)
+
+
+def _counted_alike(observed: Observed, app_restarted: bool, warnings: list[str]) -> bool:
+    """Whether the app's own count of POST /register (every worker, from /metrics) is what
+    the load generator recorded as answered, plus the browser probe's. Not checked where the
+    app was started again (its count starts again) or the probe stopped part-way."""
+    seen = observed.app_register_requests
+    if seen is None or app_restarted or observed.browser_note:
+        return True
+    answered = sum(1 for r in observed.registrations if r.status is not None)
+    answered += observed.browser.count if observed.browser else 0
+    if seen == answered:
+        return True
+    warnings.append(f"the app counted {seen} POST /register (its /metrics, every worker) but "
+                    f"the load generator recorded {answered} answered")
+    return False
 
 
 RSS_SETTLED_S = 60.0  # the memory baseline is read this long into the load

@@ -17,7 +17,7 @@ class BaselineMailer:
     name = "baseline"
 
     def __init__(self, app: Flask, keep: int = 10_000) -> None:
-        self.counters = MailerCounters()
+        self.counters = MailerCounters(self.name)
         self._lock = threading.Lock()
         # Bounded: a long benchmark must not grow memory without limit.
         self.outbox: deque[Email] = deque(maxlen=keep)

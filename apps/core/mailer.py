@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from apps.core.metrics import AppMetrics
+
 
 @dataclass(frozen=True)
 class Email:
@@ -64,38 +66,33 @@ class Mailer(Protocol):
 
 
 class MailerCounters:
-    """Thread-safe counters shared by the variants, reported through ``stats()``."""
+    """What a web app's mailer did, kept in :class:`apps.core.metrics.AppMetrics` (so a
+    scrape of a multi-process server sums every worker), read back through ``snapshot()``
+    as this process's view. ``delivers``: False for a variant whose delivery happens in
+    another process (queued, outbox), which then reports no delivered count of its own."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.dispatched = 0
-        self.delivered = 0
-        self.failed = 0
-        self.in_flight = 0
+    def __init__(self, variant: str, delivers: bool = True) -> None:
+        self.metrics = AppMetrics(variant, delivers)
+        self.delivers = delivers
 
     def started(self) -> None:
-        with self._lock:
-            self.dispatched += 1
-            self.in_flight += 1
+        self.metrics.inc("emails_dispatched_total")
+        self.metrics.inc("emails_in_flight")
+        self.metrics.set("live_threads", threading.active_count())
 
     def finished(self, ok: bool) -> None:
-        with self._lock:
-            self.in_flight -= 1
-            if ok:
-                self.delivered += 1
-            else:
-                self.failed += 1
+        self.metrics.dec("emails_in_flight")
+        if not ok:
+            self.metrics.inc("emails_failed_total")
+        elif self.delivers:
+            self.metrics.inc("emails_delivered_total")
+        self.metrics.set("live_threads", threading.active_count())
 
     def snapshot(self) -> dict[str, float]:
-        with self._lock:
-            return {
-                "emails_dispatched_total": self.dispatched,
-                "emails_delivered_total": self.delivered,
-                "emails_failed_total": self.failed,
-                "emails_in_flight": self.in_flight,
-                "live_threads": threading.active_count(),
-                "queue_depth": 0,
-            }
+        stats = {key: self.metrics.value(key) for key in self.metrics.families}
+        stats["live_threads"] = threading.active_count()
+        stats["queue_depth"] = 0
+        return stats
 
 
 class ConsumerCounters:

@@ -1,18 +1,38 @@
-"""``/metrics`` in Prometheus text format, read from a ``stats()`` at scrape time.
+"""``/metrics`` in Prometheus text format.
 
-The source is the app's Mailer, or the queue consumer's counters in ``maillab worker``. Each
-app gets its own registry, made once (tests create many apps in one process), and values are
-read on demand rather than mirrored, so the numbers are the source's own.
+Two sources, one set of names (:data:`METRICS`):
+
+- **The web app** keeps its numbers in prometheus_client metrics (:class:`AppMetrics`, one
+  set per app, unregistered: tests build many apps in one process). Under a server of several
+  processes, gunicorn's workers, ``$PROMETHEUS_MULTIPROC_DIR`` is set before the server starts
+  (``maillab serve`` sees to it) and prometheus_client's multiprocess mode keeps every
+  worker's values in files there; a scrape, whichever worker answers it, sums them
+  (``MultiProcessCollector``), so it sees the whole app. Gauges a worker reads off the world
+  (its live threads, the queue's depth) are set as it answers.
+- **A consumer** (``maillab worker``, ``maillab relay``) is one process: its counters are read
+  from ``stats()`` at scrape time, as they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Protocol
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # stats() key -> (metric name, help, is a counter); counters get "_total" from the library.
 METRICS = {
@@ -28,12 +48,102 @@ METRICS = {
     "live_threads": ("maillab_live_threads", "Threads alive in this process.", False),
     "queue_depth": ("maillab_queue_depth", "Tasks waiting in the queue.", False),
 }
+REGISTER_REQUESTS = ("maillab_register_requests", "POST /register answered, by status code "
+                     "(every worker of the app).")
+# How a gauge of several processes adds up: threads and emails in flight over the live
+# workers; the queue is one, so the latest reading of it.
+_GAUGE_MODES = {"emails_in_flight": "livesum", "live_threads": "livesum",
+                "queue_depth": "livemostrecent"}
+
+
+def multiprocess_dir() -> Path | None:
+    """Where a multi-process server keeps its metrics, or None (one process)."""
+    found = os.environ.get(MULTIPROC_ENV)
+    return Path(found) if found else None
+
+
+def worker_exited(pid: int) -> None:
+    """gunicorn's ``child_exit``: a dead worker's live gauges stop counting."""
+    if multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(pid)
+
+
+class AppMetrics:
+    """The web app's numbers, kept as prometheus_client metrics: the one place they live."""
+
+    def __init__(self, variant: str, delivers: bool = True) -> None:
+        self.variant = variant
+        self.families: dict[str, Counter | Gauge] = {}
+        for key, (name, doc, counter) in METRICS.items():
+            if key == "emails_retried_total" or (key == "emails_delivered_total"
+                                                 and not delivers):
+                continue  # counted by the consumer, in its own process
+            self.families[key] = (
+                Counter(name, doc, ["variant"], registry=None) if counter else
+                Gauge(name, doc, ["variant"], registry=None,
+                      multiprocess_mode=_GAUGE_MODES[key]))  # type: ignore[arg-type]
+        self.register_requests = Counter(*REGISTER_REQUESTS, ["variant", "status"],
+                                         registry=None)
+        self._lock = threading.Lock()
+
+    def inc(self, key: str, amount: float = 1) -> None:
+        self.families[key].labels(self.variant).inc(amount)
+
+    def dec(self, key: str) -> None:
+        family = self.families[key]
+        assert isinstance(family, Gauge)
+        family.labels(self.variant).dec()
+
+    def set(self, key: str, value: float) -> None:
+        family = self.families[key]
+        assert isinstance(family, Gauge)
+        family.labels(self.variant).set(value)
+
+    def forget(self, key: str) -> None:
+        """Leave ``key`` out of the next scrape. (prometheus_client cannot remove a value in
+        multiprocess mode: there the last one stays.)"""
+        if multiprocess_dir() is None:
+            self.families[key].remove(self.variant)
+
+    def registered(self, status: int) -> None:
+        self.register_requests.labels(self.variant, str(status)).inc()
+
+    def value(self, key: str) -> float:
+        """This process's value of ``key`` (a counter's total)."""
+        name = METRICS[key][0] + ("_total" if METRICS[key][2] else "")
+        for metric in self.families[key].collect():
+            for sample in metric.samples:
+                if sample.name == name and sample.labels.get("variant") == self.variant:
+                    return float(sample.value)
+        return 0.0
+
+    def registry(self, refresh: Callable[[], None]) -> CollectorRegistry:
+        """What a scrape reads: ``refresh`` first (the gauges read off the world), then
+        every worker's values summed, or this process's alone."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Refresh(refresh))
+        if multiprocess_dir() is not None:
+            multiprocess.MultiProcessCollector(registry)
+        else:
+            for family in (*self.families.values(), self.register_requests):
+                registry.register(family)
+        return registry
+
+
+class _Refresh(Collector):
+    """Sets the gauges a process reads off the world just before a scrape; yields nothing."""
+
+    def __init__(self, refresh: Callable[[], None]) -> None:
+        self.refresh = refresh
+
+    def collect(self) -> Iterator[Metric]:
+        self.refresh()
+        return iter(())
 
 
 class StatsSource(Protocol):
-    """What ``/metrics`` reads: ``name``, the ``variant`` label, and ``stats()``, keyed like
-    :data:`METRICS`, cheap and thread-safe. Every Mailer is one; so is the consumer's
-    ``WorkerStats``, which is no Mailer (it dispatches nothing)."""
+    """What a consumer's ``/metrics`` reads: ``name``, the ``variant`` label, and ``stats()``,
+    keyed like :data:`METRICS`, cheap and thread-safe."""
 
     name: str
 
@@ -55,9 +165,29 @@ class MailerCollector(Collector):
             yield metric
 
 
+def app_metrics(mailer: object) -> AppMetrics | None:
+    """A web app's mailer keeps its numbers in ``mailer.counters.metrics``; a consumer's
+    source does not."""
+    found = getattr(getattr(mailer, "counters", None), "metrics", None)
+    return found if isinstance(found, AppMetrics) else None
+
+
 def registry_for(mailer: StatsSource) -> CollectorRegistry:
-    """A registry that reads ``mailer.stats()`` at every scrape; made once per app (or once
-    per ``maillab worker``)."""
+    """A registry for ``mailer``'s scrape. A web app's (:func:`app_metrics`) sets the gauges
+    from ``stats()`` and reads every metric; anything else (a consumer's counters) is read
+    from ``stats()`` as it is."""
+    kept = app_metrics(mailer)
+    if kept is not None:
+        def refresh() -> None:
+            stats = mailer.stats()
+            for key in _GAUGE_MODES:
+                if key in stats:
+                    kept.set(key, stats[key])
+                else:  # unknown now (the queue is down): left out, not zeroed. (A
+                    # multi-process server's file keeps the last value it had.)
+                    kept.forget(key)
+
+        return kept.registry(refresh)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MailerCollector(mailer))
     return registry

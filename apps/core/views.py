@@ -7,7 +7,7 @@ import math
 import time
 from typing import Any
 
-from flask import Blueprint, current_app, redirect, render_template, url_for
+from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -159,6 +159,17 @@ def resend() -> ResponseReturnValue:
 def healthz() -> ResponseReturnValue:
     db.session().execute(select(1))
     return {"status": "ok", "variant": mailer().name}
+
+
+@bp.after_request
+def _count_registration(response: Response) -> Response:
+    """Every POST /register answered, by status, in the app's metrics (every worker's, summed
+    by a scrape): what the load generator's count of its requests is checked against."""
+    if request.method == "POST" and request.endpoint == "core.register":
+        kept = metrics.app_metrics(mailer())
+        if kept is not None:
+            kept.registered(response.status_code)
+    return response
 
 
 @bp.get("/metrics")

@@ -27,7 +27,7 @@ class OutboxMailer:
 
     def __init__(self, app: Flask) -> None:
         self.app = app
-        self.counters = MailerCounters()
+        self.counters = MailerCounters(self.name, delivers=False)
 
     def stage(self, session: Session, email: Email) -> None:
         """Inside the request's transaction, before its commit: the email becomes a row. On
@@ -46,7 +46,6 @@ class OutboxMailer:
         """This process's view: rows staged; what waits is the outbox's pending rows
         (delivery is counted by ``maillab relay --metrics-port``)."""
         stats = self.counters.snapshot()
-        stats.pop("emails_delivered_total")
         depth = pending_count(self.app)
         stats["queue_depth"] = stats["emails_in_flight"] = depth
         return stats

@@ -27,7 +27,7 @@ class QueuedMailer:
 
     def __init__(self, app: Flask) -> None:
         self.app = app
-        self.counters = MailerCounters()
+        self.counters = MailerCounters(self.name, delivers=False)
         self.huey = make_huey(app.config["QUEUE_URL"])
         cfg = app.config
         self.task = self.huey.task(
@@ -73,7 +73,6 @@ class QueuedMailer:
         what waits in the queue. Delivery itself is counted by the consumer
         (``maillab worker --metrics-port``)."""
         stats = self.counters.snapshot()
-        stats.pop("emails_delivered_total")
         try:
             stats["queue_depth"] = self.queue_depth()
             stats["emails_in_flight"] = stats["queue_depth"]

@@ -12,7 +12,7 @@ class SyncMailer:
     name = "sync"
 
     def __init__(self, app: Flask) -> None:
-        self.counters = MailerCounters()
+        self.counters = MailerCounters(self.name)
 
     def dispatch(self, email: Email) -> None:
         """Deliver now; a :class:`DeliveryError` reaches the view, which tells the user."""

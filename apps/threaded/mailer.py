@@ -24,7 +24,7 @@ class ThreadedMailer:
 
     def __init__(self, app: Flask) -> None:
         self.app = app
-        self.counters = MailerCounters()
+        self.counters = MailerCounters(self.name)
 
     def dispatch(self, email: Email) -> None:
         self.counters.started()
