@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PROFILE ?= quick
 
-.PHONY: bench chromium ui test microbench lint clean
+.PHONY: bench services chromium ui test microbench lint clean
 
 ui: $(STAMP)
 	$(BIN)/maillab ui
@@ -16,8 +16,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-bench: $(STAMP)
+bench: $(STAMP) $(if $(filter scale,$(PROFILE)),services)
 	$(BIN)/maillab bench --profile $(PROFILE) $(BENCH_ARGS)
+
+# PostgreSQL for PROFILE=scale: Debian's cluster, started where it is installed but stopped
+# (the bench makes and drops its own databases on it). The bench starts redis-server itself.
+services:
+	@command -v pg_lsclusters >/dev/null 2>&1 || { echo "PostgreSQL is not installed: \
+	  PROFILE=scale needs --database-url"; exit 0; }; \
+	pg_lsclusters --no-header | while read -r version cluster port status rest; do \
+	  [ "$$status" = online ] || pg_ctlcluster "$$version" "$$cluster" start || \
+	  echo "PostgreSQL $$version/$$cluster could not be started"; done
 
 # Debian's Chromium, driven by Playwright for maillab probe and for the tests that open the
 # report and sign up in a real browser. Where it cannot be installed (not root, no Debian

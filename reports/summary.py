@@ -421,6 +421,7 @@ def environment(run: ReportRun) -> list[tuple[str, str]]:
                              for k, v in asdict(env.server).items() if v is not None)),
         ("password hash", env.password_hash),
     ]
+    pairs.extend((name, what) for name, what in env.services.items())
     if settings:
         pairs.append(("profile settings", ", ".join(
             f"{k.replace('_', ' ')} {_plain(v)}" for k, v in settings.items() if k != "source")))

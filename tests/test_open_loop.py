@@ -17,7 +17,13 @@ import pytest
 from loadtests import cellfiles
 from loadtests.arrivals import schedule
 from loadtests.cellfiles import CellKey, Load, Registration, Sample, read_registrations
-from loadtests.profiles import Profile, ProfileError, profile_from_mapping
+from loadtests.profiles import (
+    PROFILES_DIR,
+    Profile,
+    ProfileError,
+    load_profile,
+    profile_from_mapping,
+)
 from maillab.capacity import breach, capacity_rows, predicted_rps
 from maillab.summary import Capture, delivery
 from tests.runs import results_for, summarize
@@ -313,3 +319,9 @@ def test_an_smtp_outage_covers_the_middle_third_of_the_measured_window(tmp_path:
     actions = bench._scenario_actions(scenario("smtp-outage"), 100.0, 2.0, 30.0)
     assert [(at, what) for at, what, _ in actions] == [
         (112.0, "SMTP faults on: id=outage,phase=mail,reply=421"), (122.0, "SMTP faults off")]
+
+
+@pytest.mark.parametrize("path", sorted(PROFILES_DIR.glob("*.toml")), ids=lambda p: p.stem)
+def test_every_shipped_profile_loads_and_says_what_it_does(path: Path) -> None:
+    profile = load_profile(path.stem)
+    assert profile.description and profile.cells()
