@@ -5,6 +5,10 @@
                  (case-insensitive); ``since``: only those with received_at > T (epoch s);
                  ``wait``: if none match yet, wait up to S seconds (capped at 120) for one,
                  answering the moment it lands, or [] at the deadline; ``limit``: default 100.
+    GET    /api/recipients           per recipient, how many messages and when the first
+                                     arrived: {"recipients": {ADDR: {"count": 2,
+                                     "first_at": T}}, "kept": n} (n: messages kept, all of
+                                     them counted; no page limit, unlike /api/messages)
     GET    /api/messages/{id}        one message (404 if unknown or evicted)
     GET    /api/messages/{id}/raw    the bytes as received (text/plain)
     DELETE /api/messages             forget all messages -> {"deleted": n}
@@ -94,6 +98,7 @@ def make_app(engine: Engine) -> web.Application:
             web.get("/", inbox),
             web.get("/api/messages", list_messages),
             web.delete("/api/messages", delete_messages),
+            web.get("/api/recipients", list_recipients),
             web.get("/api/messages/{id}", get_message),
             web.get("/api/messages/{id}/raw", get_raw),
             web.get("/api/config", get_config),
@@ -226,6 +231,13 @@ async def list_messages(request: web.Request) -> web.Response:
         found = store.query(to, since, limit)
     await parse_off_loop(found)
     return web.json_response([m.to_json() for m in found])
+
+
+async def list_recipients(request: web.Request) -> web.Response:
+    store = request.app[ENGINE].store
+    recipients = {address: {"count": count, "first_at": first}
+                  for address, (count, first) in store.recipients().items()}
+    return web.json_response({"recipients": recipients, "kept": len(store)})
 
 
 def _message(request: web.Request) -> Any:

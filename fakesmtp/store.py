@@ -157,6 +157,12 @@ class MessageStore:
                     fut.set_result(None)
         return msg
 
+    def recipients(self) -> dict[str, tuple[int, float]]:
+        """Per recipient (lower-cased): how many of the kept messages were for it, and when
+        the first of them arrived (epoch s)."""
+        return {rcpt: (len(kept), kept[0].received_at)
+                for rcpt, kept in self._by_rcpt.items() if kept}
+
     def get(self, message_id: str) -> Message | None:
         return self._messages.get(message_id)
 

@@ -16,7 +16,6 @@ whatever happened: Ctrl-C, SIGTERM, or a child that died, which stops the run wi
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import threading
@@ -52,7 +51,7 @@ from maillab.ports import free_port
 from maillab.processes import ManagedProcess, ProcessError, Stopped, Supervisor, wait_http
 from maillab.sampling import CellSampler, queue_depth, scraped
 from maillab.services import ServiceError, Services
-from maillab.summary import CAPTURE_LIMIT, Capture, Observed, calibrate, summarize_cell
+from maillab.summary import Capture, Observed, calibrate, summarize_cell
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.py"
 
@@ -402,21 +401,17 @@ class Bench:
         address met, and the cell's fault counters."""
         stats = self._smtp_call("GET", "/api/stats")
         faulted = self._smtp_call("GET", "/api/faults")
-        messages = self._smtp_call("GET", f"/api/messages?limit={CAPTURE_LIMIT}")
-        counts: Counter[str] = Counter()
-        first_at: dict[str, float] = {}
-        for message in messages:
-            for rcpt in message["rcpt_tos"]:
-                address = rcpt.lower()
-                counts[address] += 1
-                first_at[address] = min(first_at.get(address, math.inf), message["received_at"])
+        # Counted per recipient by fakesmtp itself: every kept message, with no page limit.
+        kept = self._smtp_call("GET", "/api/recipients")
+        counts = Counter({address: r["count"] for address, r in kept["recipients"].items()})
+        first_at = {address: r["first_at"] for address, r in kept["recipients"].items()}
         by_rule = stats["rejected"]["by_rule"]
         injected = sum(by_rule.values())
         attempts = stats["connections"]["total"]
         smtp = SmtpFaults(attempts=attempts, received=stats["received"], injected=injected,
                           injected_share=round(injected / attempts, 4) if attempts else None,
                           by_rule=by_rule)
-        return Capture(counts, truncated=stats["received"] > len(messages)
+        return Capture(counts, truncated=stats["received"] > kept["kept"]
                        or faulted["truncated"], drain=drain, first_at=first_at,
                        faulted=faulted["recipients"], smtp=smtp)
 

@@ -94,8 +94,9 @@ class CellSampler:
     load_cpu_s: dict[int, float] = field(default_factory=dict)  # per load process, last seen
     load_started: float = 0.0
     load_ended: float = 0.0
-    # (seconds since the load started, MiB resident over every load process), once a second.
-    load_rss: list[tuple[float, float]] = field(default_factory=list)
+    # (seconds since the load started, MiB resident over every load process, how many
+    # processes were read), once a second.
+    load_rss: list[tuple[float, float, int]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -162,12 +163,14 @@ class CellSampler:
             self._stop.wait(self.interval)
 
     def _sample_load(self, master: int) -> None:
-        resident = 0
+        resident, read = 0, 0
         for pid in [master, *children_of(master)]:
             used = cpu_seconds(pid)
             if used is not None:  # the last reading before a process exits is kept
                 self.load_cpu_s[pid], self.load_ended = used, time.monotonic()
-                resident += rss_bytes(pid) or 0
+                found = rss_bytes(pid)
+                if found:
+                    resident, read = resident + found, read + 1
         since = time.monotonic() - self.load_started
         if resident and (not self.load_rss or since - self.load_rss[-1][0] >= 1.0):
-            self.load_rss.append((round(since, 1), round(resident / 2**20, 1)))
+            self.load_rss.append((round(since, 1), round(resident / 2**20, 1), read))

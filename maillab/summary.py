@@ -35,7 +35,6 @@ from loadtests.scenarios import scenario as scenario_of
 from loadtests.stats import inp_rating, median, percentile
 
 SATURATED_CPU_PERCENT = 90.0  # locust is one gevent loop: past this it measures itself
-CAPTURE_LIMIT = 10_000  # fakesmtp's largest page of /api/messages
 MEASURED = "registrations sent after the warm-up"
 
 
@@ -69,7 +68,8 @@ class Observed:
     load_cpu_percent: float | None = None
     app_cpu_percent: float | None = None
     load_processes: int | None = None
-    load_rss: list[tuple[float, float]] = field(default_factory=list)  # (s, MiB), see sampler
+    # (s, MiB, processes read): see maillab.sampling.CellSampler.load_rss
+    load_rss: list[tuple[float, float, int]] = field(default_factory=list)
     merged: Merged | None = None  # how the load processes' parts were joined; None: not parts
     # POST /register the app's /metrics counted over every worker; None: not scraped.
     app_register_requests: int | None = None
@@ -215,8 +215,10 @@ RSS_SETTLED_S = 60.0  # the memory baseline is read this long into the load
 def load_generator(observed: Observed) -> LoadGenerator:
     """The load processes' CPU, memory and sample counts. Memory a minute in, not at the
     start: locust's imports and first connections are done by then, so growth after it is
-    what a long run would keep adding."""
-    rss = observed.load_rss
+    what a long run would keep adding. Only readings with every process up count: not the
+    master alone before it forks its workers, or after they have exited."""
+    every = max((n for _, _, n in observed.load_rss), default=0)
+    rss = [(at, mb) for at, mb, n in observed.load_rss if n == every]
     first = next((mb for at, mb in rss if at >= RSS_SETTLED_S), rss[0][1] if rss else None)
     merged = observed.merged
     return LoadGenerator(cpu_percent=observed.load_cpu_percent,
@@ -258,8 +260,9 @@ def _validity(observed: Observed, register: RequestStats, counts: Delivery,
         warnings.append(f"locust exited with {observed.locust_exit}; see locust.log")
     if observed.capture.truncated:
         valid = False
-        warnings.append(f"fakesmtp held more messages than one fetch returns "
-                        f"({CAPTURE_LIMIT}): delivery counts are incomplete")
+        warnings.append("fakesmtp received more messages than it keeps (max_messages: the "
+                        "oldest were evicted) or faulted more recipients than it records: "
+                        "delivery counts are incomplete")
     if not register.count:
         valid = False
         warnings.append("no successful registration was measured")

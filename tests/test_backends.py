@@ -73,3 +73,13 @@ def test_queued_on_unreachable_redis_is_a_503(make_app: Callable[..., Flask]) ->
     metrics = app.test_client().get("/metrics")
     assert metrics.status_code == 200
     assert not re.search(r"^maillab_queue_depth\{", metrics.get_data(as_text=True), re.M)
+
+
+def test_huey_on_redis_waits_in_a_blocking_pop_and_on_sqlite_polls(tmp_path: Path) -> None:
+    """On Redis the consumer's pick-up is a BRPOP that returns when a task is pushed (no
+    poll interval in time to inbox); SQLite has no such wait, so its consumer polls."""
+    pytest.importorskip("redis")
+    from apps.queued.queue import make_huey
+
+    assert make_huey("redis://127.0.0.1:6379/0").storage.blocking is True
+    assert make_huey(f"sqlite:///{tmp_path / 'q.db'}").storage.blocking is False

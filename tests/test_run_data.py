@@ -159,15 +159,17 @@ def test_summary_marks_a_cell_invalid_and_says_why(observed: dict[str, object],
 def test_the_load_generators_memory_is_read_a_minute_in() -> None:
     """A minute in, locust's imports and first connections are done: growth after that is
     what a longer run keeps adding. A shorter cell uses its first reading."""
-    def block(rss: list[tuple[float, float]]) -> LoadGenerator:
+    def block(rss: list[tuple[float, float, int]]) -> LoadGenerator:
         return load_generator(Observed(samples=cellfiles.CellSamples({}), registrations=[],
                                        capture=Capture(), sends_email=True, load_rss=rss,
                                        load_processes=3))
 
-    soak = block([(0.5, 40.0), (30.0, 70.0), (60.2, 80.0), (300.0, 90.0), (600.0, 84.0)])
-    assert (soak.rss_mb_first, soak.rss_mb_last, soak.rss_mb_peak) == (80.0, 84.0, 90.0)
+    # The master alone at first and at the end: those readings are not the load's.
+    soak = block([(0.5, 40.0, 1), (30.0, 210.0, 3), (60.2, 215.0, 3), (300.0, 220.0, 3),
+                  (600.0, 216.0, 3), (601.0, 79.0, 1)])
+    assert (soak.rss_mb_first, soak.rss_mb_last, soak.rss_mb_peak) == (215.0, 216.0, 220.0)
     assert soak.processes == 3
-    assert block([(0.5, 40.0), (5.0, 70.0)]).rss_mb_first == 40.0
+    assert block([(0.5, 40.0, 1), (5.0, 70.0, 1)]).rss_mb_first == 40.0
     assert block([]).rss_mb_first is None
 
 

@@ -35,6 +35,27 @@ def test_list_get_raw_delete(server, api) -> None:
     assert api.get("/api/messages") == []
 
 
+def test_recipients_counts_every_kept_message_with_no_page_limit(make_server,
+                                                                 api_for) -> None:
+    """What a bench needs after a cell, however many emails it had: per address, how many
+    came and when the first did; a server that evicted some says it kept fewer than it got."""
+    server = make_server(max_messages=3)
+    api = api_for(server)
+    assert api.get("/api/recipients") == {"recipients": {}, "kept": 0}
+    _send(server, "Bob@x.test")
+    _send(server, "bob@x.test")
+    _send(server, "eve@x.test")
+    found = api.get("/api/recipients")
+    assert {a: r["count"] for a, r in found["recipients"].items()} == {"bob@x.test": 2,
+                                                                       "eve@x.test": 1}
+    first = api.get("/api/messages?to=bob@x.test")[-1]["received_at"]
+    assert found["recipients"]["bob@x.test"]["first_at"] == first and found["kept"] == 3
+    _send(server, "zed@x.test")  # the oldest (Bob's first) is evicted
+    found = api.get("/api/recipients")
+    assert found["kept"] == 3 and found["recipients"]["bob@x.test"]["count"] == 1
+    assert server.stats()["received"] == 4  # more received than kept: the bench sees it
+
+
 def test_long_poll_returns_when_the_message_lands(server, api, until) -> None:
     result: list[tuple[float, list]] = []
 
