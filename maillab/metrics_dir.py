@@ -17,18 +17,26 @@ from pathlib import Path
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def prepare() -> Path:
+def prepare() -> Path | None:
     """An empty folder for this server's metrics, named in the environment: the one given in
     ``$PROMETHEUS_MULTIPROC_DIR`` (wiped: a server starts from zero), else ``metrics-<pid>``
-    in the instance folder, removed when the server exits."""
+    in the instance folder, removed when the server exits. None if it cannot be made: then
+    the instance folder is unusable, and the server's own check of its settings says so in
+    one line before anything is served."""
     given = os.environ.get(MULTIPROC_ENV)
     if given:
         folder = Path(given)
     else:
         instance = Path(os.environ.get("MAILLAB_INSTANCE_DIR", "instance")).resolve()
         folder = instance / f"metrics-{os.getpid()}"
+    try:
+        # Made private as the app makes its instance folder (it keeps an existing one's mode).
+        folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(mode=0o700)
+    except OSError:
+        return None
+    if not given:
         atexit.register(shutil.rmtree, folder, True)
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
     os.environ[MULTIPROC_ENV] = str(folder)
     return folder

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +53,9 @@ def test_metrics_sum_over_every_gunicorn_worker(
                 for i in range(40)]
     assert statuses == [202] * 40  # accepted: the email is on its way
     [folder] = instance.glob("metrics-*")
+    # Made before the app's own check of its instance folder: still private (it holds the
+    # secret key and the password hashes).
+    assert stat.S_IMODE(instance.stat().st_mode) == stat.S_IMODE(folder.stat().st_mode) == 0o700
     # Each worker that counted wrote its own file: both did (40 new connections).
     writers = {re.sub(r"\D", "", f.name) for f in folder.glob("counter_*.db")}
     assert len(writers) == 2, sorted(f.name for f in folder.iterdir())
