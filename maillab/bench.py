@@ -20,6 +20,7 @@ import os
 import signal
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
@@ -91,6 +92,7 @@ class Bench:
         self.profile = profile
         self.run_dir = run_dir
         self.results_root = results_root
+        self._free_ports = not smtp_port and not api_port  # picked here, so can be re-picked
         self.smtp_port = smtp_port or free_port()
         self.api_port = api_port or free_port()
         self.api_url = f"http://127.0.0.1:{self.api_port}"
@@ -140,7 +142,7 @@ class Bench:
         except Stopped as stop:
             self.results.stopped_reason = f"stopped by {stop}"
             raise
-        except (BenchError, ProcessError) as exc:
+        except (BenchError, ProcessError, OSError) as exc:
             self.results.stopped_reason = str(exc)
             raise BenchError(str(exc)) from None
         finally:
@@ -157,11 +159,23 @@ class Bench:
                    for row in self.results.capacity)
 
     def _start_smtp(self) -> None:
-        smtp = self.supervisor.spawn(
-            "fakesmtp", ["smtp", "--port", str(self.smtp_port), "--api-port",
-                         str(self.api_port), "--seed", "1"],
-            dict(os.environ), self.run_dir / "fakesmtp.log")
-        smtp.wait_for_line("HTTP API", timeout=30)
+        """fakesmtp on the run's ports. Ports picked free a moment ago can be taken before
+        fakesmtp binds them (by any connection's ephemeral port): then it is started again
+        on new ones, at most three times; ports given on the command line are not changed."""
+        for attempt in range(3):
+            smtp = self.supervisor.spawn(
+                "fakesmtp", ["smtp", "--port", str(self.smtp_port), "--api-port",
+                             str(self.api_port), "--seed", "1"],
+                dict(os.environ), self.run_dir / "fakesmtp.log")
+            try:
+                smtp.wait_for_line(r"^fakesmtp HTTP API ", timeout=30)
+                return
+            except ProcessError:
+                self.supervisor.stop(smtp)
+                if not self._free_ports or attempt == 2:
+                    raise
+                self.smtp_port, self.api_port = free_port(), free_port()
+                self.api_url = f"http://127.0.0.1:{self.api_port}"
 
     # -- one cell -----------------------------------------------------------------------------
 
@@ -419,8 +433,12 @@ class Bench:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.api_url + path, data=data, method=method,
                                          headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"null")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.URLError as exc:  # an OSError: callers that can go on catch it
+            raise OSError(f"fakesmtp's API at {self.api_url} did not answer {method} {path}: "
+                          f"{exc.reason}") from None
 
 
 class _BrowserProbe:

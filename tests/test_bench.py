@@ -459,3 +459,33 @@ def test_the_browser_probe_runs_alongside_the_load_or_says_why_not(
         assert cell["browser"] is None and document["inp_calibration"] is None
         assert any("no browser figures" in w and "MAILLAB_CHROMIUM" in w
                    for w in cell["warnings"])
+
+
+@pytest.mark.slow
+def test_fakesmtp_moves_when_a_picked_port_is_taken_before_it_binds(tmp_path: Path) -> None:
+    """A free port picked a moment ago can be taken by any new connection before fakesmtp
+    binds it: the run starts fakesmtp again on new ports rather than going on against
+    nothing (its error line also says "HTTP API": not to be mistaken for ready). Ports given
+    on the command line are not moved: the failure names them."""
+    from loadtests.profiles import load_profile
+    from maillab.bench import Bench
+    from maillab.processes import ProcessError
+
+    profile = load_profile("smoke")
+    bench = Bench(profile, tmp_path / "run", tmp_path)
+    (tmp_path / "run").mkdir()
+    taken = bench.api_port
+    with socket.socket() as squatter, bench.supervisor:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        bench._start_smtp()  # noqa: SLF001
+        assert bench.api_port != taken
+        assert bench._smtp_call("GET", "/api/stats")["received"] == 0  # noqa: SLF001
+    given = Bench(profile, tmp_path / "given", tmp_path, smtp_port=free_port(),
+                  api_port=taken)
+    (tmp_path / "given").mkdir()
+    with socket.socket() as squatter, given.supervisor:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        with pytest.raises(ProcessError, match=f"127.0.0.1:{taken}: Address already in use"):
+            given._start_smtp()  # noqa: SLF001
