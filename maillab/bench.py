@@ -248,9 +248,8 @@ class Bench:
                                   [c.popen.pid for c in app.children[1:]])
             sampler.start()
             try:
-                locust_exit, (browser, browser_note) = self._run_locust(key, cell_dir, app,
-                                                                         sampler)
-                merged = cellfiles.merge_parts(cell_dir)  # what was merged, read back
+                locust_exit, merged, (browser, browser_note) = self._run_locust(
+                    key, cell_dir, app, sampler)
                 register_requests = scraped(f"{app.url}/metrics", REGISTER_REQUESTS[0])
                 registrations = cellfiles.read_registrations(cell_dir)
                 capture = self._drain(variant.sends_email, app.consumer_metrics)
@@ -271,8 +270,9 @@ class Bench:
         return summarize_cell(key, self.profile, observed)
 
     def _run_locust(self, key: CellKey, cell_dir: Path, app: _App, sampler: CellSampler,
-                    ) -> tuple[int, tuple[Browser | None, str | None]]:
-        """Locust's exit code, and the browser probe's block and note (None, None: no probe)."""
+                    ) -> tuple[int, cellfiles.Merged, tuple[Browser | None, str | None]]:
+        """Locust's exit code, how its processes' samples were joined, and the browser probe's
+        block and note (None, None: no probe)."""
         profile = self.profile
         stop_timeout = profile.inbox_deadline_s + 15
         run_time = profile.run_time_s(key)
@@ -320,10 +320,12 @@ class Bench:
         sampler.load_ended_now()
         self.supervisor.stop(locust)
         browser_figures = browser.finish() if browser else (None, None)
-        cellfiles.merge_parts(cell_dir)  # distributed: every worker's part, now all exited
+        # Distributed: every worker's part, now that all have exited (alone, locust merged its
+        # own and this reads back what it joined).
+        merged = cellfiles.merge_parts(cell_dir)
         if not (cell_dir / cellfiles.SAMPLES_FILE).exists():
             raise BenchError(f"locust wrote no samples (exit {code}); see {locust.log_path}")
-        return code, browser_figures
+        return code, merged, browser_figures
 
     def _scenario_actions(self, scenario: Scenario, started: float, warmup_s: float,
                           measured_s: float, app: _App | None = None,

@@ -66,9 +66,12 @@ class Services:
         else:
             self.described["database"] = "SQLite, a file per cell"
         if self.redis_queue:
+            private = self.queue_url is None
             if self.queue_url is None:
                 self.queue_url = self._start_redis()
-            self._ping_redis(self.queue_url)
+            version = self._redis_version(self.queue_url)
+            where = "a private redis-server" if private else "Redis"
+            self.described["queue"] = f"Huey on {where} {version} at {_shown(self.queue_url)}"
         else:
             self.described["queue"] = "Huey on SQLite, a file per cell"
 
@@ -131,10 +134,10 @@ class Services:
                              "--appendonly", "no", "--dir", str(folder)],
             dict(os.environ), folder / "redis.log")
         self.redis.wait_for_line("Ready to accept connections", timeout=20)
-        self.described["queue"] = f"Huey on a private redis-server at 127.0.0.1:{port}"
         return f"redis://127.0.0.1:{port}/0"
 
-    def _ping_redis(self, url: str) -> None:
+    def _redis_version(self, url: str) -> str:
+        """The server's version; it must answer within 10 s."""
         try:
             import redis
         except ImportError:
@@ -142,20 +145,17 @@ class Services:
                                "'maillab[redis]'") from None
         client = redis.Redis.from_url(url, socket_connect_timeout=5)
         deadline = time.monotonic() + 10
-        while True:
-            try:
-                version = client.info("server")["redis_version"]
-                break
-            except redis.RedisError as exc:
-                if time.monotonic() > deadline:
-                    raise ServiceError(f"queue = \"redis\": no Redis at {_shown(url)} ({exc}); "
-                                       "give one with --queue-url") from None
-                time.sleep(0.2)
-            finally:
-                client.close()
-        self.described.setdefault("queue", f"Huey on Redis {version} at {_shown(url)}")
-        self.described["queue"] = self.described["queue"].replace(
-            "private redis-server", f"private redis-server {version}")
+        try:
+            while True:
+                try:
+                    return str(client.info("server")["redis_version"])
+                except redis.RedisError as exc:
+                    if time.monotonic() > deadline:
+                        raise ServiceError(f"queue = \"redis\": no Redis at {_shown(url)} "
+                                           f"({exc}); give one with --queue-url") from None
+                    time.sleep(0.2)
+        finally:
+            client.close()
 
 
 def _libpq(url: str) -> str:

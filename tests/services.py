@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,9 +23,9 @@ POSTGRES_ENV = "MAILLAB_TEST_POSTGRES_URL"
 POSTGRES_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh, empty database on the PostgreSQL server at $MAILLAB_TEST_POSTGRES_URL."""
+def postgres_admin() -> tuple[str, Any]:
+    """The server at $MAILLAB_TEST_POSTGRES_URL: its URL and an autocommit connection to it
+    (the caller closes it); skips the test, saying why, when there is none."""
     import psycopg
     from sqlalchemy.engine import make_url
 
@@ -35,6 +36,16 @@ def postgres_database() -> Iterator[str]:
     except psycopg.OperationalError as exc:
         pytest.skip(f"no PostgreSQL at {admin_url.render_as_string()} (set {POSTGRES_ENV}): "
                     f"{str(exc).strip().splitlines()[0]}")
+    return admin_url.render_as_string(hide_password=False), admin
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh, empty database on the PostgreSQL server at $MAILLAB_TEST_POSTGRES_URL."""
+    from sqlalchemy.engine import make_url
+
+    url, admin = postgres_admin()
+    admin_url = make_url(url)
     name = f"maillab_test_{uuid.uuid4().hex[:12]}"
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
