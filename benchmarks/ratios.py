@@ -18,7 +18,7 @@ from pathlib import Path
 
 REFERENCE = "test_token_create_and_verify"
 WALL_CLOCK_BOUND = ("test_dispatch[sync]", "test_dispatch[threaded]", "test_pickup_after_idle",
-                    "test_eom_latency_accuracy", "test_long_poll_wakeup", "test_ingest_")
+                    "test_eom_latency_holds", "test_long_poll_wakeup", "test_ingest_")
 
 
 def medians(path: Path) -> dict[str, float]:

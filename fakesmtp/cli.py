@@ -5,6 +5,7 @@ The click command object is :data:`smtp`; register it in a group with ``group.ad
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 from collections.abc import Sequence
@@ -120,6 +121,11 @@ def smtp(
             server.start()
         except StartError as err:
             raise click.ClickException(str(err)) from None
+        # What start-up made (modules, the app) lives as long as the process: frozen, the
+        # cyclic collector no longer walks it. Each full collection walked ~38,000 objects
+        # for ~9 ms with the GIL held, a pause every sleeping session's timer shares.
+        gc.collect()
+        gc.freeze()
         try:
             click.echo(f"fakesmtp SMTP     smtp://{host}:{server.smtp_port}")
             click.echo(f"fakesmtp HTTP API {server.api_url}/")

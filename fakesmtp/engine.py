@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -73,12 +74,12 @@ class Engine:
 
     async def delay(self, phase: str, spec: LatencySpec, rng: random.Random) -> None:
         """Sleep for one draw of ``spec`` without blocking other sessions; record both the
-        draw and the time actually slept."""
+        draw and the time actually slept. Timed with ``perf_counter``, not ``loop.time()``:
+        uvloop's loop clock counts whole milliseconds."""
         target = spec.sample(rng)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = time.perf_counter()
         await asyncio.sleep(target)
-        self.stats.record_latency(phase, target, loop.time() - started)
+        self.stats.record_latency(phase, target, time.perf_counter() - started)
 
     def fault(self, phase: str, rng: random.Random, recipients: Sequence[str]) -> FaultRule | None:
         """The rule that fires for this event (counted in the stats), or None."""

@@ -156,6 +156,21 @@ class Delivery:
 
 
 @dataclass(config=_CONFIG, kw_only=True)
+class PhaseLatency:
+    """One phase's injected latency as fakesmtp delivered it: a server too busy with its
+    sessions fires its timers late, and then delivers more latency than the cell says."""
+
+    count: Count = Field(description="delays slept (fakesmtp keeps the last 10,000)")
+    injected_p99_ms: Ms = Field(description="the delays drawn from the spec, p99")
+    # Not Ms: a timer can fire a hair early, so lateness can be below zero.
+    lateness_p50_ms: float | None = Field(description="slept minus drawn, per delay, p50")
+    lateness_p99_ms: float | None = Field(description="slept minus drawn, per delay, p99")
+    bound_ms: Ms = Field(description="the most p99 lateness that still counts as delivering "
+                                     "the spec: 5% of the injected p99, at least 10 ms; past "
+                                     "it the cell is invalid")
+
+
+@dataclass(config=_CONFIG, kw_only=True)
 class SmtpFaults:
     """What fakesmtp actually did to the cell's deliveries (its counters, reset per cell,
     warm-up included): the realised fault share beside the scenario's nominal one."""
@@ -166,6 +181,9 @@ class SmtpFaults:
     injected: Count = Field(description="fault rules that fired (a reply, hang or drop)")
     injected_share: float | None = Field(None, description="injected / attempts")
     by_rule: dict[str, int] = Field(default_factory=dict, description="fires per rule id")
+    latency: dict[str, PhaseLatency] = Field(
+        default_factory=dict, description="per SMTP phase with injected latency (the eom "
+                                          "phase in every cell): drawn, and how late it came")
 
 
 @dataclass(config=_CONFIG, kw_only=True)

@@ -37,6 +37,7 @@ from loadtests.results import (
     Browser,
     CellResult,
     EnumerationCheck,
+    PhaseLatency,
     Results,
     ScenarioEvent,
     SmtpFaults,
@@ -424,9 +425,14 @@ class Bench:
         by_rule = stats["rejected"]["by_rule"]
         injected = sum(by_rule.values())
         attempts = stats["connections"]["total"]
+        latency = {phase: PhaseLatency(
+            count=late["count"], injected_p99_ms=late["injected_p99_ms"],
+            lateness_p50_ms=late["lateness_p50_ms"], lateness_p99_ms=late["lateness_p99_ms"],
+            bound_ms=late["lateness_bound_ms"]) for phase, late in stats["latency"].items()
+            if late["count"]}
         smtp = SmtpFaults(attempts=attempts, received=stats["received"], injected=injected,
                           injected_share=round(injected / attempts, 4) if attempts else None,
-                          by_rule=by_rule)
+                          by_rule=by_rule, latency=latency)
         return Capture(counts, truncated=stats["received"] > kept["kept"]
                        or faulted["truncated"], drain=drain, first_at=first_at,
                        faulted=faulted["recipients"], smtp=smtp)

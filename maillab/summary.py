@@ -263,6 +263,14 @@ def _validity(observed: Observed, register: RequestStats, counts: Delivery,
         warnings.append("fakesmtp received more messages than it keeps (max_messages: the "
                         "oldest were evicted) or faulted more recipients than it records: "
                         "delivery counts are incomplete")
+    smtp = observed.capture.smtp
+    for phase, late in (smtp.latency if smtp else {}).items():
+        if late.lateness_p99_ms is not None and late.bound_ms is not None \
+                and late.lateness_p99_ms > late.bound_ms:
+            valid = False
+            warnings.append(f"fakesmtp did not deliver the latency it injected at {phase}: its "
+                            f"delays came {late.lateness_p99_ms:.1f} ms late at p99, past the "
+                            f"{late.bound_ms:g} ms bound (the SMTP server was overloaded)")
     if not register.count:
         valid = False
         warnings.append("no successful registration was measured")

@@ -26,7 +26,15 @@ from loadtests.cellfiles import (
     read_samples,
 )
 from loadtests.profiles import Profile
-from loadtests.results import METRICS, LoadGenerator, RunError, load_run, parse_results
+from loadtests.results import (
+    METRICS,
+    LoadGenerator,
+    PhaseLatency,
+    RunError,
+    SmtpFaults,
+    load_run,
+    parse_results,
+)
 from maillab.cli import cli
 from maillab.gate import compare, load_rules, parse_rule, run_gate
 from maillab.summary import Capture, Observed, load_generator, summarize_cell
@@ -138,6 +146,10 @@ def test_summary_of_a_variant_that_sends_nothing(tmp_path: Path) -> None:
     ({"merged": cellfiles.Merged(2, 3, 1, 4)}, "fired 4 timings but 3 samples were kept"),
     ({"merged": cellfiles.Merged(2, 3, 1, None, ("samples.part-1.csv.gz.open",))},
      "a load process did not finish its samples (samples.part-1.csv.gz.open)"),
+    ({"capture": Capture(smtp=SmtpFaults(attempts=1, received=1, injected=0, latency={
+        "eom": PhaseLatency(count=500, injected_p99_ms=500.0, lateness_p50_ms=3.0,
+                            lateness_p99_ms=25.5, bound_ms=25.0)}))},
+     "its delays came 25.5 ms late at p99, past the 25 ms bound"),
 ])
 def test_summary_marks_a_cell_invalid_and_says_why(observed: dict[str, object],
                                                    reason: str) -> None:
@@ -271,3 +283,19 @@ def test_only_the_cell_files_module_names_the_files() -> None:
               for path in (ROOT / package).rglob("*.py")
               if "samples.csv" in path.read_text() or "registrations.csv" in path.read_text()]
     assert naming == ["loadtests/cellfiles.py"]
+
+
+def test_latency_within_its_bound_leaves_the_cell_valid() -> None:
+    """The other side of the bound: lateness up to it is timer noise, not a wrong cell."""
+    import numpy as np
+
+    late = PhaseLatency(count=500, injected_p99_ms=500.0, lateness_p50_ms=0.2,
+                        lateness_p99_ms=25.0, bound_ms=25.0)
+    observed = Observed(samples=cellfiles.CellSamples({"register": cellfiles.Series(
+        np.array([0.0]), np.array([5.0]), np.array([True]), np.array([False]),
+        np.array([0.0]))}), registrations=[], sends_email=False,
+        capture=Capture(smtp=SmtpFaults(attempts=1, received=1, injected=0,
+                                        latency={"eom": late})))
+    cell = summarize_cell(KEY, PROFILE, observed)
+    assert cell.valid, cell.warnings
+    assert cell.smtp_faults is not None and cell.smtp_faults.latency["eom"] == late

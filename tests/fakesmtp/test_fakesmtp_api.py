@@ -192,7 +192,15 @@ def test_stats_and_metrics(make_server, api_for) -> None:
     eom = stats["latency"]["eom"]
     assert eom["count"] == 1 and eom["injected_p50_ms"] == 20.0
     assert eom["observed_p99_ms"] >= 19.0
+    # Lateness: what the server waited beyond what it drew, and the bound the bench holds to.
+    assert eom["lateness_p99_ms"] == pytest.approx(
+        eom["observed_p99_ms"] - eom["injected_p99_ms"], abs=0.002)
+    assert eom["lateness_bound_ms"] == 10.0
+    assert eom["within_bound"] is (eom["lateness_p99_ms"] <= 10.0)
+    assert stats["latency"]["mail"]["lateness_p99_ms"] is None  # no latency there
+    assert stats["latency"]["mail"]["within_bound"] is None
     text = api.get("/metrics")
+    assert 'fakesmtp_latency_lateness_seconds{phase="eom",quantile="0.99"} ' in text
     assert "fakesmtp_messages_received_total 1" in text
     assert 'fakesmtp_fault_hits_total{rule="r9"} 1' in text
     assert 'fakesmtp_replies_rejected_total{code="550"} 1' in text

@@ -234,6 +234,7 @@ RCPT = (b"RCPT TO:<b@x.test>", b"250 OK")
 DATA = (b"DATA", b"354 End data with <CR><LF>.<CR><LF>")
 NEEDS_SMTPUTF8 = b"553 5.6.7 Non-ASCII address needs MAIL FROM SMTPUTF8"
 CONTROL = b"553 5.1.3 Control character in address"
+MALFORMED = b"553 5.1.3 Error: malformed address"
 MAIL_SYNTAX = b"501 Syntax: MAIL FROM: <address> [SP <mail-parameters>]"
 
 SMTP_CASES = [
@@ -262,6 +263,9 @@ SMTP_CASES = [
                  id="size-long-s-circled"),
     pytest.param([EHLO, (b"MAIL FROM:<a@x.test> SIZE=" + b"9" * 40, b"552")],
                  id="size-huge"),
+    pytest.param([EHLO, (b"MAIL FROM:<", MALFORMED), MAIL, (b"RCPT TO:<", MALFORMED),
+                  (b"RCPT TO:a@[", MALFORMED)],
+                 id="address-cut-short"),
     pytest.param([EHLO, (b"MAIL FROM:<a@x.test> BODY=junk",
                          b"501 Error: BODY can only be one of 7BIT, 8BITMIME")], id="body-junk"),
     pytest.param([EHLO, (b"MAIL FROM:<" + b"a" * 600 + b"@x.test>", b"500 Command line too long")],

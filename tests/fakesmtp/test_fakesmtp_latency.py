@@ -15,6 +15,7 @@ from fakesmtp.latency import (
     parse_latency,
     parse_phase_latency,
 )
+from fakesmtp.stats import Stats, lateness_bound
 
 
 @pytest.mark.parametrize(
@@ -125,3 +126,23 @@ def test_a_wide_lognormal_is_clamped_before_exp() -> None:
     # an SMTP session); the spec cannot be parsed any more, but the sampler holds anyway.
     spec = LatencySpec("lognormal", (5e-324, 3600.0))
     assert spec.sample(random.Random(632808)) == pytest.approx(3600.0)
+
+
+def test_lateness_is_observed_minus_injected_and_bounded() -> None:
+    """Stats keep each event's lateness; the bound is 5% of the injected p99, at least 10 ms."""
+    stats = Stats()
+    for i in range(100):
+        stats.record_latency("eom", 0.2, 0.2 + (0.05 if i == 99 else 0.001))
+        stats.record_latency("mail", 5.0, 5.2)
+    summary = stats.latency_summary()
+    eom, mail = summary["eom"], summary["mail"]
+    assert eom["lateness_p50_ms"] == 1.0 and eom["lateness_p99_ms"] == 1.0
+    assert eom["lateness_max_ms"] == 50.0  # one late event in a hundred: past the p99 rank
+    assert eom["lateness_bound_ms"] == 10.0 and eom["within_bound"] is True
+    assert mail["lateness_p99_ms"] == 200.0 and mail["lateness_bound_ms"] == 250.0
+    assert mail["within_bound"] is True
+    stats.record_latency("eom", 0.2, 0.3)  # two late events: now the p99
+    assert stats.latency_summary()["eom"]["within_bound"] is False
+    assert lateness_bound(0.0) == 0.010 and lateness_bound(1.0) == 0.05
+    assert 'fakesmtp_latency_lateness_seconds{phase="mail",quantile="0.99"} 0.2' in \
+        stats.prometheus(0, 0)
