@@ -146,8 +146,9 @@ def test_summary_of_a_variant_that_sends_nothing(tmp_path: Path) -> None:
     ({"merged": cellfiles.Merged(2, 3, 1, 4)}, "fired 4 timings but 3 samples were kept"),
     ({"merged": cellfiles.Merged(2, 3, 1, None, ("samples.part-1.csv.gz.open",))},
      "a load process did not finish its samples (samples.part-1.csv.gz.open)"),
-    ({"capture": Capture(smtp=SmtpFaults(attempts=1, received=1, injected=0, latency={
-        "eom": PhaseLatency(count=500, injected_p99_ms=500.0, lateness_p50_ms=3.0,
+    ({"capture": Capture(smtp=SmtpFaults(
+        attempts=1, received=1, injected=0, injected_share=0.0, latency={
+            "eom": PhaseLatency(count=500, injected_p99_ms=500.0, lateness_p50_ms=3.0,
                             lateness_p99_ms=25.5, bound_ms=25.0)}))},
      "its delays came 25.5 ms late at p99, past the 25 ms bound"),
 ])
@@ -294,7 +295,7 @@ def test_latency_within_its_bound_leaves_the_cell_valid() -> None:
     observed = Observed(samples=cellfiles.CellSamples({"register": cellfiles.Series(
         np.array([0.0]), np.array([5.0]), np.array([True]), np.array([False]),
         np.array([0.0]))}), registrations=[], sends_email=False,
-        capture=Capture(smtp=SmtpFaults(attempts=1, received=1, injected=0,
+        capture=Capture(smtp=SmtpFaults(attempts=1, received=1, injected=0, injected_share=0.0,
                                         latency={"eom": late})))
     cell = summarize_cell(KEY, PROFILE, observed)
     assert cell.valid, cell.warnings
