@@ -8,7 +8,9 @@ from __future__ import annotations
 import gc
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import click
 
@@ -25,6 +27,7 @@ from fakesmtp.latency import (
 )
 from fakesmtp.server import FakeSMTP, StartError
 from fakesmtp.store import DEFAULT_CAPACITY
+from fakesmtp.tls import AUTH_MECHANISMS, Credentials, TlsError, self_signed, server_context
 
 _EPILOG = f"""
 \b
@@ -64,6 +67,17 @@ def _phase_latency(
     return out
 
 
+def _credentials(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> Credentials | None:
+    if value is None:
+        return None
+    try:
+        return Credentials.parse(value)
+    except TlsError as err:
+        raise click.BadParameter(str(err), ctx, param) from None
+
+
 def _faults(
     ctx: click.Context, param: click.Parameter, values: Sequence[str]
 ) -> list[FaultRule]:
@@ -91,6 +105,17 @@ def _faults(
 @click.option("--seed", type=int, help="RNG seed, so a run repeats (default: random, printed).")
 @click.option("--max-messages", type=click.IntRange(min=1), default=DEFAULT_CAPACITY,
               show_default=True, help="Messages kept in memory; the oldest are evicted.")
+@click.option("--tls", is_flag=True,
+              help="Offer STARTTLS and refuse mail before it (530), as a provider's port 587 "
+                   "does; with a self-signed certificate for localhost, 127.0.0.1 and ::1 "
+                   "unless --tls-cert is given.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path),
+              help="PEM certificate (chain) for --tls; needs --tls-key.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path),
+              help="PEM private key of --tls-cert.")
+@click.option("--auth", "credentials", metavar="USER:PASSWORD", callback=_credentials,
+              help=f"Refuse mail before AUTH ({' or '.join(AUTH_MECHANISMS)}) with these "
+                   "credentials (530); a wrong password gets 535. Needs --tls.")
 def smtp(
     host: str,
     port: int,
@@ -100,6 +125,10 @@ def smtp(
     faults: list[FaultRule],
     seed: int | None,
     max_messages: int,
+    tls: bool,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    credentials: Credentials | None,
 ) -> None:
     """Run a fake SMTP server that injects latency and faults and captures mail,
     controlled over an HTTP API. Stops on SIGINT or SIGTERM."""
@@ -110,8 +139,31 @@ def smtp(
         config = Config.build(specs, faults, seed)
     except ConfigError as err:  # e.g. the same rule id twice
         raise click.BadParameter(str(err), param_hint="'--fault'") from None
-    server = FakeSMTP(host, port, api_port, config, max_messages=max_messages)
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    tls = tls or tls_cert is not None
+    if credentials is not None and not tls:
+        raise click.UsageError("--auth needs --tls: credentials are only taken over STARTTLS")
+    with tempfile.TemporaryDirectory(prefix="fakesmtp-tls-") as scratch:
+        context, certificate = None, None
+        if tls:
+            if tls_cert is None or tls_key is None:
+                tls_cert, tls_key = self_signed(Path(scratch))
+                certificate = f"{tls_cert} (self-signed for localhost, 127.0.0.1, ::1)"
+            else:
+                certificate = str(tls_cert)
+            try:
+                context = server_context(tls_cert, tls_key)
+            except TlsError as err:
+                raise click.BadParameter(str(err), param_hint="'--tls-cert'") from None
+        server = FakeSMTP(host, port, api_port, config, max_messages=max_messages,
+                          tls=context, credentials=credentials)
+        _serve(server, host, certificate, credentials)
 
+
+def _serve(server: FakeSMTP, host: str, certificate: str | None,
+           credentials: Credentials | None) -> None:
+    """Start ``server``, say where it listens, and stop it on SIGINT or SIGTERM."""
     # Block the signals before the server thread starts (it inherits the mask), then wait
     # for them synchronously: no handler can run in the middle of anything.
     stop_signals = {signal.SIGINT, signal.SIGTERM}
@@ -130,6 +182,11 @@ def smtp(
             click.echo(f"fakesmtp SMTP     smtp://{host}:{server.smtp_port}")
             click.echo(f"fakesmtp HTTP API {server.api_url}/")
             click.echo(f"fakesmtp {server.config.describe()}")
+            if certificate is not None:
+                click.echo(f"fakesmtp STARTTLS required; certificate {certificate}")
+            if credentials is not None:
+                click.echo(f"fakesmtp AUTH required ({' or '.join(AUTH_MECHANISMS)}); "
+                           f"user {credentials.user}")
             sys.stdout.flush()
             received = signal.sigwait(stop_signals)
         finally:

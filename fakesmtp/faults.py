@@ -10,7 +10,9 @@ Keys:
 
     id      name shown in the reply text ``[fakesmtp rule=ID]`` and in the stats
             (default r1, r2, ... by position): up to 64 ASCII letters, digits, - and _
-    phase   connect | ehlo | mail | rcpt | data | eom | quit   (required)
+    phase   connect | ehlo | starttls | auth | mail | rcpt | data | eom | quit   (required;
+            starttls and auth only happen with --tls and --auth: phase=auth,reply=535,prob=0.1
+            refuses a tenth of the logins)
     action  reply (default) | disconnect (close, no reply) | hang (never answer; the session
             ends when the client gives up) | drop (phase=data: send 354, read part of the
             message, then close without a reply; phase=eom: store the whole message, then close

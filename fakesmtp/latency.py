@@ -3,7 +3,9 @@
 Phases, in the order a client meets them:
 
     connect  before the 220 banner
-    ehlo     before the reply to EHLO/HELO
+    ehlo     before the reply to EHLO/HELO (again after STARTTLS)
+    starttls before the 220 that starts the TLS handshake (``--tls``)
+    auth     before an AUTH exchange (``--auth``): its challenge, or its verdict
     mail     before the reply to MAIL FROM
     rcpt     before the reply to each RCPT TO
     data     before the 354 that invites the message body
@@ -37,7 +39,8 @@ from typing import Final
 
 from fakesmtp.numbers import NumberError, finite, shown
 
-PHASES: Final[tuple[str, ...]] = ("connect", "ehlo", "mail", "rcpt", "data", "eom", "quit")
+PHASES: Final[tuple[str, ...]] = (
+    "connect", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "eom", "quit")
 DEFAULT_PHASE: Final = "eom"  # what `--latency X` alone applies to
 
 #: One delay above this is a typo, not a test scenario (clients time out long before).

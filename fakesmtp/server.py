@@ -13,12 +13,15 @@
 
 ``FakeSMTP(host="127.0.0.1", smtp_port=0, api_port=0, config=None, seed=None,
 max_messages=100_000, data_size_limit=10 MiB, server_hostname="fakesmtp.localhost",
-session_timeout=300.0)``: port 0 picks a free port; after ``start()`` the bound ports are
-``smtp_port`` and ``api_port``. ``seed=None`` uses ``config.seed``, and if that is None too, a
-random seed (shown in ``config.seed`` so the run can be repeated). ``api_port=None`` runs no
+session_timeout=300.0, tls=None, credentials=None)``: port 0 picks a free port; after
+``start()`` the bound ports are ``smtp_port`` and ``api_port``. ``seed=None`` uses
+``config.seed``, and if that is None too, a random seed (shown in ``config.seed`` so the run
+can be repeated). ``api_port=None`` runs no
 HTTP API. ``start()`` raises :class:`StartError` (nothing left running) if a port is taken.
 ``stop()`` closes every connection and frees both ports; it is idempotent, and a stopped
-server stays stopped (make a new one to restart).
+server stays stopped (make a new one to restart). ``tls`` (an ``ssl.SSLContext``, see
+:func:`fakesmtp.tls.server_context`) makes STARTTLS required before mail, and ``credentials``
+(which need ``tls``) AUTH too.
 
 Thread-safe methods (each runs on the server's loop and waits for the answer):
 
@@ -38,6 +41,7 @@ import concurrent.futures
 import os
 import random
 import socket
+import ssl
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -54,6 +58,7 @@ from fakesmtp.config import Config
 from fakesmtp.engine import Engine
 from fakesmtp.smtp import DEFAULT_DATA_SIZE_LIMIT, DEFAULT_SERVER_HOSTNAME, protocol_factory
 from fakesmtp.store import DEFAULT_CAPACITY, Message, MessageStore
+from fakesmtp.tls import Credentials
 
 T = TypeVar("T")
 _BACKLOG = 1024  # bursts of thousands of connects must queue, not be refused
@@ -76,7 +81,11 @@ class FakeSMTP:
         data_size_limit: int = DEFAULT_DATA_SIZE_LIMIT,
         server_hostname: str = DEFAULT_SERVER_HOSTNAME,
         session_timeout: float = 300.0,
+        tls: ssl.SSLContext | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
+        if credentials is not None and tls is None:
+            raise ValueError("AUTH needs TLS: credentials are only taken over STARTTLS")
         if seed is None:
             seed = config.seed if config is not None else None
         if seed is None:
@@ -91,6 +100,8 @@ class FakeSMTP:
         self._data_size_limit = data_size_limit
         self._server_hostname = server_hostname
         self._session_timeout = session_timeout
+        self.tls = tls
+        self.credentials = credentials
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._engine: Engine | None = None
@@ -209,6 +220,8 @@ class FakeSMTP:
             data_size_limit=self._data_size_limit,
             timeout=self._session_timeout,
             loop=loop,
+            tls=self.tls,
+            credentials=self.credentials,
         )
         try:
             self._smtp_server = await loop.create_server(

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import random
 import re
+import ssl
 import time
 from collections.abc import Sequence
 from typing import Any, AnyStr, NoReturn
@@ -29,6 +30,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from fakesmtp import replies
 from fakesmtp.engine import Engine
+from fakesmtp.tls import Credentials
 
 DEFAULT_DATA_SIZE_LIMIT = 10 * 1024 * 1024
 DEFAULT_SERVER_HOSTNAME = "fakesmtp.localhost"
@@ -199,6 +201,33 @@ class FaultySMTP(SMTP):
             return None, None
         return address, rest
 
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if not arg and self.tls_context and not self._tls_protocol:  # a handshake follows
+            status = await self.enter("starttls")
+            if status is not None:
+                await self.push(status)
+                return
+        await super().smtp_STARTTLS(arg)
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        if self._auth_attempt(arg):
+            status = await self.enter("auth")
+            if status is not None:
+                await self.push(status)
+                return
+        await super().smtp_AUTH(arg)
+
+    def _auth_attempt(self, arg: str | None) -> bool:
+        """Whether aiosmtpd will run this AUTH's exchange (rather than refuse the command),
+        so the ``auth`` phase's latency and faults meet only real login attempts."""
+        mechanism = arg.split()[0].upper() if arg else ""
+        session = self.session
+        return bool(session is not None and session.extended_smtp and not session.authenticated
+                    and mechanism in self._auth_methods
+                    and (self._tls_protocol or not self._auth_require_tls))
+
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
         if arg is not None and any(_int_refuses_size(w) for w in arg.split()):
@@ -313,10 +342,15 @@ def protocol_factory(
     data_size_limit: int = DEFAULT_DATA_SIZE_LIMIT,
     timeout: float = 300.0,
     loop: asyncio.AbstractEventLoop | None = None,
+    tls: ssl.SSLContext | None = None,
+    credentials: Credentials | None = None,
 ) -> Any:
     """A zero-argument callable for ``loop.create_server`` (like aiosmtpd's
     ``Controller.factory``). ``server_hostname`` is always passed, so aiosmtpd never calls
-    ``socket.getfqdn()`` (a DNS look-up) per connection."""
+    ``socket.getfqdn()`` (a DNS look-up) per connection. With ``tls``, STARTTLS is offered and
+    required before mail; with ``credentials`` (which need ``tls``), so is AUTH."""
+    if credentials is not None and tls is None:
+        raise ValueError("AUTH needs TLS: credentials are only taken over STARTTLS")
     handler = FakeHandler(engine)
 
     def factory() -> FaultySMTP:
@@ -329,6 +363,10 @@ def protocol_factory(
             enable_SMTPUTF8=True,
             timeout=timeout,
             loop=loop,
+            tls_context=tls,
+            require_starttls=tls is not None,
+            authenticator=credentials.authenticator if credentials else None,
+            auth_required=credentials is not None,
         )
 
     return factory

@@ -98,7 +98,8 @@ def test_zero_spec_is_flagged_and_sleeps_nothing() -> None:
 
 
 def test_phase_latency_and_phase_names() -> None:
-    assert PHASES == ("connect", "ehlo", "mail", "rcpt", "data", "eom", "quit")
+    assert PHASES == ("connect", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "eom",
+                      "quit")
     phase, spec = parse_phase_latency("rcpt=uniform:10ms..20ms")
     assert phase == "rcpt" and str(spec) == "uniform:10ms..20ms"
     with pytest.raises(LatencyError, match="phases: connect, ehlo"):

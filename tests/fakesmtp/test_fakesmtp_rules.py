@@ -167,8 +167,8 @@ def test_config_patch_merges_and_validates() -> None:
     base = Config.build({"eom": "200ms", "rcpt": "10ms"}, ["id=a,phase=eom,every=2"], seed=1)
     new = base.patched({"latency": {"eom": "500ms", "rcpt": None, "mail": "0"}})
     assert new.to_json()["latency"] == {
-        "connect": "0", "ehlo": "0", "mail": "0", "rcpt": "0", "data": "0",
-        "eom": "500ms", "quit": "0"}
+        "connect": "0", "ehlo": "0", "starttls": "0", "auth": "0", "mail": "0", "rcpt": "0",
+        "data": "0", "eom": "500ms", "quit": "0"}
     assert new.faults == base.faults and new.seed == 1  # what you leave out stays
     assert base.patched({"faults": []}).faults == ()
     assert base.patched({"seed": 9}).seed == 9
