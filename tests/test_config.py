@@ -134,3 +134,40 @@ def test_processes_opening_a_new_database_together(tmp_path: Path) -> None:
              for variant in ["queued", "sync"] * 3]
     outcomes = [(p.communicate(timeout=60)[1], p.returncode) for p in procs]
     assert [err for err, code in outcomes if code != 0] == []
+
+
+@pytest.mark.parametrize(("settings", "needle"), [
+    ({"SMTP_USERNAME": "maillab"}, "MAILLAB_SMTP_USERNAME and MAILLAB_SMTP_PASSWORD go together"),
+    ({"SMTP_PASSWORD": "pw"}, "MAILLAB_SMTP_USERNAME and MAILLAB_SMTP_PASSWORD go together"),
+    ({"SMTP_CA_FILE": "{cert}"}, "MAILLAB_SMTP_CA_FILE is only used with MAILLAB_SMTP_USE_TLS"),
+    ({"SMTP_USE_TLS": True, "SMTP_CA_FILE": "/no/such/ca.pem"},
+     "MAILLAB_SMTP_CA_FILE '/no/such/ca.pem' is not a file"),
+    ({"SMTP_USE_TLS": True, "SMTP_CA_FILE": "{junk}"}, "holds no usable PEM certificate"),
+])
+def test_bad_smtp_tls_settings_name_the_variable(tmp_path: Path, settings: dict[str, object],
+                                                 needle: str) -> None:
+    from fakesmtp.tls import self_signed
+
+    cert, _ = self_signed(tmp_path / "tls")
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    given = {k: str(v).format(cert=cert, junk=junk) if isinstance(v, str) else v
+             for k, v in settings.items()}
+    with pytest.raises(ConfigError, match=needle):
+        create_app("sync", {"INSTANCE_DIR": str(tmp_path / "inst"), **given})
+
+
+def test_starttls_trusts_the_given_ca_file_only(tmp_path: Path) -> None:
+    """The lab's certificate as the CA file: a verifying context that checks host names."""
+    import ssl
+
+    from fakesmtp.tls import self_signed
+
+    cert, _ = self_signed(tmp_path / "tls")
+    app = create_app("sync", {"INSTANCE_DIR": str(tmp_path / "inst"), "SMTP_USE_TLS": True,
+                              "SMTP_CA_FILE": str(cert)})
+    context = app.config["SMTP_TLS_CONTEXT"]
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert len(context.get_ca_certs()) == 1
+    plain = create_app("sync", {"INSTANCE_DIR": str(tmp_path / "inst2")})
+    assert plain.config["SMTP_TLS_CONTEXT"] is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import ssl
 import stat
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,11 @@ DEFAULTS: dict[str, Any] = {
     "SMTP_HOST": "127.0.0.1",
     "SMTP_PORT": 8025,
     "SMTP_TIMEOUT": 10.0,
-    "SMTP_USE_TLS": False,
-    "SMTP_USERNAME": None,
+    "SMTP_USE_TLS": False,  # STARTTLS before mail, the certificate verified (never turned off)
+    # With SMTP_USE_TLS: a PEM file of the CAs to trust instead of the system's, such as the
+    # lab's own fakesmtp certificate; None trusts the system's CAs, as for a real provider.
+    "SMTP_CA_FILE": None,
+    "SMTP_USERNAME": None,  # both or neither: AUTH after STARTTLS
     "SMTP_PASSWORD": None,
     "MAIL_SENDER": "maillab <no-reply@maillab.test>",
     "PASSWORD_HASH": "scrypt",
@@ -134,6 +138,31 @@ def validate(config: dict[str, Any]) -> None:
         raise ConfigError(
             f"{ENV_PREFIX}_PASSWORD_MIN_LENGTH must not exceed {ENV_PREFIX}_PASSWORD_MAX_LENGTH"
         )
+    config["SMTP_TLS_CONTEXT"] = _smtp_tls(config)
+
+
+def _smtp_tls(config: dict[str, Any]) -> ssl.SSLContext | None:
+    """The client context for STARTTLS (made once: loading the system's CAs takes
+    milliseconds), or None without SMTP_USE_TLS; the credentials come in pairs."""
+    user, password = config["SMTP_USERNAME"], config["SMTP_PASSWORD"]
+    if bool(user) != bool(password):
+        raise ConfigError(f"{ENV_PREFIX}_SMTP_USERNAME and {ENV_PREFIX}_SMTP_PASSWORD go "
+                          "together: set both to log in, or neither")
+    ca_file = config["SMTP_CA_FILE"]
+    name = f"{ENV_PREFIX}_SMTP_CA_FILE"
+    if not config["SMTP_USE_TLS"]:
+        if ca_file:
+            raise ConfigError(f"{name} is only used with {ENV_PREFIX}_SMTP_USE_TLS=1")
+        return None
+    if not ca_file:
+        return ssl.create_default_context()
+    if not Path(str(ca_file)).is_file():
+        raise ConfigError(f"{name} {str(ca_file)!r} is not a file")
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"{name} {str(ca_file)!r} holds no usable PEM certificate: "
+                          f"{exc}") from None
 
 
 def _number(key: str, value: Any, kind: type, low: float | None, high: float | None) -> Any:

@@ -1,15 +1,19 @@
 """``deliver(email)``: the one place that speaks SMTP.
 
-It goes through Flask-Mail, with one change: Flask-Mail opens ``smtplib.SMTP`` without a
+It goes through Flask-Mail, with two changes. Flask-Mail opens ``smtplib.SMTP`` without a
 timeout, so a server that never answers would hold the caller (a request, in the sync
-variant) for as long as the OS keeps the socket. Here every connection gets
-``MAILLAB_SMTP_TIMEOUT``. Failures are raised as transient or permanent by SMTP reply class.
+variant) for as long as the OS keeps the socket: here every connection gets
+``MAILLAB_SMTP_TIMEOUT``. And its STARTTLS passes no context, so smtplib checks no
+certificate at all: here the handshake verifies the server's certificate and host name,
+against the system's CAs or ``MAILLAB_SMTP_CA_FILE``. Failures are raised as transient or
+permanent by SMTP reply class.
 """
 
 from __future__ import annotations
 
 import logging
 import smtplib
+import ssl
 
 from flask import Flask, current_app
 from flask_mail import Connection, Mail, Message
@@ -38,18 +42,23 @@ def init_app(app: Flask) -> None:
 
 
 class TimeoutConnection(Connection):
-    """A Flask-Mail connection whose socket has a timeout."""
+    """A Flask-Mail connection whose socket has a timeout, and whose STARTTLS verifies."""
 
-    def __init__(self, mail: Mail, timeout: float) -> None:
+    def __init__(self, mail: Mail, timeout: float, tls: ssl.SSLContext | None = None) -> None:
         super().__init__(mail)
         self.timeout = timeout
+        self.tls = tls
 
     def configure_host(self) -> smtplib.SMTP:
         host = smtplib.SMTP(self.mail.server, self.mail.port, timeout=self.timeout)
-        if self.mail.use_tls:
-            host.starttls()
-        if self.mail.username and self.mail.password:
-            host.login(self.mail.username, self.mail.password)
+        try:
+            if self.mail.use_tls:
+                host.starttls(context=self.tls or ssl.create_default_context())
+            if self.mail.username and self.mail.password:
+                host.login(self.mail.username, self.mail.password)
+        except BaseException:
+            host.close()  # not left open for the garbage collector
+            raise
         return host
 
 
@@ -83,7 +92,8 @@ def deliver(email: Email) -> None:
         raise PermanentDeliveryError(f"recipient {email.to!r} {reason}")
     message = to_message(email)
     connection = TimeoutConnection(current_app.extensions["mail"],
-                                   current_app.config["SMTP_TIMEOUT"])
+                                   current_app.config["SMTP_TIMEOUT"],
+                                   current_app.config["SMTP_TLS_CONTEXT"])
     try:
         connection.host = connection.configure_host()
         try:
@@ -111,6 +121,11 @@ def classify(exc: BaseException) -> TransientDeliveryError | PermanentDeliveryEr
         # The message needs something the server or the protocol cannot carry (SMTPUTF8):
         # sending it again cannot help.
         return PermanentDeliveryError(f"cannot be sent: {exc}")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        # The server's certificate is not trusted (or not for this host): sending again
+        # meets the same certificate.
+        return PermanentDeliveryError(f"the SMTP server's certificate was refused: "
+                                      f"{exc.verify_message or exc}")
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return TransientDeliveryError(f"server disconnected: {exc}")
     if isinstance(exc, TimeoutError):
