@@ -32,7 +32,8 @@ from dataclasses import asdict, astuple, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loadtests.scenarios import CLEAN, scenario
+from apps.core.registry import sends_email as variant_sends_email
+from loadtests.scenarios import CLEAN, PLAIN, SMTP_MODES, scenario
 
 if TYPE_CHECKING:
     import numpy as np
@@ -90,25 +91,32 @@ class CellKey:
     latency_ms: int
     load: Load
     scenario: str = CLEAN
+    smtp: str = PLAIN
 
     @property
     def folder(self) -> str:
         """The cell's folder, relative to the run directory: ``cells/sync-500ms-10rps``, or
-        ``cells/sync-500ms-10rps-smtp-flaky`` under a scenario."""
+        ``cells/sync-500ms-10rps-smtp-flaky`` under a scenario, ``...-starttls-auth`` on a
+        provider-like SMTP server."""
         load = f"{self.latency_ms}ms-{self.load.short}"
-        return f"{CELLS_DIR}/{self.variant}-{load}{self._suffix('-')}"
+        smtp = "" if self.smtp == PLAIN else "-" + self.smtp.replace("+", "-")
+        return f"{CELLS_DIR}/{self.variant}-{load}{self._suffix('-')}{smtp}"
 
     @property
     def label(self) -> str:
         """The short label tables, gate.json and warnings use: ``sync@500ms/10rps``, or
-        ``sync@500ms/10rps/smtp-flaky`` under a scenario."""
-        return f"{self.variant}@{self.latency_ms}ms/{self.load.short}{self._suffix('/')}"
+        ``sync@500ms/10rps/smtp-flaky`` under a scenario, ``sync@500ms/10rps+starttls+auth``
+        on a provider-like SMTP server."""
+        smtp = "" if self.smtp == PLAIN else f"+{self.smtp}"
+        return (f"{self.variant}@{self.latency_ms}ms/{self.load.short}{self._suffix('/')}"
+                f"{smtp}")
 
     @property
     def title(self) -> str:
         """The label for people: ``sync @ 500 ms x 10 sign-ups/s (smtp-flaky)``."""
         scenario = f" ({self.scenario})" if self.scenario != CLEAN else ""
-        return f"{self.variant} @ {self.latency_ms} ms x {self.load.title}{scenario}"
+        smtp = "" if self.smtp == PLAIN else f" over {SMTP_MODES[self.smtp]}"
+        return f"{self.variant} @ {self.latency_ms} ms x {self.load.title}{scenario}{smtp}"
 
     def _suffix(self, separator: str) -> str:
         return "" if self.scenario == CLEAN else separator + self.scenario
@@ -116,16 +124,19 @@ class CellKey:
 
 def grid(variants: Sequence[str], latencies_ms: Sequence[int], users: Sequence[int] = (),
          rates: Sequence[float] = (), scenarios: Sequence[str] = (CLEAN,),
-         scenario_latencies_ms: Sequence[int] = ()) -> list[CellKey]:
-    """Every cell of a profile, latency-major so one fakesmtp setting runs at a time: one per
-    rate when rates are given (open loop), else one per users count; one per scenario that
-    applies to the variant, ``clean`` at every latency and the others at
-    ``scenario_latencies_ms`` (every latency when empty)."""
+         scenario_latencies_ms: Sequence[int] = (),
+         smtp: Sequence[str] = (PLAIN,)) -> list[CellKey]:
+    """Every cell of a profile, SMTP mode first, then latency, so one fakesmtp (and one
+    setting of it) runs at a time: one per rate when rates are given (open loop), else one per
+    users count; one per scenario that applies to the variant, ``clean`` at every latency and
+    the others at ``scenario_latencies_ms`` (every latency when empty). A variant that sends
+    nothing (the baseline) runs on plain SMTP only."""
     loads = [Load(rate=r) for r in rates] or [Load(users=u) for u in users]
-    return [CellKey(v, lat, load, name) for lat in latencies_ms for load in loads
-            for name in scenarios
+    return [CellKey(v, lat, load, name, mode) for mode in smtp for lat in latencies_ms
+            for load in loads for name in scenarios
             if name == CLEAN or not scenario_latencies_ms or lat in scenario_latencies_ms
-            for v in variants if scenario(name).applies_to(v)]
+            for v in variants if scenario(name).applies_to(v)
+            and (mode == PLAIN or variant_sends_email(v))]
 
 
 @dataclass(frozen=True)

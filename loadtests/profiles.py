@@ -48,6 +48,10 @@ Keys (every one optional but ``variants``, ``latencies_ms``, and ``rates`` in op
     consumers = 1                      # queued's workers or outbox's relays, each a process
     load_processes = 1                 # locust processes: above 1, a master and this many
                                        # workers, each taking its share of the schedule
+    smtp = ["plain"]                   # fakesmtp as plain SMTP, or "starttls+auth": a
+                                       # provider's port 587 (STARTTLS and AUTH before every
+                                       # message); an axis, one cell each (the baseline sends
+                                       # nothing, so it runs plain only)
 
 A bad file or value raises :class:`ProfileError`, whose message names the file and the key.
 """
@@ -64,7 +68,7 @@ from apps.core.registry import VARIANTS
 from loadtests.arrivals import KINDS as ARRIVALS
 from loadtests.arrivals import MAX_RATE, valid_rate
 from loadtests.cellfiles import CellKey, grid
-from loadtests.scenarios import CLEAN, SCENARIOS
+from loadtests.scenarios import CLEAN, PLAIN, SCENARIOS, SMTP_MODES
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -113,6 +117,7 @@ class Profile:
     queue: str = "sqlite"
     consumers: int = 1
     load_processes: int = 1
+    smtp: tuple[str, ...] = (PLAIN,)
     source: str = field(default="", compare=False)
 
     @property
@@ -122,7 +127,7 @@ class Profile:
     def cells(self) -> list[CellKey]:
         loads: dict[str, Any] = {"rates": self.rates} if self.open_loop else {"users": self.users}
         return grid(self.variants, self.latencies_ms, scenarios=self.scenarios,
-                    scenario_latencies_ms=self.scenario_latencies_ms, **loads)
+                    scenario_latencies_ms=self.scenario_latencies_ms, smtp=self.smtp, **loads)
 
     def run_time_s(self, key: CellKey) -> int:
         """locust's --run-time takes whole seconds: warm-up plus the measured window, rounded
@@ -190,6 +195,13 @@ class Profile:
             if name not in SCENARIOS:
                 fail("scenarios", f"has unknown scenario {name!r}; choose from "
                      f"{', '.join(SCENARIOS)}")
+        if not self.smtp or len(set(self.smtp)) != len(self.smtp):
+            fail("smtp", "must be a non-empty list without repeats")
+        for mode in self.smtp:
+            if mode not in SMTP_MODES:
+                fail("smtp", f"has unknown mode {mode!r}; choose from {', '.join(SMTP_MODES)}")
+        if self.capacity and self.smtp != (PLAIN,):
+            fail("smtp", "must be [\"plain\"] in a capacity run (it steps one SMTP mode)")
         for latency in self.scenario_latencies_ms:
             if latency not in self.latencies_ms:
                 fail("scenario_latencies_ms", f"has {latency}, which is not in latencies_ms")
@@ -255,7 +267,8 @@ def profile_from_mapping(name: str, data: dict[str, Any], source: str) -> Profil
     return profile
 
 
-_LISTS = ("variants", "latencies_ms", "users", "rates", "scenarios", "scenario_latencies_ms")
+_LISTS = ("variants", "latencies_ms", "users", "rates", "scenarios", "scenario_latencies_ms",
+          "smtp")
 _TYPES: dict[str, Any] = {
     "description": str, "variants": str, "latencies_ms": int, "users": int,
     "rates": (int, float), "mode": str, "arrivals": str, "seed": int, "max_in_flight": int,
@@ -266,7 +279,7 @@ _TYPES: dict[str, Any] = {
     "worker_threads": int,
     "password_hash": str, "inbox_deadline_s": (int, float), "drain_s": (int, float),
     "render_allowance_ms": (int, float), "enumeration_samples": int, "browser_signups": int,
-    "database": str, "queue": str, "consumers": int, "load_processes": int,
+    "database": str, "queue": str, "consumers": int, "load_processes": int, "smtp": str,
 }
 _NAMES = {k: ("a number" if isinstance(t, tuple) else
               {"str": "a string", "int": "an integer", "bool": "true or false"}[t.__name__])

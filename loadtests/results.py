@@ -27,7 +27,7 @@ from pydantic.dataclasses import dataclass
 from apps.core.registry import VARIANTS
 from apps.core.registry import sends_email as variant_sends_email
 from loadtests.cellfiles import CellFileError, CellKey, CellSamples, Load, grid, read_samples
-from loadtests.scenarios import CLEAN, SCENARIOS
+from loadtests.scenarios import CLEAN, PLAIN, SCENARIOS, SMTP_MODES
 from loadtests.stats import Rating, inp_rating
 
 SCHEMA: Literal["maillab.results/1"] = "maillab.results/1"
@@ -54,6 +54,12 @@ def _known_variant(name: str) -> str:
 def _known_scenario(name: str) -> str:
     if name not in SCENARIOS:
         raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+    return name
+
+
+def _known_smtp(name: str) -> str:
+    if name not in SMTP_MODES:
+        raise ValueError(f"unknown SMTP mode {name!r}; known: {', '.join(SMTP_MODES)}")
     return name
 
 
@@ -305,6 +311,9 @@ class CellResult:
                                             "(loadtests/scenarios.py); clean: nothing")
     scenario_events: list[ScenarioEvent] = Field(default_factory=list,
                                                  description="what the runner did, and when")
+    smtp: Annotated[str, AfterValidator(_known_smtp)] = Field(
+        PLAIN, description="fakesmtp's mode: plain SMTP, or starttls+auth (a provider's port "
+                           "587: STARTTLS and AUTH before every message)")
     duration_s: float = Field(ge=0, description="the measured window")
     warmup_s: float | None = Field(None, description="left out of every statistic before it")
     register: RequestStats
@@ -324,7 +333,7 @@ class CellResult:
 
     @property
     def key(self) -> CellKey:
-        return CellKey(self.variant, self.smtp_latency_ms, self.load, self.scenario)
+        return CellKey(self.variant, self.smtp_latency_ms, self.load, self.scenario, self.smtp)
 
     @property
     def load(self) -> Load:
@@ -450,6 +459,8 @@ class Grid:
     scenarios: list[Annotated[str, AfterValidator(_known_scenario)]] = Field(
         default_factory=lambda: [CLEAN])
     scenario_latencies_ms: list[int] = Field(default_factory=list)
+    smtp: list[Annotated[str, AfterValidator(_known_smtp)]] = Field(
+        default_factory=lambda: [PLAIN])
 
 
 _GRID = TypeAdapter(Grid)
@@ -545,7 +556,8 @@ class Results:
                  else {"users": asked["users"]})
         return grid(asked["variants"], asked["latencies_ms"],
                     scenarios=asked.get("scenarios", [CLEAN]),
-                    scenario_latencies_ms=asked.get("scenario_latencies_ms", []), **loads)
+                    scenario_latencies_ms=asked.get("scenario_latencies_ms", []),
+                    smtp=asked.get("smtp", [PLAIN]), **loads)
 
     @property
     def missing_cells(self) -> list[CellKey]:
@@ -718,8 +730,8 @@ class Run:
         return self.results.complete and not self.results.stopped_reason
 
     def cell(self, variant: str, latency_ms: int, load: Load,
-             scenario: str = CLEAN) -> CellResult | None:
-        return self.results.cell(CellKey(variant, latency_ms, load, scenario))
+             scenario: str = CLEAN, smtp: str = PLAIN) -> CellResult | None:
+        return self.results.cell(CellKey(variant, latency_ms, load, scenario, smtp))
 
     def cell_dir(self, cell: CellResult) -> Path:
         return self.run_dir / cell.folder

@@ -6,6 +6,11 @@ window in its middle (``window_faults``), so every delivery the app attempts mee
 whatever the variant; fakesmtp's capture stays the ground truth of what arrived. The process
 scenarios have the runner signal the app or the consumer in the middle of the cell and start
 it again a few seconds later (``maillab.bench``).
+
+Beside the scenario, a cell has an SMTP mode (``smtp = [...]`` in a profile, :data:`SMTP_MODES`):
+``plain`` SMTP, or ``starttls+auth``, fakesmtp as a provider's submission port (587): STARTTLS
+and AUTH before every message, which the app's settings (``MAILLAB_SMTP_USE_TLS``, username,
+password, ``MAILLAB_SMTP_CA_FILE``) meet.
 """
 
 from __future__ import annotations
@@ -16,6 +21,12 @@ from dataclasses import dataclass
 from apps.core.registry import variant as variant_info
 
 CLEAN = "clean"
+PLAIN = "plain"
+STARTTLS_AUTH = "starttls+auth"
+SMTP_MODES: dict[str, str] = {
+    PLAIN: "plain SMTP",
+    STARTTLS_AUTH: "STARTTLS and AUTH",
+}
 
 
 @dataclass(frozen=True)

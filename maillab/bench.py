@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import urllib.error
@@ -30,6 +33,7 @@ from typing import Any
 
 from apps.core.metrics import REGISTER_REQUESTS
 from apps.core.registry import variant as variant_info
+from fakesmtp.tls import CERT_FILE, KEY_FILE, self_signed
 from loadtests import cellfiles
 from loadtests.cellfiles import CellKey
 from loadtests.profiles import Profile
@@ -44,7 +48,7 @@ from loadtests.results import (
     point_latest,
     write_results,
 )
-from loadtests.scenarios import Scenario
+from loadtests.scenarios import PLAIN, STARTTLS_AUTH, Scenario
 from loadtests.scenarios import scenario as scenario_of
 from maillab.capacity import capacity_rows
 from maillab.enumeration import ProbeError, probe
@@ -107,6 +111,9 @@ class Bench:
             cells=[])
         self.supervisor = Supervisor(run_dir)
         self.services = Services(profile, run_dir, self.supervisor, database_url, queue_url)
+        self._smtp: tuple[str, ManagedProcess] | None = None  # fakesmtp's mode and process
+        self._smtp_password = secrets.token_urlsafe(16)  # the starttls+auth login, per run
+        self._scratch: Path | None = None  # what the run needs and does not keep
         self.events: list[ScenarioEvent] = []  # what the current cell's scenario did
         self.fault_ended_at: float | None = None  # when its last action was done
 
@@ -149,6 +156,8 @@ class Bench:
         finally:
             self.results.finished_at = _now()
             write_results(self.run_dir, self.results)
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
         return self.results
 
     def _past_capacity(self, key: CellKey) -> bool:
@@ -159,17 +168,28 @@ class Bench:
                    and row.broke_at_rps is not None and key.load.rate > row.broke_at_rps
                    for row in self.results.capacity)
 
-    def _start_smtp(self) -> None:
-        """fakesmtp on the run's ports. Ports picked free a moment ago can be taken before
-        fakesmtp binds them (by any connection's ephemeral port): then it is started again
-        on new ones, at most three times; ports given on the command line are not changed."""
+    def _start_smtp(self, mode: str = PLAIN) -> None:
+        """fakesmtp in ``mode`` on the run's ports, stopping the one in another mode first
+        (cells run mode by mode, so this happens once per mode). Ports picked free a moment
+        ago can be taken before fakesmtp binds them (by any connection's ephemeral port): then
+        it is started again on new ones, at most three times; ports given on the command line
+        are not changed."""
+        if self._smtp is not None:
+            if self._smtp[0] == mode:
+                return
+            self.supervisor.stop(self._smtp[1])
+            self._smtp = None
+        flags = self._tls_flags() if mode == STARTTLS_AUTH else []
+        log = self.run_dir / ("fakesmtp.log" if mode == PLAIN
+                              else f"fakesmtp-{mode.replace('+', '-')}.log")
         for attempt in range(3):
             smtp = self.supervisor.spawn(
                 "fakesmtp", ["smtp", "--port", str(self.smtp_port), "--api-port",
-                             str(self.api_port), "--seed", "1"],
-                dict(os.environ), self.run_dir / "fakesmtp.log")
+                             str(self.api_port), "--seed", "1", *flags],
+                dict(os.environ), log)
             try:
                 smtp.wait_for_line(r"^fakesmtp HTTP API ", timeout=30)
+                self._smtp = (mode, smtp)
                 return
             except ProcessError:
                 self.supervisor.stop(smtp)
@@ -178,15 +198,39 @@ class Bench:
                 self.smtp_port, self.api_port = free_port(), free_port()
                 self.api_url = f"http://127.0.0.1:{self.api_port}"
 
+    def _tls_flags(self) -> list[str]:
+        """fakesmtp's flags for ``starttls+auth``: a certificate made for this run (kept out
+        of the results, removed with the run's scratch folder) and its one login."""
+        cert, key = self._tls_files()
+        return ["--tls-cert", str(cert), "--tls-key", str(key),
+                "--auth", f"{SMTP_USER}:{self._smtp_password}"]
+
+    def _tls_files(self) -> tuple[Path, Path]:
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="maillab-bench-"))
+            return self_signed(self._scratch / "tls")
+        return self._scratch / "tls" / CERT_FILE, self._scratch / "tls" / KEY_FILE
+
+    def _smtp_env(self, mode: str) -> dict[str, str]:
+        """What the app (and its consumer) is told about the SMTP server in ``mode``: for
+        ``starttls+auth``, a provider's settings, with the run's certificate as the CA to
+        trust."""
+        if mode == PLAIN:
+            return {}
+        cert, _ = self._tls_files()
+        return {"MAILLAB_SMTP_USE_TLS": "1", "MAILLAB_SMTP_CA_FILE": str(cert),
+                "MAILLAB_SMTP_USERNAME": SMTP_USER,
+                "MAILLAB_SMTP_PASSWORD": self._smtp_password}
+
     # -- one cell -----------------------------------------------------------------------------
 
-    def _start_app(self, name: str, folder: Path) -> _App:
+    def _start_app(self, name: str, folder: Path, smtp: str = PLAIN) -> _App:
         """The variant under gunicorn with a fresh instance in ``folder``, and its consumer
         where it has one, both ready; stop them with ``self.supervisor.stop(*app.children)``."""
         profile, spawn = self.profile, self.supervisor.spawn
         env = {**os.environ, "MAILLAB_INSTANCE_DIR": str(folder / "instance"),
                "MAILLAB_SMTP_PORT": str(self.smtp_port),
-               "MAILLAB_PASSWORD_HASH": profile.password_hash}
+               "MAILLAB_PASSWORD_HASH": profile.password_hash, **self._smtp_env(smtp)}
         try:
             env.update(self.services.for_cell())
         except ServiceError as exc:
@@ -241,9 +285,10 @@ class Bench:
         self.fault_ended_at = None
         cell_dir = self.run_dir / key.folder
         cell_dir.mkdir(parents=True)
+        self._start_smtp(key.smtp)
         self._smtp_call("POST", "/api/reset")
         variant = variant_info(key.variant)
-        app = self._start_app(key.variant, cell_dir)
+        app = self._start_app(key.variant, cell_dir, key.smtp)
         try:
             sampler = CellSampler(app.children[0].popen.pid, app.consumer_metrics,
                                   [c.popen.pid for c in app.children[1:]])
@@ -514,6 +559,9 @@ def _numbered(args: tuple[str, ...], number: int | None) -> list[str]:
         at = found.index("--name") + 1
         found[at] = f"{found[at]}-{number}"
     return found
+
+
+SMTP_USER = "maillab"  # the starttls+auth cells' login at fakesmtp
 
 
 def _now() -> str:

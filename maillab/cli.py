@@ -17,6 +17,7 @@ from apps.core.registry import VARIANTS, UnknownVariantError
 from fakesmtp.bench import smtp_bench
 from fakesmtp.cli import smtp
 from loadtests.results import GATE_FILE, RESULTS_FILE, WAIT_MARKS, RunError
+from loadtests.scenarios import PLAIN
 from maillab.ports import PortInUse, require_free
 from reports.cli import report
 
@@ -257,6 +258,10 @@ def _check_server_url(flag: str, url: str | None, schemes: tuple[str, ...]) -> N
 @click.option("--queue-url", default=None, metavar="URL",
               help="A Redis server (redis://host:port/db) for queued's Huey [default: SQLite, "
                    "or with the profile's queue = \"redis\", a private redis-server].")
+@click.option("--smtp", "smtp_modes", default=None, metavar="MODES",
+              help="fakesmtp's modes, comma-separated: plain, starttls+auth (a provider's "
+                   "port 587: STARTTLS and AUTH before every message) [default: the "
+                   "profile's smtp].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory [default: results/<run-id>].")
 @click.option("--smtp-port", type=click.IntRange(0, 65535), default=0,
@@ -273,8 +278,8 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
           rates: list[float] | None, users: list[int] | None, mode: str | None,
           capacity: bool | None, duration: float | None, warmup: float | None,
           browser_signups: int | None, load_processes: int | None, consumers: int | None,
-          database_url: str | None, queue_url: str | None, out: Path | None,
-          smtp_port: int, smtp_api_port: int,
+          database_url: str | None, queue_url: str | None, smtp_modes: str | None,
+          out: Path | None, smtp_port: int, smtp_api_port: int,
           gate_after: bool, rules_file: Path | None, baseline: Path | None) -> None:
     """Measure every variant under the profile's SMTP latencies and loads; write results.json."""
     from rich.console import Console
@@ -304,7 +309,8 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
             duration_s=duration, warmup_s=warmup, browser_signups=browser_signups,
             load_processes=load_processes, consumers=consumers,
             database="postgresql" if database_url else None,
-            queue="redis" if queue_url else None)
+            queue="redis" if queue_url else None,
+            smtp=[m.strip() for m in smtp_modes.split(",")] if smtp_modes else None)
         _check_server_url("--database-url", database_url, ("postgresql",))
         _check_server_url("--queue-url", queue_url, ("redis", "rediss", "unix"))
         require_free("--smtp-port", smtp_port)
@@ -323,7 +329,7 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
                   f"{profile.worker_threads} threads x {profile.consumers}, "
                   f"{profile.load_processes} load process"
                   f"{'es' if profile.load_processes > 1 else ''}, {profile.database} database, "
-                  f"{profile.queue} queue, passwords hashed "
+                  f"{profile.queue} queue, {' and '.join(profile.smtp)} SMTP, passwords hashed "
                   f"with {profile.password_hash} (cheap on purpose), results in {run_dir}")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
@@ -466,7 +472,8 @@ def _print_summary(console: Any, results: Results) -> None:
         d = cell.delivery
         wait = cell.wait
         table.add_row(
-            cell.variant, f"{cell.smtp_latency_ms} ms", cell.load.short, cell.scenario,
+            cell.variant, f"{cell.smtp_latency_ms} ms", cell.load.short,
+            cell.scenario + ("" if cell.smtp == PLAIN else f" +{cell.smtp}"),
             ms(cell.metric("register", "p50_ms")), ms(cell.metric("register", "p95_ms")),
             f"{ms(wait.p75_ms)} {wait.rating or ''} {WAIT_MARKS[wait.source]}",
             ms(cell.metric("time_to_inbox", "p50_ms")), ms(cell.metric("throughput_rps")),

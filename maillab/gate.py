@@ -10,12 +10,12 @@ Rules (TOML, ``rules = ["...", ...]``) read like k6 thresholds::
 
 ``SELECTOR.METRIC.STAT OP EXPRESSION`` (or ``SELECTOR.METRIC OP ...`` for a metric that is
 a single number, such as ``throughput_rps``): the selector is a variant or ``*``, optionally
-with ``{latency=MS,rate=R,users=N,scenario=NAME}``; the right side is arithmetic over numbers,
-the cell's variables (:data:`loadtests.results.VARIABLES`) and other variants' figures in
-the same cell position (``baseline.register.p95_ms``: the baseline at the same SMTP latency,
-load and scenario), so
-a rule can hold a variant to the floor measured in the same run rather than to absolute
-milliseconds on a noisy machine. The metrics and statistics a rule may name are the results
+with ``{latency=MS,rate=R,users=N,scenario=NAME,smtp=MODE}``; the right side is arithmetic
+over numbers, the cell's variables (:data:`loadtests.results.VARIABLES`) and other variants'
+figures in the same cell position (``baseline.register.p95_ms``: the baseline at the same SMTP
+latency, load and scenario, on plain SMTP, the only mode a baseline runs), so a rule can hold
+a variant to the floor measured in the same run rather than to absolute milliseconds on a
+noisy machine. The metrics and statistics a rule may name are the results
 model's (:data:`loadtests.results.METRICS`). A rule is checked on every cell it selects. A
 name the model does not know is a rule error (exit 2, with a suggestion); a known metric the
 run lacks, a variant the run has no cell of at that position, or a selector no cell matches,
@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from apps.core.registry import VARIANTS
+from apps.core.registry import sends_email as variant_sends_email
 from loadtests import cellfiles
 from loadtests.cellfiles import CellKey
 from loadtests.results import (
@@ -58,7 +59,7 @@ from loadtests.results import (
     load_run,
     write_gate,
 )
-from loadtests.scenarios import SCENARIOS
+from loadtests.scenarios import PLAIN, SCENARIOS, SMTP_MODES
 from loadtests.stats import median
 
 PASS, FAIL, INVALID = 0, 1, 3
@@ -90,7 +91,8 @@ class Rule:
             return False
         load = cell.load
         keys: dict[str, float | str] = {"latency": cell.smtp_latency_ms, "users": load.users,
-                                        "rate": load.rate, "scenario": cell.scenario}
+                                        "rate": load.rate, "scenario": cell.scenario,
+                                        "smtp": cell.smtp}
         return all(keys[name] == value for name, value in self.filters)
 
 
@@ -155,10 +157,16 @@ def parse_rule(text: str) -> Rule:
                                 f"{_suggest(value, SCENARIOS)}")
             filters.append((name, value))
             continue
+        if name == "smtp":
+            if value not in SMTP_MODES:
+                raise RuleError(f"rule {text!r}: unknown SMTP mode {value!r}"
+                                f"{_suggest(value, SMTP_MODES)}")
+            filters.append((name, value))
+            continue
         number = _filter_value(value)
         if name not in ("latency", "users", "rate") or number is None:
             raise RuleError(f"rule {text!r}: selector filter {part!r} must be latency=MS, "
-                            "rate=R, users=N or scenario=NAME")
+                            "rate=R, users=N, scenario=NAME or smtp=MODE")
         filters.append((name, number))
     # Fails now on a bad expression or reference, before any cell is checked.
     def checked(token: str) -> float:
@@ -258,15 +266,19 @@ def check_rules(results: Results, rules: list[Rule]) -> list[RuleOutcome]:
     ran = {c.variant for c in results.cells}
     scenarios = {key.scenario for key in results.expected_cells} | {
         c.scenario for c in results.cells}
+    modes = {key.smtp for key in results.expected_cells} | {c.smtp for c in results.cells}
     for rule in rules:
         cells = [c for c in results.cells if rule.selects(c)]
-        numeric = [f for f in rule.filters if f[0] != "scenario"]
+        numeric = [f for f in rule.filters if f[0] not in ("scenario", "smtp")]
         asked = dict(rule.filters).get("scenario")
+        mode = dict(rule.filters).get("smtp")
         absent = None
         if rule.variant != "*" and rule.variant not in ran:
             absent = f"this run has no {rule.variant} cells"
         elif asked is not None and asked not in scenarios:
             absent = f"this run has no {asked} cells"  # a rule for a profile with it
+        elif mode is not None and mode not in modes:
+            absent = f"this run has no cells on {mode} SMTP"
         if not cells and absent and not numeric:
             outcomes.append(RuleOutcome(rule=rule.text, cell=None, measured=None,
                                         limit=rule.rhs, verdict="skipped", detail=absent))
@@ -302,12 +314,15 @@ class _Unmeasured(LookupError):
 
 
 def _same_position(results: Results, cell: CellResult) -> Callable[[str], float]:
-    """Resolve ``VARIANT.METRIC.STAT`` in the cell at ``cell``'s SMTP latency and load."""
+    """Resolve ``VARIANT.METRIC.STAT`` in the cell at ``cell``'s SMTP latency and load (and
+    scenario and SMTP mode; a variant that sends nothing runs on plain SMTP only, and is the
+    same floor whatever the mode)."""
 
     def value(token: str) -> float:
         reference = Reference.parse(token, token)
+        smtp = cell.smtp if variant_sends_email(reference.variant) else PLAIN
         other = results.cell(CellKey(reference.variant, cell.smtp_latency_ms, cell.load,
-                                     cell.scenario))
+                                     cell.scenario, smtp))
         if other is None:
             raise _Unmeasured(f"this run has no {reference.variant} cell at "
                               f"{cell.smtp_latency_ms} ms and {cell.load.title} for {token}")

@@ -175,7 +175,7 @@ def summarize_cell(key: CellKey, profile: Profile, observed: Observed,
     return CellResult(
         variant=key.variant, smtp_latency_ms=key.latency_ms,
         users=profile.max_in_flight if rate else key.load.users,
-        mode="open" if rate else "closed", rate=rate, scenario=key.scenario,
+        mode="open" if rate else "closed", rate=rate, scenario=key.scenario, smtp=key.smtp,
         scenario_events=list(observed.events),
         duration_s=window, warmup_s=profile.warmup_s,
         register=register, verify=verify,

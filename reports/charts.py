@@ -265,6 +265,8 @@ def delivery(run: ReportRun, out_dir: Path) -> Chart:
         for j, variant in enumerate(variants):
             x = i + (j - (len(variants) - 1) / 2) * width
             cell = run.results.cell(cond.key(variant))
+            if cell is None and not run.in_grid(variant, cond):
+                continue  # not in the grid: nothing to say
             top = max(top, _delivery_bar(ax, x, width * 0.92, variant, cell, notes, cond))
     ax.set_ylim(0, top * 1.45)
     ax.set_xticks(range(len(conditions)), labels=[c.label for c in conditions])
@@ -351,7 +353,7 @@ def resources(run: ReportRun, out_dir: Path) -> Chart:
                 cell = run.results.cell(cond.key(variant))
                 value = cell.metric("resources", key) if cell else None
                 ys.append(float("nan") if value is None else value)
-                if value is None:
+                if value is None and run.in_grid(variant, cond):
                     lacking.append(f"{variant} @ {cond.label}")
             st = style(variant)
             ax.plot(xs, ys, color=st.color, marker=st.marker, linestyle=st.linestyle,

@@ -9,41 +9,46 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from loadtests.cellfiles import CellKey, Load
 from loadtests.results import CellResult, Run, RunError, load_run
-from loadtests.scenarios import CLEAN
+from loadtests.scenarios import CLEAN, PLAIN
 
 ReportError = RunError  # what the report raises for a run it cannot read: the run's own error
 
 
 @dataclass(frozen=True, order=True)
 class Condition:
-    """What a cell ran under: SMTP latency and the load (a rate or users)."""
+    """What a cell ran under: SMTP latency, the load (a rate or users), the scenario and the
+    SMTP mode."""
 
     latency_ms: int
     load: Load
     scenario: str = CLEAN
+    smtp: str = PLAIN
 
     @property
     def label(self) -> str:
         scenario = "" if self.scenario == CLEAN else f" · {self.scenario}"
-        return f"{self.latency_ms} ms · {self.load.short}{scenario}"
+        smtp = "" if self.smtp == PLAIN else f" · {self.smtp}"
+        return f"{self.latency_ms} ms · {self.load.short}{scenario}{smtp}"
 
     def key(self, variant: str) -> CellKey:
-        return CellKey(variant, self.latency_ms, self.load, self.scenario)
+        return CellKey(variant, self.latency_ms, self.load, self.scenario, self.smtp)
 
 
 class ReportRun(Run):
     @property
     def conditions(self) -> list[Condition]:
-        """Every (latency, load, scenario) of the grid, sorted by latency, load, then clean
-        first."""
+        """Every (latency, load, scenario, SMTP mode) of the grid, sorted by latency, load,
+        clean first, then plain SMTP first (so a mode sits beside the plain one it costs more
+        than)."""
         keys = {*self.results.expected_cells, *(c.key for c in self.cells)}
-        found = {Condition(k.latency_ms, k.load, k.scenario) for k in keys}
+        found = {Condition(k.latency_ms, k.load, k.scenario, k.smtp) for k in keys}
         return sorted(found, key=lambda c: (c.latency_ms, c.load, c.scenario != CLEAN,
-                                            c.scenario))
+                                            c.scenario, c.smtp != PLAIN, c.smtp))
 
     @property
     def focus_load(self) -> Load | None:
@@ -63,6 +68,15 @@ class ReportRun(Run):
         """The open-loop rates of the grid, ascending."""
         return [load.rate for load in self.loads if load.rate]
 
+    def in_grid(self, variant: str, cond: Condition) -> bool:
+        """Whether the grid has a cell for ``variant`` under ``cond``: a variant that sends
+        nothing has none under a scenario that breaks sending, or on another SMTP mode."""
+        return cond.key(variant) in self._expected
+
+    @cached_property
+    def _expected(self) -> set[CellKey]:
+        return {*self.results.expected_cells, *(c.key for c in self.cells)}
+
     @property
     def missing(self) -> list[tuple[str, Condition]]:
         """Cells of the grid (profile settings, else the cells' own axes) that did not run."""
@@ -74,7 +88,8 @@ class ReportRun(Run):
         """The cell that speaks for ``variant`` in the verdict: the highest SMTP latency at
         :attr:`focus_load`; a variant with no cell there falls back to its highest latency,
         then heaviest load."""
-        mine = [c for c in self.cells if c.variant == variant and c.scenario == CLEAN]
+        mine = [c for c in self.cells if c.variant == variant and c.scenario == CLEAN
+                and c.smtp == PLAIN]
         at_focus = [c for c in mine if c.load == self.focus_load]
         return max(at_focus or mine, key=lambda c: (c.smtp_latency_ms, c.load), default=None)
 

@@ -130,6 +130,9 @@ def response_over_time(run: ReportRun, out_dir: Path) -> Chart:
             ax.set_title(f"{variant} · {cond.label}", fontsize=9)
             cell = run.results.cell(cond.key(variant))
             samples = run.samples(cell) if cell else None
+            if cell is None and not run.in_grid(variant, cond):
+                panel_note(ax, ["not in the grid"])  # e.g. the baseline under a fault
+                continue
             if cell is None or not samples or cellfiles.REGISTER not in samples:
                 why = "not run" if cell is None else "no samples kept"
                 panel_note(ax, [why])

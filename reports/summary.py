@@ -13,7 +13,7 @@ from typing import Any
 
 from apps.core.registry import VARIANTS
 from loadtests.results import METRICS, CellResult, GateReport, RuleOutcome
-from loadtests.scenarios import CLEAN, SCENARIOS
+from loadtests.scenarios import CLEAN, PLAIN, SCENARIOS, SMTP_MODES
 from reports.data import Condition, ReportRun
 
 NA = "–"
@@ -198,7 +198,8 @@ def inp_checks(run: ReportRun) -> list[InpCheck]:
     checks = []
     for claim in SEED_CLAIMS:
         found = {v: next((c for c in run.cells if c.variant == v and c.browser is not None
-                          and c.smtp_latency_ms == claim.latency_ms and c.scenario == CLEAN),
+                          and c.smtp_latency_ms == claim.latency_ms and c.scenario == CLEAN
+                          and c.smtp == PLAIN),
                          None) for v in ("sync", "threaded")}
         checks.append(InpCheck(claim, found["sync"], found["threaded"],
                                _inp_finding(claim.latency_ms, found["sync"], found["threaded"])))
@@ -226,7 +227,7 @@ def _inp_finding(latency_ms: int, sync: CellResult | None,
 
 def _cell_at(run: ReportRun, variant: str, latency_ms: int) -> CellResult | None:
     at = [c for c in run.cells if c.variant == variant and c.smtp_latency_ms == latency_ms
-          and c.scenario == CLEAN]
+          and c.scenario == CLEAN and c.smtp == PLAIN]
     focused = [c for c in at if c.load == run.focus_load]
     return max(focused or at, key=lambda c: c.load, default=None)
 
@@ -330,7 +331,10 @@ def loss_rows(run: ReportRun) -> list[LossRow]:
                 injected_share=f.injected_share if f and emailing else None)
         if any(c.cell for c in cells.values()):
             known = SCENARIOS.get(cond.scenario)
-            rows.append(LossRow(cond, known.summary if known else cond.scenario, cells))
+            summary = known.summary if known else cond.scenario
+            if cond.smtp != PLAIN:
+                summary += f" The server asks for {SMTP_MODES.get(cond.smtp, cond.smtp)} first."
+            rows.append(LossRow(cond, summary, cells))
     return rows
 
 

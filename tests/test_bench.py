@@ -489,3 +489,39 @@ def test_fakesmtp_moves_when_a_picked_port_is_taken_before_it_binds(tmp_path: Pa
         squatter.listen()
         with pytest.raises(ProcessError, match=f"127.0.0.1:{taken}: Address already in use"):
             given._start_smtp()  # noqa: SLF001
+
+
+@pytest.mark.slow
+def test_cells_on_a_provider_like_smtp_server(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """smtp = ["plain", "starttls+auth"]: each emailing variant runs on both, the baseline on
+    plain only; the app logs in over STARTTLS with the run's certificate trusted, every email
+    arrives, fakesmtp counts a STARTTLS and an AUTH per delivery, and neither the password nor
+    the key is left in the results."""
+    monkeypatch.chdir(tmp_path)
+    profile = tiny_profile(tmp_path / "tls.toml", variants='["baseline", "sync", "queued"]',
+                           latencies_ms="[0]", smtp='["plain", "starttls+auth"]')
+    run_dir = tmp_path / "results" / "run"
+    result = CliRunner().invoke(cli, ["bench", "--profile", str(profile), "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    cells = json.loads((run_dir / "results.json").read_text())["cells"]
+    assert sorted((c["variant"], c["smtp"]) for c in cells) == [
+        ("baseline", "plain"), ("queued", "plain"), ("queued", "starttls+auth"),
+        ("sync", "plain"), ("sync", "starttls+auth")]
+    for cell in cells:
+        assert cell["valid"], cell["warnings"]
+        if cell["variant"] != "baseline":
+            d = cell["delivery"]
+            assert d["missing"] == 0 and d["failed_visibly"] == 0 and d["delivered"] > 0
+    tls = next(c for c in cells if c["variant"] == "sync" and c["smtp"] == "starttls+auth")
+    assert tls["files"] == "cells/sync-0ms-10rps-starttls-auth"
+    assert (run_dir / tls["files"] / "samples.csv.gz").exists()
+    log = (run_dir / "fakesmtp-starttls-auth.log").read_text()
+    assert "STARTTLS required" in log and "AUTH required" in log
+    everything = "".join(p.read_text(errors="replace") for p in run_dir.rglob("*")
+                         if p.is_file() and p.suffix in (".json", ".log", ".html", ".csv"))
+    assert "BEGIN PRIVATE KEY" not in everything and "MAILLAB_SMTP_PASSWORD" not in everything
+    html = (run_dir / "report.html").read_text()
+    assert "0 ms · 10rps · starttls+auth" in html
+    assert "baseline @ 0 ms · 10rps · starttls+auth" not in html  # not in the grid: no note
+    assert processes_of(run_dir) == []

@@ -291,7 +291,7 @@ def _faults_run(run_dir: Path) -> dict[str, Any]:
         cell.update(scenario="smtp-flaky", files=None, smtp_faults={
             "attempts": 400 + faults - told - lost, "received": 400 - told - lost,
             "injected": faults, "injected_share": round(faults / (400 + faults - told - lost), 4),
-            "by_rule": {"flaky": faults}})
+            "by_rule": {"flaky": faults}, "latency": {}})
         cell["delivery"].update(registered=400 - told, delivered=400 - told - lost,
                                 missing=lost, failed_visibly=told)
         document["cells"].append(cell)
@@ -325,3 +325,37 @@ def test_the_faults_rules_pass_a_good_run_and_fail_one_where_queued_loses_mail(
               if r["verdict"] == "fail"]
     assert [(r["rule"], r["measured"]) for r in failed] == [
         ("queued{scenario=smtp-flaky}.delivery.missing == 0", 3.0)]
+
+
+def test_a_selector_picks_an_smtp_mode_and_the_baseline_is_the_plain_one(
+        tmp_path: Path) -> None:
+    """Cells on starttls+auth are selected with smtp=...; a baseline reference from one of
+    them is the baseline measured on plain SMTP, the only mode a baseline runs."""
+    run = write_run(tmp_path / "run")
+    document = json.loads((run / "results.json").read_text())
+    for plain in [c for c in document["cells"] if c["variant"] != "baseline"]:
+        tls = copy.deepcopy(plain)
+        tls.update(smtp="starttls+auth", files=None)
+        tls["register"]["p50_ms"] = plain["register"]["p50_ms"] + 3.0
+        document["cells"].append(tls)
+    document["profile_settings"]["smtp"] = ["plain", "starttls+auth"]
+    validate(document)
+    (run / "results.json").write_text(json.dumps(document))
+    result = gate(str(run), "--rules", rules_file(
+        tmp_path, "sync{smtp=starttls+auth}.register.p50_ms > baseline.register.p50_ms",
+        "*{smtp=plain}.delivery.missing == 0"))
+    assert result.exit_code == 0, result.output
+    rows = json.loads((run / "gate.json").read_text())["rules"]
+    assert [r["cell"] for r in rows] == ["sync@500ms/10rps+starttls+auth", "baseline@500ms/10rps",
+                                         "sync@500ms/10rps", "threaded@500ms/10rps"]
+    bad = gate(str(run), "--rules", rules_file(tmp_path, "sync{smtp=tls}.register.p50_ms > 1"))
+    assert bad.exit_code == 2 and "unknown SMTP mode 'tls'" in bad.output
+
+
+def test_a_rule_for_an_smtp_mode_the_run_lacks_is_skipped(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run")
+    result = gate(str(run), "--rules", rules_file(
+        tmp_path, "sync{smtp=starttls+auth}.register.p50_ms < 100"))
+    assert result.exit_code == 0, result.output
+    [row] = json.loads((run / "gate.json").read_text())["rules"]
+    assert row["verdict"] == "skipped" and "no cells on starttls+auth SMTP" in row["detail"]

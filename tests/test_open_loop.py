@@ -223,6 +223,11 @@ def test_registrations_round_trip_and_files_from_before_arrivals_still_read(
     ({"queue": "rabbitmq"}, "queue must be one of sqlite, redis"),
     ({"load_processes": 0}, "load_processes must be between 1 and 16"),
     ({"consumers": 17}, "consumers must be between 1 and 16"),
+    ({"smtp": ["smtps"]}, "smtp has unknown mode 'smtps'; choose from plain, starttls\\+auth"),
+    ({"smtp": []}, "smtp must be a non-empty list without repeats"),
+    ({"smtp": ["plain", "plain"]}, "smtp must be a non-empty list without repeats"),
+    ({"smtp": "plain"}, "smtp must be a list of strings"),
+    ({"smtp": ["plain", "starttls+auth"], "capacity": True}, "capacity run"),
 ])
 def test_a_bad_open_loop_profile_names_the_key(changes: dict[str, object],
                                                needle: str) -> None:
@@ -296,6 +301,17 @@ def test_scenarios_run_where_the_profile_says() -> None:
     flaky = profile.cells()[-1]
     assert flaky.folder == "cells/queued-500ms-10rps-smtp-flaky"
     assert flaky.title == "queued @ 500 ms x 10 sign-ups/s (smtp-flaky)"
+
+
+def test_the_smtp_axis_runs_mode_by_mode_and_the_baseline_on_plain_only() -> None:
+    profile = profile_from_mapping("p", {
+        "variants": ["baseline", "sync"], "latencies_ms": [0], "rates": [10],
+        "smtp": ["plain", "starttls+auth"]}, "p.toml")
+    assert [k.label for k in profile.cells()] == [
+        "baseline@0ms/10rps", "sync@0ms/10rps", "sync@0ms/10rps+starttls+auth"]
+    tls = profile.cells()[-1]
+    assert tls.folder == "cells/sync-0ms-10rps-starttls-auth"
+    assert tls.title == "sync @ 0 ms x 10 sign-ups/s over STARTTLS and AUTH"
 
 
 @pytest.mark.parametrize(("changes", "needle"), [
