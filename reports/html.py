@@ -41,6 +41,7 @@ def write_html(run: ReportRun, charts: Sequence[Chart], path: Path) -> Path:
         inp_claim=summary.INP_CLAIM,
         inp_checks=summary.inp_checks(run),
         losses=summary.loss_rows(run),
+        smtp_modes=summary.smtp_mode_rows(run),
         browser=summary.browser_rows(run),
         calibration=summary.calibration_line(run),
         charts=[(chart, _data_uri(chart.png)) for chart in charts],

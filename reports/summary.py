@@ -261,8 +261,10 @@ def cell_rows(run: ReportRun) -> list[dict[str, Any]]:
     for cond in run.conditions:
         for variant in run.variants:
             cell = run.results.cell(cond.key(variant))
+            if cell is None and not run.in_grid(variant, cond):
+                continue
             rows.append({"variant": variant, "latency": cond.latency_ms, "load": cond.load,
-                         "scenario": cond.scenario,
+                         "scenario": cond.scenario, "smtp": cond.smtp,
                          "cell": cell, "label": cell.label if cell else None,
                          "sends_email": cell.sends_email if cell else None})
     return rows
@@ -335,6 +337,32 @@ def loss_rows(run: ReportRun) -> list[LossRow]:
             if cond.smtp != PLAIN:
                 summary += f" The server asks for {SMTP_MODES.get(cond.smtp, cond.smtp)} first."
             rows.append(LossRow(cond, summary, cells))
+    return rows
+
+
+@dataclass(frozen=True)
+class SmtpModeRow:
+    """One emailing variant at one condition on plain SMTP and on another mode: what the
+    mode's handshake (STARTTLS, AUTH) adds to what the person waits and to time to inbox."""
+
+    plain: CellResult
+    other: CellResult
+
+    def delta(self, metric: str, stat: str) -> float | None:
+        a, b = self.plain.metric(metric, stat), self.other.metric(metric, stat)
+        return None if a is None or b is None else b - a
+
+
+def smtp_mode_rows(run: ReportRun) -> list[SmtpModeRow]:
+    """Every cell on a mode other than plain SMTP, beside its plain twin (same variant,
+    latency, load and scenario)."""
+    rows = []
+    for cell in run.cells:
+        if cell.smtp == PLAIN:
+            continue
+        twin = run.cell(cell.variant, cell.smtp_latency_ms, cell.load, cell.scenario)
+        if twin is not None:
+            rows.append(SmtpModeRow(twin, cell))
     return rows
 
 

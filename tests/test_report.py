@@ -476,3 +476,28 @@ def test_the_seeds_inp_claim_is_checked_against_chromium(tmp_path: Path) -> None
     assert "click to confirmation painted, was p75 591 ms against 118 ms" in claims
     assert "Not measured in this run: no browser figures for sync and threaded at 5000 ms" in (
         claims)
+
+
+def test_cells_on_a_provider_like_smtp_server_sit_beside_their_plain_twins(
+        tmp_path: Path) -> None:
+    """A starttls+auth cell is a row of its own (the baseline, which sends nothing, has no
+    such row and no "not run" note), and a section sets it beside the plain cell it costs
+    more than."""
+    document = json.loads((FIXTURES / "partial_run" / "results.json").read_text())
+    sync = next(c for c in document["cells"] if c["variant"] == "sync"
+                and c["smtp_latency_ms"] == 0 and c["users"] == 1)
+    tls = {**sync, "smtp": "starttls+auth", "files": None,
+           "register": {**sync["register"], "p50_ms": sync["register"]["p50_ms"] + 2.5}}
+    document["cells"].append(tls)
+    run_dir = write_document(tmp_path / "tls", document)
+    html = build_report(run_dir).read_text()
+    section = html[html.index('id="smtp-modes"'):html.index('id="claims"')]
+    assert section.count("<tr>") == 2  # the header and the one cell
+    assert "+2.5" in section and "starttls+auth" in section
+    cells = html[html.index('id="cells"'):html.index('id="security"')
+                 if 'id="security"' in html else html.index('id="environment"')]
+    assert cells.count("<small>starttls+auth</small>") == 1
+    assert "baseline @ 0 ms · 1u · starttls+auth" not in html
+    plain = build_report(write_document(tmp_path / "plain", json.loads(
+        (FIXTURES / "partial_run" / "results.json").read_text()))).read_text()
+    assert 'id="smtp-modes"' not in plain
