@@ -40,7 +40,8 @@ test: $(STAMP) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Saves every run under .benchmarks/ and fails on a median slowdown above the threshold
-# against the previous saved run (absolute on this machine, ratios across machines).
+# against the median of the last three saved runs (absolute on this machine, ratios across
+# machines).
 MICROBENCH_THRESHOLD ?= 0.25
 microbench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-autosave -q $(PYTEST_ARGS)

@@ -1,8 +1,12 @@
-"""Compare the newest saved micro-benchmark run with the previous one; exit 1 on a slowdown.
+"""Compare the newest saved micro-benchmark run with the ones before; exit 1 on a slowdown.
 
 ``make microbench`` saves every run (pytest-benchmark ``--benchmark-autosave``, under
-``.benchmarks/<machine>/``). Two comparisons, each failing above ``--threshold`` (25%):
-- on the same machine: each benchmark's median against its median in the previous run;
+``.benchmarks/<machine>/``). "Before" is the median over the last ``--window`` (3) saved runs:
+against one run alone, a benchmark whose run-to-run spread is wide (queued's dispatch, a
+SQLite commit: medians of 235 to 307 us in five runs on one quiet machine) fails on noise. Two
+comparisons, each failing above ``--threshold`` (25%):
+- on the same machine (every run compared with is from it): each benchmark's median against
+  its median before;
 - on any machine (CI runners change): each median divided by the median of a pure-CPU
   reference measured in the same run (token create+verify), against the same ratio before.
 Benchmarks bound by wall-clock time (injected SMTP delays, polling) are left out: dividing
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -31,11 +36,22 @@ def saved_runs(root: Path) -> list[Path]:
     return sorted(root.glob("*/*.json"), key=lambda p: p.stat().st_mtime)
 
 
+def _median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Per benchmark, the median of its values over ``runs`` (where it was measured)."""
+    names = {name for run in runs for name in run}
+    return {name: statistics.median(run[name] for run in runs if name in run)
+            for name in names}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path(".benchmarks"))
     parser.add_argument("--threshold", type=float, default=0.25)
+    parser.add_argument("--window", type=int, default=3,
+                        help="saved runs before the newest whose medians make 'before'")
     args = parser.parse_args(argv)
+    if args.window < 1:
+        parser.error("--window must be at least 1")
     runs = saved_runs(args.root)
     if not runs:
         print(f"no saved micro-benchmark runs under {args.root}", file=sys.stderr)
@@ -43,17 +59,22 @@ def main(argv: list[str] | None = None) -> int:
     if len(runs) == 1:
         print(f"first saved run ({runs[0]}); the next `make microbench` compares with it")
         return 0
-    before_path, now_path = runs[-2], runs[-1]
-    before, now = medians(before_path), medians(now_path)
-    same_machine = before_path.parent == now_path.parent
+    now_path, before_paths = runs[-1], runs[-1 - args.window:-1]
+    now = medians(now_path)
+    earlier = [medians(path) for path in before_paths]
+    before = _median_of(earlier)
+    ratios_before = _median_of([{name: value / run[REFERENCE] for name, value in run.items()}
+                                for run in earlier if REFERENCE in run])
+    same_machine = all(path.parent == now_path.parent for path in before_paths)
     failures = []
-    print(f"comparing {now_path.name} with {before_path.name}"
-          f" ({'same machine' if same_machine else 'different machines: ratios only'})")
+    print(f"comparing {now_path.name} with the median of {len(before_paths)} run(s) before it "
+          f"({before_paths[0].name} to {before_paths[-1].name}; "
+          f"{'same machine' if same_machine else 'different machines: ratios only'})")
     print(f"{'benchmark':<55} {'median now':>12} {'before':>12} {'abs':>8} {'ratio':>8}")
     for name in sorted(now.keys() & before.keys()):
         absolute = now[name] / before[name] - 1
-        ratio = (now[name] / now[REFERENCE]) / (before[name] / before[REFERENCE]) - 1 \
-            if REFERENCE in now and REFERENCE in before else 0.0
+        ratio = (now[name] / now[REFERENCE]) / ratios_before[name] - 1 \
+            if REFERENCE in now and name in ratios_before else 0.0
         slower = [f"median {absolute:+.0%}"] if same_machine and absolute > args.threshold else []
         if name != REFERENCE and ratio > args.threshold:
             slower.append(f"ratio to {REFERENCE} {ratio:+.0%}")

@@ -47,3 +47,17 @@ def test_wall_clock_benchmarks_are_left_out(tmp_path: Path) -> None:
     save(tmp_path / "m1" / "0001.json", {REF: 1e-5, "test_dispatch[sync]": 0.5}, 1)
     save(tmp_path / "m1" / "0002.json", {REF: 1e-5, "test_dispatch[sync]": 5.0}, 2)
     assert main(["--root", str(tmp_path)]) == 0
+
+
+def test_before_is_the_median_of_the_last_runs(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """One fast run among three (noise) is not what the newest is held to; a slowdown against
+    the median of the three still fails."""
+    name = "test_dispatch[queued]"
+    for order, value in enumerate((285e-6, 235e-6, 278e-6), start=1):
+        save(tmp_path / "m1" / f"{order:04}.json", {REF: 1e-5, name: value}, order)
+    save(tmp_path / "m1" / "0004.json", {REF: 1e-5, name: 307e-6}, 4)  # +31% on 235, +10%
+    assert main(["--root", str(tmp_path)]) == 0
+    assert "median of 3 run(s)" in capsys.readouterr().out
+    save(tmp_path / "m1" / "0005.json", {REF: 1e-5, name: 400e-6}, 5)  # +40% on the median
+    assert main(["--root", str(tmp_path)]) == 1
+    assert main(["--root", str(tmp_path), "--window", "1"]) == 1
