@@ -9,8 +9,12 @@ comparisons, each failing above ``--threshold`` (25%):
   its median before;
 - on any machine (CI runners change): each median divided by the median of a pure-CPU
   reference measured in the same run (token create+verify), against the same ratio before.
-Benchmarks bound by wall-clock time (injected SMTP delays, polling) are left out: dividing
-them by CPU speed means nothing, and they assert their own targets.
+A slowdown counts only when the benchmark's minimum moved too: the median measures what the
+machine did while the benchmark ran, and a neighbour's burst on a shared 2-core machine moved
+one benchmark's median by +50 to +60% in a run (email composition 25.6 -> 40.3 us,
+baseline's dispatch 8.1 -> 13.2 us) while its minimum stayed within 4%. A slower code path
+moves both. Benchmarks bound by wall-clock time (injected SMTP delays, polling) are left out:
+dividing them by CPU speed means nothing, and they assert their own targets.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ WALL_CLOCK_BOUND = ("test_dispatch[sync]", "test_dispatch[threaded]", "test_pick
                     "test_eom_latency_holds", "test_long_poll_wakeup", "test_ingest_")
 
 
-def medians(path: Path) -> dict[str, float]:
+def medians(path: Path, stat: str = "median") -> dict[str, float]:
+    """``stat`` (the median, or the minimum: ``min``) of each CPU-bound benchmark of a run."""
     data = json.loads(path.read_text())
-    return {b["name"]: b["stats"]["median"] for b in data["benchmarks"]
+    return {b["name"]: b["stats"][stat] for b in data["benchmarks"]
             if not b["name"].startswith(WALL_CLOCK_BOUND)}
 
 
@@ -63,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     now = medians(now_path)
     earlier = [medians(path) for path in before_paths]
     before = _median_of(earlier)
+    fastest_now = medians(now_path, "min")
+    fastest_before = _median_of([medians(path, "min") for path in before_paths])
     ratios_before = _median_of([{name: value / run[REFERENCE] for name, value in run.items()}
                                 for run in earlier if REFERENCE in run])
     same_machine = all(path.parent == now_path.parent for path in before_paths)
@@ -75,10 +82,15 @@ def main(argv: list[str] | None = None) -> int:
         absolute = now[name] / before[name] - 1
         ratio = (now[name] / now[REFERENCE]) / ratios_before[name] - 1 \
             if REFERENCE in now and name in ratios_before else 0.0
+        fastest = fastest_now[name] / fastest_before[name] - 1
         slower = [f"median {absolute:+.0%}"] if same_machine and absolute > args.threshold else []
         if name != REFERENCE and ratio > args.threshold:
             slower.append(f"ratio to {REFERENCE} {ratio:+.0%}")
-        flag = f"  SLOWER: {', '.join(slower)}" if slower else ""
+        if slower and same_machine and fastest <= args.threshold:
+            flag = f"  (noise: its minimum moved {fastest:+.0%})"
+            slower = []
+        else:
+            flag = f"  SLOWER: {', '.join(slower)}" if slower else ""
         print(f"{name:<55} {now[name] * 1e6:>10.1f}us {before[name] * 1e6:>10.1f}us "
               f"{absolute:>+8.0%} {ratio:>+8.0%}{flag}")
         if slower:
