@@ -145,6 +145,15 @@ class FaultySMTP(SMTP):
         super().eof_received()
         return False
 
+    async def _answered(self, phase: str) -> bool:
+        """Enter ``phase`` before aiosmtpd handles its command; True when a fault rule's
+        reply was sent instead, which ends the command."""
+        status = await self.enter(phase)
+        if status is None:
+            return False
+        await self.push(status)
+        return True
+
     async def _handle_client(self) -> None:
         try:
             status = await self.enter("connect")
@@ -161,20 +170,14 @@ class FaultySMTP(SMTP):
     # Overrides repeat aiosmtpd's @syntax, which is what HELP lists.
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
-        if hostname:  # otherwise aiosmtpd answers 501
-            status = await self.enter("ehlo")
-            if status is not None:
-                await self.push(status)
-                return
+        if hostname and await self._answered("ehlo"):  # no hostname: aiosmtpd answers 501
+            return
         await super().smtp_EHLO(hostname)
 
     @syntax("HELO hostname")
     async def smtp_HELO(self, hostname: str) -> None:
-        if hostname:
-            status = await self.enter("ehlo")
-            if status is not None:
-                await self.push(status)
-                return
+        if hostname and await self._answered("ehlo"):
+            return
         await super().smtp_HELO(hostname)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
@@ -203,20 +206,15 @@ class FaultySMTP(SMTP):
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:
-        if not arg and self.tls_context and not self._tls_protocol:  # a handshake follows
-            status = await self.enter("starttls")
-            if status is not None:
-                await self.push(status)
-                return
+        handshake = not arg and self.tls_context and not self._tls_protocol
+        if handshake and await self._answered("starttls"):
+            return
         await super().smtp_STARTTLS(arg)
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
-        if self._auth_attempt(arg):
-            status = await self.enter("auth")
-            if status is not None:
-                await self.push(status)
-                return
+        if self._auth_attempt(arg) and await self._answered("auth"):
+            return
         await super().smtp_AUTH(arg)
 
     def _auth_attempt(self, arg: str | None) -> bool:

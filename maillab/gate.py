@@ -37,7 +37,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,10 @@ class Rule:
 
 # -- rules ---------------------------------------------------------------------------------
 
+# Selector filters whose value is a name: what it names, and the names it may be.
+_NAMED_FILTERS: dict[str, tuple[str, Collection[str]]] = {
+    "scenario": ("scenario", SCENARIOS), "smtp": ("SMTP mode", SMTP_MODES)}
+
 def _metric_name(text: str, where: str, metric: str, stat: str | None) -> None:
     """Raise a :class:`RuleError` unless ``metric`` (with ``stat``) is in the results model;
     ``where`` names a reference on the right side ("" for the rule's own metric)."""
@@ -151,16 +155,11 @@ def parse_rule(text: str) -> Rule:
     filters: list[tuple[str, float | str]] = []
     for part in filter(None, (p.strip() for p in (match["filters"] or "").split(","))):
         name, _, value = (s.strip() for s in part.partition("="))
-        if name == "scenario":
-            if value not in SCENARIOS:
-                raise RuleError(f"rule {text!r}: unknown scenario {value!r}"
-                                f"{_suggest(value, SCENARIOS)}")
-            filters.append((name, value))
-            continue
-        if name == "smtp":
-            if value not in SMTP_MODES:
-                raise RuleError(f"rule {text!r}: unknown SMTP mode {value!r}"
-                                f"{_suggest(value, SMTP_MODES)}")
+        if name in _NAMED_FILTERS:
+            what, known = _NAMED_FILTERS[name]
+            if value not in known:
+                raise RuleError(f"rule {text!r}: unknown {what} {value!r}"
+                                f"{_suggest(value, known)}")
             filters.append((name, value))
             continue
         number = _filter_value(value)
