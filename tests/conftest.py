@@ -83,6 +83,7 @@ def run_consumer() -> Iterator[Callable[[Flask], Any]]:
             def stop_relay() -> None:
                 relay.stop()
                 thread.join(30)
+                close_database(app)
 
             running.append(stop_relay)
             return relay
@@ -90,7 +91,12 @@ def run_consumer() -> Iterator[Callable[[Flask], Any]]:
 
         consumer, stats = build_consumer(app, threads=2)
         consumer.start()
-        running.append(lambda: consumer.stop(graceful=True))
+
+        def stop_consumer() -> None:
+            consumer.stop(graceful=True)
+            close_database(app)
+
+        running.append(stop_consumer)
         return stats
 
     yield start
@@ -98,6 +104,13 @@ def run_consumer() -> Iterator[Callable[[Flask], Any]]:
         stop()
     for sig, handler in saved.items():
         signal.signal(sig, handler)
+
+
+def close_database(app: Flask) -> None:
+    """Close the connections the consumer left in the app's pool: a test that disposed of
+    the engine while the consumer ran leaves it a new pool, whose open connections (psycopg)
+    would otherwise warn when some later test's garbage collection frees them."""
+    app.extensions["maillab.db"].engine.dispose()
 
 
 @pytest.fixture(params=list(VARIANTS))
