@@ -114,8 +114,10 @@ def _faults(
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path),
               help="PEM private key of --tls-cert.")
 @click.option("--auth", "credentials", metavar="USER:PASSWORD", callback=_credentials,
+              envvar="FAKESMTP_AUTH", show_envvar=True,
               help=f"Refuse mail before AUTH ({' or '.join(AUTH_MECHANISMS)}) with these "
-                   "credentials (530); a wrong password gets 535. Needs --tls.")
+                   "credentials (530); a wrong password gets 535. Needs --tls. From the "
+                   "environment, the password stays out of the process list.")
 def smtp(
     host: str,
     port: int,

@@ -179,14 +179,14 @@ class Bench:
                 return
             self.supervisor.stop(self._smtp[1])
             self._smtp = None
-        flags = self._tls_flags() if mode == STARTTLS_AUTH else []
+        flags, env = self._tls_flags() if mode == STARTTLS_AUTH else ([], {})
         log = self.run_dir / ("fakesmtp.log" if mode == PLAIN
                               else f"fakesmtp-{mode.replace('+', '-')}.log")
         for attempt in range(3):
             smtp = self.supervisor.spawn(
                 "fakesmtp", ["smtp", "--port", str(self.smtp_port), "--api-port",
                              str(self.api_port), "--seed", "1", *flags],
-                dict(os.environ), log)
+                {**os.environ, **env}, log)
             try:
                 smtp.wait_for_line(r"^fakesmtp HTTP API ", timeout=30)
                 self._smtp = (mode, smtp)
@@ -198,12 +198,13 @@ class Bench:
                 self.smtp_port, self.api_port = free_port(), free_port()
                 self.api_url = f"http://127.0.0.1:{self.api_port}"
 
-    def _tls_flags(self) -> list[str]:
-        """fakesmtp's flags for ``starttls+auth``: a certificate made for this run (kept out
-        of the results, removed with the run's scratch folder) and its one login."""
+    def _tls_flags(self) -> tuple[list[str], dict[str, str]]:
+        """fakesmtp's flags and environment for ``starttls+auth``: a certificate made for
+        this run (kept out of the results, removed with the run's scratch folder) and its one
+        login, given in the environment (not on a command line anyone can list)."""
         cert, key = self._tls_files()
-        return ["--tls-cert", str(cert), "--tls-key", str(key),
-                "--auth", f"{SMTP_USER}:{self._smtp_password}"]
+        return (["--tls-cert", str(cert), "--tls-key", str(key)],
+                {"FAKESMTP_AUTH": f"{SMTP_USER}:{self._smtp_password}"})
 
     def _tls_files(self) -> tuple[Path, Path]:
         if self._scratch is None:

@@ -159,10 +159,15 @@ def test_a_key_that_is_not_the_certificates_is_refused(tmp_path: Path) -> None:
     assert oct(other_key.stat().st_mode & 0o777) == "0o600"
 
 
-def test_the_command_serves_starttls_and_auth(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_the_command_serves_starttls_and_auth(tmp_path: Path, how: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """``python -m fakesmtp --tls --auth``: a self-signed certificate made at start, named on
-    its output, trusted by path."""
-    proc = Proc("--port", "0", "--api-port", "0", "--tls", "--auth", f"{USER}:{PASSWORD}")
+    its output, trusted by path; the credentials from the flag or from FAKESMTP_AUTH."""
+    auth = ["--auth", f"{USER}:{PASSWORD}"] if how == "flag" else []
+    if how == "environment":
+        monkeypatch.setenv("FAKESMTP_AUTH", f"{USER}:{PASSWORD}")
+    proc = Proc("--port", "0", "--api-port", "0", "--tls", *auth)
     try:
         lines = proc.read_until("AUTH required")
         port = int(lines[0].rsplit(":", 1)[1])
