@@ -173,7 +173,8 @@ class PhaseLatency:
     lateness_p99_ms: float | None = Field(description="slept minus drawn, per delay, p99")
     bound_ms: Ms = Field(description="the most p99 lateness that still counts as delivering "
                                      "the spec: 5% of the injected p99, at least 10 ms; past "
-                                     "it the cell is invalid")
+                                     "it (over 100 delays or more, or at p50) the cell is "
+                                     "invalid")
 
 
 @dataclass(config=_CONFIG, kw_only=True)

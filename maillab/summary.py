@@ -24,6 +24,7 @@ from loadtests.results import (
     InpCalibration,
     InpProxy,
     LoadGenerator,
+    PhaseLatency,
     RequestStats,
     Resources,
     Results,
@@ -265,12 +266,8 @@ def _validity(observed: Observed, register: RequestStats, counts: Delivery,
                         "delivery counts are incomplete")
     smtp = observed.capture.smtp
     for phase, late in (smtp.latency if smtp else {}).items():
-        if late.lateness_p99_ms is not None and late.bound_ms is not None \
-                and late.lateness_p99_ms > late.bound_ms:
+        if not _delivered(phase, late, warnings):
             valid = False
-            warnings.append(f"fakesmtp did not deliver the latency it injected at {phase}: its "
-                            f"delays came {late.lateness_p99_ms:.1f} ms late at p99, past the "
-                            f"{late.bound_ms:g} ms bound (the SMTP server was overloaded)")
     if not register.count:
         valid = False
         warnings.append("no successful registration was measured")
@@ -278,6 +275,29 @@ def _validity(observed: Observed, register: RequestStats, counts: Delivery,
         warnings.append(f"{counts.missing} of {counts.registered} emails never arrived "
                         f"({observed.capture.drain or f'within the {profile.drain_s:g} s drain'})")
     return valid, warnings
+
+
+LATENESS_MIN_DELAYS = 100  # below this, a p99 is the one worst delay
+
+
+def _delivered(phase: str, late: PhaseLatency, warnings: list[str]) -> bool:
+    """Whether fakesmtp delivered the latency it injected at ``phase`` (False: the cell's
+    latency is not what it says). Judged on the p99 where there are enough delays for one to
+    be a tail; with fewer, the p99 is the single worst delay, and one stall (Chromium starting
+    beside a small cell, say) is a warning, while a p50 past the bound still means the server
+    was overloaded throughout."""
+    bound, p99, p50 = late.bound_ms, late.lateness_p99_ms, late.lateness_p50_ms
+    if bound is None or p99 is None or p99 <= bound:
+        return True
+    told = (f"fakesmtp's delays at {phase} came {p99:.1f} ms late at p99, past the "
+            f"{bound:g} ms bound")
+    if late.count >= LATENESS_MIN_DELAYS or (p50 is not None and p50 > bound):
+        warnings.append(f"fakesmtp did not deliver the latency it injected: {told} (the SMTP "
+                        "server was overloaded)")
+        return False
+    warnings.append(f"{told}, in {late.count} delays: the worst one, not a tail; the cell "
+                    "stays valid")
+    return True
 
 
 def inp_calibration(cells: Sequence[CellResult]) -> InpCalibration | None:
