@@ -1,5 +1,5 @@
 """fakesmtp speed: ingest rate vs. a bare aiosmtpd sink, whether injected latency is delivered
-under load (timer lateness at 50 to 1000 concurrent sessions), long-poll wake-up.
+under load (timer lateness from 50 to 1500 concurrent sessions), long-poll wake-up.
 
 Method: each server runs in this process (its own loop thread); the load comes from
 ``python -m fakesmtp.bench`` in a separate process, so on 2 cores the client has a core of its

@@ -346,9 +346,8 @@ def protocol_factory(
     """A zero-argument callable for ``loop.create_server`` (like aiosmtpd's
     ``Controller.factory``). ``server_hostname`` is always passed, so aiosmtpd never calls
     ``socket.getfqdn()`` (a DNS look-up) per connection. With ``tls``, STARTTLS is offered and
-    required before mail; with ``credentials`` (which need ``tls``), so is AUTH."""
-    if credentials is not None and tls is None:
-        raise ValueError("AUTH needs TLS: credentials are only taken over STARTTLS")
+    required before mail; with ``credentials`` (which need ``tls``: FakeSMTP checks), so is
+    AUTH."""
     handler = FakeHandler(engine)
 
     def factory() -> FaultySMTP:

@@ -32,8 +32,7 @@ from dataclasses import asdict, astuple, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from apps.core.registry import sends_email as variant_sends_email
-from loadtests.scenarios import CLEAN, PLAIN, SMTP_MODES, scenario
+from loadtests.scenarios import CLEAN, PLAIN, SMTP_MODES, scenario, smtp_mode_for
 
 if TYPE_CHECKING:
     import numpy as np
@@ -135,8 +134,7 @@ def grid(variants: Sequence[str], latencies_ms: Sequence[int], users: Sequence[i
     return [CellKey(v, lat, load, name, mode) for mode in smtp for lat in latencies_ms
             for load in loads for name in scenarios
             if name == CLEAN or not scenario_latencies_ms or lat in scenario_latencies_ms
-            for v in variants if scenario(name).applies_to(v)
-            and (mode == PLAIN or variant_sends_email(v))]
+            for v in variants if scenario(name).applies_to(v) and smtp_mode_for(v, mode) == mode]
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from pydantic.dataclasses import dataclass
 
 from apps.core.registry import VARIANTS
 from apps.core.registry import sends_email as variant_sends_email
+from fakesmtp.stats import LATENESS_FLOOR_S, LATENESS_SHARE, LATENESS_TAIL_DELAYS, SAMPLES
 from loadtests.cellfiles import CellFileError, CellKey, CellSamples, Load, grid, read_samples
 from loadtests.scenarios import CLEAN, PLAIN, SCENARIOS, SMTP_MODES
 from loadtests.stats import Rating, inp_rating
@@ -166,15 +167,16 @@ class PhaseLatency:
     """One phase's injected latency as fakesmtp delivered it: a server too busy with its
     sessions fires its timers late, and then delivers more latency than the cell says."""
 
-    count: Count = Field(description="delays slept (fakesmtp keeps the last 10,000)")
+    count: Count = Field(description=f"delays slept (fakesmtp keeps the last {SAMPLES:,})")
     injected_p99_ms: Ms = Field(description="the delays drawn from the spec, p99")
     # Not Ms: a timer can fire a hair early, so lateness can be below zero.
     lateness_p50_ms: float | None = Field(description="slept minus drawn, per delay, p50")
     lateness_p99_ms: float | None = Field(description="slept minus drawn, per delay, p99")
-    bound_ms: Ms = Field(description="the most p99 lateness that still counts as delivering "
-                                     "the spec: 5% of the injected p99, at least 10 ms; past "
-                                     "it (over 100 delays or more, or at p50) the cell is "
-                                     "invalid")
+    bound_ms: Ms = Field(description=f"the most p99 lateness that still counts as delivering "
+                                     f"the spec: {LATENESS_SHARE:.0%} of the injected p99, at "
+                                     f"least {LATENESS_FLOOR_S * 1000:g} ms; past it (over "
+                                     f"{LATENESS_TAIL_DELAYS} delays or more, or at p50) the "
+                                     "cell is invalid")
 
 
 @dataclass(config=_CONFIG, kw_only=True)

@@ -82,6 +82,13 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
 )}
 
 
+def smtp_mode_for(variant: str, mode: str) -> str:
+    """The SMTP mode ``variant`` runs on when the grid asks for ``mode``: a variant that sends
+    nothing (the baseline) meets no SMTP server, so it runs on plain SMTP only, and its plain
+    cell is its figure for every mode."""
+    return mode if variant_info(variant).sends_email else PLAIN
+
+
 class ScenarioError(ValueError):
     pass
 

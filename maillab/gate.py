@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 from apps.core.registry import VARIANTS
-from apps.core.registry import sends_email as variant_sends_email
 from loadtests import cellfiles
 from loadtests.cellfiles import CellKey
 from loadtests.results import (
@@ -59,7 +58,7 @@ from loadtests.results import (
     load_run,
     write_gate,
 )
-from loadtests.scenarios import PLAIN, SCENARIOS, SMTP_MODES
+from loadtests.scenarios import SCENARIOS, SMTP_MODES, smtp_mode_for
 from loadtests.stats import median
 
 PASS, FAIL, INVALID = 0, 1, 3
@@ -319,9 +318,9 @@ def _same_position(results: Results, cell: CellResult) -> Callable[[str], float]
 
     def value(token: str) -> float:
         reference = Reference.parse(token, token)
-        smtp = cell.smtp if variant_sends_email(reference.variant) else PLAIN
         other = results.cell(CellKey(reference.variant, cell.smtp_latency_ms, cell.load,
-                                     cell.scenario, smtp))
+                                     cell.scenario, smtp_mode_for(reference.variant,
+                                                                  cell.smtp)))
         if other is None:
             raise _Unmeasured(f"this run has no {reference.variant} cell at "
                               f"{cell.smtp_latency_ms} ms and {cell.load.title} for {token}")

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from fakesmtp.stats import LATENESS_TAIL_DELAYS
 from loadtests import cellfiles
 from loadtests.cellfiles import CellKey, CellSamples, Merged, Registration, Series
 from loadtests.profiles import Profile
@@ -277,9 +278,6 @@ def _validity(observed: Observed, register: RequestStats, counts: Delivery,
     return valid, warnings
 
 
-LATENESS_MIN_DELAYS = 100  # below this, a p99 is the one worst delay
-
-
 def _delivered(phase: str, late: PhaseLatency, warnings: list[str]) -> bool:
     """Whether fakesmtp delivered the latency it injected at ``phase`` (False: the cell's
     latency is not what it says). Judged on the p99 where there are enough delays for one to
@@ -291,7 +289,7 @@ def _delivered(phase: str, late: PhaseLatency, warnings: list[str]) -> bool:
         return True
     told = (f"fakesmtp's delays at {phase} came {p99:.1f} ms late at p99, past the "
             f"{bound:g} ms bound")
-    if late.count >= LATENESS_MIN_DELAYS or (p50 is not None and p50 > bound):
+    if late.count >= LATENESS_TAIL_DELAYS or (p50 is not None and p50 > bound):
         warnings.append(f"fakesmtp did not deliver the latency it injected: {told} (the SMTP "
                         "server was overloaded)")
         return False

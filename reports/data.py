@@ -45,8 +45,7 @@ class ReportRun(Run):
         """Every (latency, load, scenario, SMTP mode) of the grid, sorted by latency, load,
         clean first, then plain SMTP first (so a mode sits beside the plain one it costs more
         than)."""
-        keys = {*self.results.expected_cells, *(c.key for c in self.cells)}
-        found = {Condition(k.latency_ms, k.load, k.scenario, k.smtp) for k in keys}
+        found = {Condition(k.latency_ms, k.load, k.scenario, k.smtp) for k in self._expected}
         return sorted(found, key=lambda c: (c.latency_ms, c.load, c.scenario != CLEAN,
                                             c.scenario, c.smtp != PLAIN, c.smtp))
 
@@ -75,6 +74,7 @@ class ReportRun(Run):
 
     @cached_property
     def _expected(self) -> set[CellKey]:
+        """The grid's cells (profile settings, else the cells' own axes) and the run's."""
         return {*self.results.expected_cells, *(c.key for c in self.cells)}
 
     @property
