@@ -65,6 +65,22 @@ def _known_smtp(name: str) -> str:
 
 
 Ms = Annotated[float | None, Field(ge=0, description="milliseconds; null with no samples")]
+
+# The questions a cell answers, judged apart: a late SMTP timer or a load generator that fell
+# behind spoils how long things took, not how many emails were lost.
+Family = Literal["timing", "delivery"]
+FAMILIES: tuple[Family, ...] = ("timing", "delivery")
+# Blocks whose counts answer the delivery question; their statistics in milliseconds (start
+# lag, the late emails' time to inbox) are timing all the same.
+_COUNTED_BLOCKS = ("delivery", "arrivals", "smtp_faults")
+
+
+def family(metric: str, stat: str | None = None) -> Family:
+    """Which question ``metric.stat`` answers (the gate skips it where that is untrusted)."""
+    if metric in _COUNTED_BLOCKS and not (stat or "").endswith("_ms"):
+        return "delivery"
+    return "timing"
+
 Count = Annotated[int, Field(ge=0)]
 
 
@@ -300,6 +316,15 @@ class ScenarioEvent:
 
 
 @dataclass(config=_CONFIG, kw_only=True)
+class Attempt:
+    """An earlier run of a cell that was invalid for a transient reason and run once more."""
+
+    files: str = Field(description="its folder, relative to the run (every sample kept)")
+    invalid_for: list[Family]
+    warnings: list[str]
+
+
+@dataclass(config=_CONFIG, kw_only=True)
 class CellResult:
     """One cell's figures. Blocks of statistics are the metrics the gate can name."""
 
@@ -331,8 +356,23 @@ class CellResult:
     resources: Resources
     load_generator: LoadGenerator | None = None
     files: str | None = Field(None, description="the cell's folder, relative to the run")
-    valid: bool
+    valid: bool = Field(description="every figure can be trusted: invalid_for is empty")
+    invalid_for: list[Family] = Field(
+        default_factory=list, description="the questions whose figures cannot be trusted: "
+        "timing (response times, time to inbox, resources) or delivery (the buckets, "
+        "arrivals, fakesmtp's counters); the warnings say why")
     warnings: list[str]
+    attempts: list[Attempt] = Field(default_factory=list, description="earlier attempts at "
+                                    "this cell, invalid for a transient reason and run again "
+                                    "once; the figures above are the last attempt's")
+
+    @property
+    def untrusted(self) -> frozenset[Family]:
+        """The questions this cell cannot answer; every one for an invalid cell of a run
+        older than per-question validity."""
+        if self.valid:
+            return frozenset()
+        return frozenset(self.invalid_for or FAMILIES)
 
     @property
     def key(self) -> CellKey:
@@ -492,6 +532,10 @@ class EnumerationCheck:
     distinguishable: bool = Field(description="p below 0.01")
 
 
+EndedBy = Literal["register SLO", "inbox SLO", "failures SLO",
+                  "load generator could not keep the schedule", "invalid"]
+
+
 @dataclass(config=_CONFIG, kw_only=True)
 class Capacity:
     """One variant at one SMTP latency in a capacity run: the rate stepped up until the SLO
@@ -502,9 +546,13 @@ class Capacity:
     slo: str = Field(description="what sustainable means here")
     knee_rps: float | None = Field(description="the highest offered rate that held the SLO; "
                                                "null: even the lowest step broke it")
-    broke_at_rps: float | None = Field(description="the first rate that broke it; null: none "
-                                                   "of the steps did")
+    broke_at_rps: float | None = Field(description="the rate where the series ended: the first "
+                                                   "that broke an SLO, or that the load "
+                                                   "generator could not offer; null: none did")
     broke_because: str | None = None
+    ended_by: EndedBy | None = Field(None, description="what ended the series at broke_at_rps: "
+                                     "an SLO (register, inbox, failures) or the load generator "
+                                     "itself, which is no SLO break")
     skipped_rates: list[float] = Field(default_factory=list, description="steps not run "
                                                                          "after the break")
     predicted_rps: float | None = Field(None, description="capacity from first principles, "
@@ -630,7 +678,10 @@ class GateReport:
     verdict: Literal["pass", "fail", "invalid"] = "pass"
     exit_code: int = 0
     rules: list[RuleOutcome] = Field(default_factory=list)
-    invalid: list[str] = Field(default_factory=list)
+    invalid: list[str] = Field(default_factory=list, description="why the run cannot be "
+                               "trusted at all (exit 3)")
+    partly_invalid: list[str] = Field(default_factory=list, description="cells invalid for "
+                                      "some questions only: their rules of those are skipped")
     comparison: ComparisonReport | None = None
 
     def to_json(self) -> str:

@@ -28,28 +28,44 @@ from collections.abc import Sequence
 
 from apps.core.registry import variant as variant_info
 from loadtests.profiles import Profile
-from loadtests.results import Capacity, CellResult
+from loadtests.results import Capacity, CellResult, EndedBy
+from maillab.summary import LAGGED
 
 
 def slo_text(profile: Profile) -> str:
-    return (f"register p99 <= {profile.slo_p99_ms:g} ms from the intended start, dropped or "
-            f"failed <= {profile.slo_bad_share:.0%}, schedule kept")
+    return (f"register p99 <= {profile.slo_p99_ms:g} ms from the intended start, time to inbox "
+            f"p99 <= {profile.slo_inbox_p99_ms:g} ms, dropped or failed (and emails past the "
+            f"inbox deadline) <= {profile.slo_bad_share:.0%}, schedule kept")
 
 
-def breach(cell: CellResult, profile: Profile) -> str | None:
-    """Why ``cell`` is past the variant's capacity, or None when it held the SLO."""
+def breach(cell: CellResult, profile: Profile) -> tuple[EndedBy, str] | None:
+    """What ended the series at ``cell`` and why, or None when it held every SLO. A load
+    generator that could not keep the schedule says nothing about the variant: that ends the
+    series (no higher rate can be offered either) but is not an SLO break."""
+    if LAGGED in " ".join(cell.warnings) and "timing" in cell.untrusted:
+        return "load generator could not keep the schedule", next(
+            w for w in cell.warnings if LAGGED in w)
     if not cell.valid:
-        return "invalid: " + "; ".join(cell.warnings or ["marked invalid"])
+        return "invalid", "; ".join(cell.warnings or ["marked invalid"])
     p99 = cell.register.p99_ms
     if p99 is None:
-        return "no registration was measured"
+        return "register SLO", "no registration was measured"
     if p99 > profile.slo_p99_ms:
-        return f"register p99 {p99:.0f} ms > {profile.slo_p99_ms:g} ms"
+        return "register SLO", f"register p99 {p99:.0f} ms > {profile.slo_p99_ms:g} ms"
     arrivals = cell.arrivals
     offered = arrivals.offered if arrivals else cell.register.count + cell.register.failures
     bad = (arrivals.dropped if arrivals else 0) + cell.register.failures
     if offered and bad / offered > profile.slo_bad_share:
-        return f"{bad} of {offered} sign-ups dropped or failed"
+        return "failures SLO", f"{bad} of {offered} sign-ups dropped or failed"
+    if cell.sends_email:
+        inbox = cell.time_to_inbox
+        if inbox.p99_ms is not None and inbox.p99_ms > profile.slo_inbox_p99_ms:
+            return "inbox SLO", (f"time to inbox p99 {inbox.p99_ms:.0f} ms > "
+                                 f"{profile.slo_inbox_p99_ms:g} ms")
+        waited = inbox.count + inbox.failures
+        if waited and inbox.failures / waited > profile.slo_bad_share:
+            return "inbox SLO", (f"{inbox.failures} of {waited} emails not in the inbox "
+                                 f"within {profile.inbox_deadline_s:g} s")
     return None
 
 
@@ -84,13 +100,13 @@ def capacity_rows(cells: Sequence[CellResult], profile: Profile) -> list[Capacit
 
 def _row(variant: str, latency: int, series: list[CellResult], cells: Sequence[CellResult],
          profile: Profile) -> Capacity:
-    held, broke, because = None, None, None
+    held, broke, ended = None, None, None
     for cell in series:
-        reason = breach(cell, profile)
-        if reason is None:
+        ended = breach(cell, profile)
+        if ended is None:
             held = cell
             continue
-        broke, because = cell, reason
+        broke = cell
         break
     ran = {c.rate for c in series}
     skipped = [r for r in profile.rates if broke is not None and broke.rate is not None
@@ -106,7 +122,9 @@ def _row(variant: str, latency: int, series: list[CellResult], cells: Sequence[C
             email_threads = float(held.resources.peak_threads - floor.resources.peak_threads)
     return Capacity(variant=variant, smtp_latency_ms=latency, slo=slo_text(profile),
                     knee_rps=held.rate if held else None,
-                    broke_at_rps=broke.rate if broke else None, broke_because=because,
+                    broke_at_rps=broke.rate if broke else None,
+                    broke_because=ended[1] if ended else None,
+                    ended_by=ended[0] if ended else None,
                     skipped_rates=skipped, predicted_rps=predicted, prediction=how,
                     peak_threads=resources.peak_threads if resources else None,
                     predicted_email_threads=predicted_threads, email_threads=email_threads,

@@ -343,7 +343,8 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
         progress.update(task, description=text)
 
     runner = Bench(profile, run_dir, results_root, smtp_port, smtp_api_port, on_cell, on_stage,
-                   database_url=database_url, queue_url=queue_url)
+                   database_url=database_url, queue_url=queue_url,
+                   on_note=lambda text: progress.console.print(f"[yellow]{text}"))
     kept = f"finished cells kept in {run_dir / RESULTS_FILE}"
     try:
         with progress:
@@ -445,6 +446,8 @@ def _gate(run_dir: Path, rules_file: Path | None, baseline: Path | None, alpha: 
         console.print(compared)
     for reason in result.invalid:
         console.print(f"[red]invalid:[/] {reason}")
+    for reason in result.partly_invalid:
+        console.print(f"[yellow]partly invalid:[/] {reason}")
     console.print(f"gate verdict: {result.verdict} (exit {result.exit_code}); "
                   f"written to {run_dir / GATE_FILE}")
     return result.exit_code
@@ -481,7 +484,7 @@ def _print_summary(console: Any, results: Results) -> None:
             str(d.missing), count(d.refused), count(d.failed_visibly), str(d.duplicates),
             count(cell.metric("resources", "peak_threads")),
             count(cell.metric("resources", "peak_queue_depth")),
-            "yes" if cell.valid else "[red]no")
+            "yes" if cell.valid else f"[red]no: {', '.join(sorted(cell.untrusted))}")
     console.print(table)
     if results.capacity:
         knees = Table(title=f"Capacity: the highest offered rate that held the SLO "
@@ -498,7 +501,8 @@ def _print_summary(console: Any, results: Results) -> None:
                 row.variant, f"{row.smtp_latency_ms} ms",
                 rate(row.knee_rps) if row.knee_rps is not None else "below the lowest step",
                 rate(row.broke_at_rps) if row.broke_at_rps is not None else "none broke",
-                row.broke_because or "", rate(row.predicted_rps), count(row.peak_threads),
+                f"{row.ended_by}: {row.broke_because}" if row.ended_by else
+                (row.broke_because or ""), rate(row.predicted_rps), count(row.peak_threads),
                 "-" if row.predicted_email_threads is None else
                 f"{count(row.email_threads)} (predicted {row.predicted_email_threads:g})",
                 count(row.peak_queue_depth),

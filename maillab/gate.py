@@ -28,8 +28,14 @@ slower by more than ``min_effect`` (10%), so noise does not fail a build and a r
 does. Runs are comparable only when profile,
 variant set, CPU count, server settings and password hash match.
 
-Exit codes: 0 pass; 1 a rule or comparison failed; 3 the run is invalid (a cell marked
-invalid, the load generator saturated, cells missing) or not comparable; 2 usage errors.
+Validity is judged per question (:data:`loadtests.results.FAMILIES`): a cell whose timing
+cannot be trusted (fakesmtp's timers fired late, the load generator fell behind) still
+answers what it lost, so its delivery rules are checked and its timing rules skipped with the
+reason (and likewise a rule whose right side names such a figure).
+
+Exit codes: 0 pass; 1 a rule or comparison failed; 3 the run cannot be trusted at all (a cell
+invalid for every question, cells missing, the run unfinished) or is not comparable; 2 usage
+errors.
 """
 
 from __future__ import annotations
@@ -46,15 +52,18 @@ from apps.core.registry import VARIANTS
 from loadtests import cellfiles
 from loadtests.cellfiles import CellKey
 from loadtests.results import (
+    FAMILIES,
     METRICS,
     VARIABLES,
     CellResult,
     Comparison,
     ComparisonReport,
+    Family,
     GateReport,
     Results,
     RuleOutcome,
     Run,
+    family,
     load_run,
     write_gate,
 )
@@ -285,13 +294,24 @@ def check_rules(results: Results, rules: list[Rule]) -> list[RuleOutcome]:
             outcomes.append(RuleOutcome(rule=rule.text, cell=None, measured=None,
                                         limit=rule.rhs, verdict="error",
                                         detail="no cell of this run matches the selector"))
+        asks = family(rule.metric, rule.stat)
         for cell in cells:
+            if asks in cell.untrusted:
+                outcomes.append(RuleOutcome(rule=rule.text, cell=cell.label, measured=None,
+                                            limit=rule.rhs, verdict="skipped",
+                                            detail=_untrusted(cell, asks)))
+                continue
             variables = {name: float(getattr(cell, name) or 0) for name in VARIABLES}
             try:
                 limit = evaluate(rule.rhs, variables, rule.text, _same_position(results, cell))
             except _Unmeasured as absent:
                 outcomes.append(RuleOutcome(rule=rule.text, cell=cell.label, measured=None,
                                             limit=rule.rhs, verdict="error", detail=str(absent)))
+                continue
+            except _Untrusted as doubted:
+                outcomes.append(RuleOutcome(rule=rule.text, cell=cell.label, measured=None,
+                                            limit=rule.rhs, verdict="skipped",
+                                            detail=str(doubted)))
                 continue
             value = cell.metric(rule.metric, rule.stat)
             shown = f"{rule.op} {limit:g}"
@@ -311,6 +331,15 @@ class _Unmeasured(LookupError):
     """A rule's right side names a figure the run does not have; the message says which."""
 
 
+class _Untrusted(LookupError):
+    """A rule's right side names a figure of a cell invalid for that question."""
+
+
+def _untrusted(cell: CellResult, asks: Family) -> str:
+    return (f"{cell.label}'s {asks} figures cannot be trusted ({'; '.join(cell.warnings)}): "
+            f"its {asks} rules are skipped, the others checked")
+
+
 def _same_position(results: Results, cell: CellResult) -> Callable[[str], float]:
     """Resolve ``VARIANT.METRIC.STAT`` in the cell at ``cell``'s SMTP latency and load (and
     scenario and SMTP mode; a variant that sends nothing runs on plain SMTP only, and is the
@@ -324,6 +353,9 @@ def _same_position(results: Results, cell: CellResult) -> Callable[[str], float]
         if other is None:
             raise _Unmeasured(f"this run has no {reference.variant} cell at "
                               f"{cell.smtp_latency_ms} ms and {cell.load.title} for {token}")
+        asks = family(reference.metric, reference.stat)
+        if asks in other.untrusted:
+            raise _Untrusted(_untrusted(other, asks))
         found = other.metric(reference.metric, reference.stat)
         if found is None:
             raise _Unmeasured(f"{other.label} has no {token.split('.', 1)[1]}")
@@ -343,10 +375,18 @@ def invalid_reasons(results: Results) -> list[str]:
         shown = ", ".join(key.label for key in missing[:5])
         reasons.append(f"{len(missing)} cells missing: {shown}")
     for cell in results.cells:
-        if not cell.valid:
+        if cell.untrusted == frozenset(FAMILIES):  # else its trusted rules still answer
             why = "; ".join(cell.warnings) or "marked invalid"
             reasons.append(f"{cell.label} is invalid: {why}")
     return reasons
+
+
+def partly_invalid(results: Results) -> list[str]:
+    """The cells invalid for some questions only: the gate skips those questions' rules on
+    them (and says so) and checks the rest."""
+    return [f"{cell.label}: {', '.join(sorted(cell.untrusted))} invalid; "
+            f"{'; '.join(cell.warnings)}" for cell in results.cells
+            if cell.untrusted and cell.untrusted != frozenset(FAMILIES)]
 
 
 def comparability_key(results: Results) -> dict[str, Any]:
@@ -406,7 +446,8 @@ def run_gate(run_dir: Path, rules: list[Rule], baseline_dir: Path | None = None,
     cannot be read."""
     run = load_run(run_dir)
     report = GateReport(rules=check_rules(run.results, rules),
-                        invalid=invalid_reasons(run.results))
+                        invalid=invalid_reasons(run.results),
+                        partly_invalid=partly_invalid(run.results))
     if baseline_dir is not None:
         report.comparison = compare(run, load_run(baseline_dir), alpha, min_effect)
         if not report.comparison.comparable:

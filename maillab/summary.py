@@ -9,7 +9,7 @@ invalid. The runner (maillab.bench) gathers the :class:`Observed` inputs and cal
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from fakesmtp.stats import LATENESS_TAIL_DELAYS
@@ -17,10 +17,12 @@ from loadtests import cellfiles
 from loadtests.cellfiles import CellKey, CellSamples, Merged, Registration, Series
 from loadtests.profiles import Profile
 from loadtests.results import (
+    FAMILIES,
     Arrivals,
     Browser,
     CellResult,
     Delivery,
+    Family,
     InboxStats,
     InpCalibration,
     InpProxy,
@@ -38,6 +40,7 @@ from loadtests.stats import inp_rating, median, percentile
 
 SATURATED_CPU_PERCENT = 90.0  # locust is one gevent loop: past this it measures itself
 MEASURED = "registrations sent after the warm-up"
+LAGGED = "the load generator could not keep the schedule"  # the capacity table says it too
 
 
 @dataclass
@@ -170,9 +173,8 @@ def summarize_cell(key: CellKey, profile: Profile, observed: Observed,
     counts = delivery(observed.registrations, observed.capture, observed.sends_email,
                       observed.fault_ended_at)
     completed = verify.count if observed.sends_email else register.count
-    valid, warnings = _validity(observed, register, counts, schedule, profile)
-    if not _counted_alike(observed, scenario_of(key.scenario).kill == "app", warnings):
-        valid = False
+    found = _validity(observed, register, counts, schedule, profile)
+    _count_alike(observed, scenario_of(key.scenario).kill == "app", found)
     rate = key.load.rate or None
     return CellResult(
         variant=key.variant, smtp_latency_ms=key.latency_ms,
@@ -192,23 +194,22 @@ def summarize_cell(key: CellKey, profile: Profile, observed: Observed,
                             peak_queue_depth=observed.peak_queue_depth,
                             register_requests=observed.app_register_requests),
         load_generator=load_generator(observed),
-        files=files or key.folder, valid=valid, warnings=warnings)
+        files=files or key.folder, valid=not found.invalid_for,
+        invalid_for=[f for f in FAMILIES if f in found.invalid_for], warnings=found.warnings)
 
 
-def _counted_alike(observed: Observed, app_restarted: bool, warnings: list[str]) -> bool:
-    """Whether the app's own count of POST /register (every worker, from /metrics) is what
+def _count_alike(observed: Observed, app_restarted: bool, found: _Validity) -> None:
+    """Check that the app's own count of POST /register (every worker, from /metrics) is what
     the load generator recorded as answered, plus the browser probe's. Not checked where the
     app was started again (its count starts again) or the probe stopped part-way."""
     seen = observed.app_register_requests
     if seen is None or app_restarted or observed.browser_note:
-        return True
+        return
     answered = sum(1 for r in observed.registrations if r.status is not None)
     answered += observed.browser.count if observed.browser else 0
-    if seen == answered:
-        return True
-    warnings.append(f"the app counted {seen} POST /register (its /metrics, every worker) but "
-                    f"the load generator recorded {answered} answered")
-    return False
+    if seen != answered:  # a record short of what happened: no figure of it can be trusted
+        found.spoils(FAMILIES, f"the app counted {seen} POST /register (its /metrics, every "
+                               f"worker) but the load generator recorded {answered} answered")
 
 
 RSS_SETTLED_S = 60.0  # the memory baseline is read this long into the load
@@ -231,71 +232,91 @@ def load_generator(observed: Observed) -> LoadGenerator:
                          rss_mb_peak=max(mb for _, mb in rss) if rss else None)
 
 
+class _Validity:
+    """What doubts a cell's figures, per question (:data:`loadtests.results.FAMILIES`)."""
+
+    def __init__(self) -> None:
+        self.invalid_for: set[Family] = set()
+        self.warnings: list[str] = []
+
+    def warn(self, reason: str) -> None:
+        self.warnings.append(reason)
+
+    def spoils(self, families: Collection[Family], reason: str) -> None:
+        self.invalid_for.update(families)
+        self.warnings.append(reason)
+
+
+_TIMING: tuple[Family] = ("timing",)
+_DELIVERY: tuple[Family] = ("delivery",)
+
+
 def _validity(observed: Observed, register: RequestStats, counts: Delivery,
-              schedule: Arrivals, profile: Profile) -> tuple[bool, list[str]]:
-    """Whether the cell's figures can be trusted, and every reason to doubt them."""
-    valid, warnings = True, []
+              schedule: Arrivals, profile: Profile) -> _Validity:
+    """Every reason to doubt the cell's figures, and which question each spoils. The load
+    generator falling behind, or fakesmtp firing its timers late, spoil timing only: every
+    sign-up is still counted from the same capture. Those are also the passing reasons (a
+    neighbour's burst on a shared machine), so a cell invalid for timing alone is worth a
+    second attempt (:func:`worth_another_attempt`)."""
+    found = _Validity()
     lag = schedule.lag_p99_ms
     if lag is not None and lag > profile.max_start_lag_ms:
-        valid = False
-        warnings.append(f"the load generator could not keep the schedule: start lag p99 "
-                        f"{lag:.1f} ms is above the {profile.max_start_lag_ms:g} ms bound")
+        found.spoils(_TIMING, f"{LAGGED}: start lag p99 {lag:.1f} ms is above the "
+                              f"{profile.max_start_lag_ms:g} ms bound")
     if schedule.dropped:
-        warnings.append(f"{schedule.dropped} of {schedule.offered} arrivals were dropped: "
-                        f"{profile.max_in_flight} sign-ups were already in flight")
+        found.warn(f"{schedule.dropped} of {schedule.offered} arrivals were dropped: "
+                   f"{profile.max_in_flight} sign-ups were already in flight")
     cpu = observed.load_cpu_percent
     if cpu is not None and cpu > SATURATED_CPU_PERCENT:
-        valid = False
-        warnings.append(f"load generator saturated: locust used {cpu:.0f}% of a core, so "
-                        "its timings include its own queueing")
+        found.spoils(_TIMING, f"load generator saturated: locust used {cpu:.0f}% of a core, "
+                              "so its timings include its own queueing")
     for event in observed.events:
         if event.what.startswith("could not apply the scenario"):
-            valid = False
-            warnings.append(event.what)
+            found.spoils(FAMILIES, event.what)
     if observed.browser_note:
-        warnings.append(observed.browser_note)
+        found.warn(observed.browser_note)
     if observed.merged is not None and observed.merged.problems:
-        valid = False
-        warnings.extend(observed.merged.problems)
+        for problem in observed.merged.problems:
+            found.spoils(FAMILIES, problem)
     if observed.locust_exit not in (0, 1):  # 1 is locust's "some requests failed"
-        valid = False
-        warnings.append(f"locust exited with {observed.locust_exit}; see locust.log")
+        found.spoils(FAMILIES, f"locust exited with {observed.locust_exit}; see locust.log")
     if observed.capture.truncated:
-        valid = False
-        warnings.append("fakesmtp received more messages than it keeps (max_messages: the "
-                        "oldest were evicted) or faulted more recipients than it records: "
-                        "delivery counts are incomplete")
+        found.spoils(_DELIVERY, "fakesmtp received more messages than it keeps (max_messages: "
+                                "the oldest were evicted) or faulted more recipients than it "
+                                "records: delivery counts are incomplete")
     smtp = observed.capture.smtp
     for phase, late in (smtp.latency if smtp else {}).items():
-        if not _delivered(phase, late, warnings):
-            valid = False
+        _delivered(phase, late, found)
     if not register.count:
-        valid = False
-        warnings.append("no successful registration was measured")
+        found.spoils(FAMILIES, "no successful registration was measured")
     if observed.sends_email and counts.missing:
-        warnings.append(f"{counts.missing} of {counts.registered} emails never arrived "
-                        f"({observed.capture.drain or f'within the {profile.drain_s:g} s drain'})")
-    return valid, warnings
+        found.warn(f"{counts.missing} of {counts.registered} emails never arrived "
+                   f"({observed.capture.drain or f'within the {profile.drain_s:g} s drain'})")
+    return found
 
 
-def _delivered(phase: str, late: PhaseLatency, warnings: list[str]) -> bool:
-    """Whether fakesmtp delivered the latency it injected at ``phase`` (False: the cell's
-    latency is not what it says). Judged on the p99 where there are enough delays for one to
+def worth_another_attempt(cell: CellResult) -> bool:
+    """Whether the cell is invalid for a passing reason only (see :func:`_validity`)."""
+    return cell.invalid_for == ["timing"]
+
+
+def _delivered(phase: str, late: PhaseLatency, found: _Validity) -> None:
+    """Whether fakesmtp delivered the latency it injected at ``phase`` (if not, the cell's
+    timing is not what it says). Judged on the p99 where there are enough delays for one to
     be a tail; with fewer, the p99 is the single worst delay, and one stall (Chromium starting
     beside a small cell, say) is a warning, while a p50 past the bound still means the server
     was overloaded throughout."""
     bound, p99, p50 = late.bound_ms, late.lateness_p99_ms, late.lateness_p50_ms
     if bound is None or p99 is None or p99 <= bound:
-        return True
+        return
     told = (f"fakesmtp's delays at {phase} came {p99:.1f} ms late at p99, past the "
             f"{bound:g} ms bound")
     if late.count >= LATENESS_TAIL_DELAYS or (p50 is not None and p50 > bound):
-        warnings.append(f"fakesmtp did not deliver the latency it injected: {told} (the SMTP "
-                        "server was overloaded)")
-        return False
-    warnings.append(f"{told}, in {late.count} delays: the worst one, not a tail; the cell "
-                    "stays valid")
-    return True
+        found.spoils(_TIMING, f"fakesmtp did not deliver the latency it injected: {told} (the "
+                              "SMTP server was overloaded)")
+    else:
+        found.warn(f"{told}, in {late.count} delays: the worst one, not a tail; the cell "
+                   "stays valid")
 
 
 def inp_calibration(cells: Sequence[CellResult]) -> InpCalibration | None:

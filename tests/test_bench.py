@@ -187,6 +187,35 @@ def test_interrupt_mid_run_stops_every_child(tmp_path: Path) -> None:
     assert not port_in_use("127.0.0.1", smtp_port) and not port_in_use("127.0.0.1", api_port)
 
 
+@pytest.mark.slow
+def test_a_cell_invalid_for_timing_is_run_once_more_and_still_gates_its_losses(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start-lag bound no schedule can keep (0 ms) makes every cell invalid for timing, a
+    passing reason: the cell is run once more, both attempts kept; its delivery is still
+    counted and gated, its timing rules skipped with the reason, and the run is not invalid."""
+    monkeypatch.chdir(tmp_path)
+    profile = tiny_profile(tmp_path / "lag.toml", variants='["sync"]', max_start_lag_ms=0,
+                           min_signups=10)
+    run_dir = tmp_path / "results" / "run"
+    result = CliRunner().invoke(cli, ["bench", "--profile", str(profile), "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "running it again" in result.output
+    [cell] = json.loads((run_dir / "results.json").read_text())["cells"]
+    assert (cell["valid"], cell["invalid_for"]) == (False, ["timing"])
+    [first] = cell["attempts"]
+    assert first["invalid_for"] == ["timing"] and "start lag p99" in first["warnings"][0]
+    assert first["files"] == cell["files"] + ".attempt-1"
+    for folder in (first["files"], cell["files"]):
+        assert (run_dir / folder / "samples.csv.gz").exists()
+    assert cell["delivery"]["missing"] == 0 and cell["delivery"]["delivered"] > 0
+    gated = CliRunner().invoke(cli, ["gate", str(run_dir)])
+    assert gated.exit_code == 0, gated.output
+    outcomes = json.loads((run_dir / "gate.json").read_text())["rules"]
+    by_verdict = {o["rule"]: o["verdict"] for o in outcomes if o["cell"]}
+    assert by_verdict["*{scenario=clean}.delivery.missing == 0"] == "pass"
+    assert by_verdict["sync{scenario=clean}.register.p50_ms >= smtp_latency_ms"] == "skipped"
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["--variants", "sync,carrier-pigeon"], "unknown variant 'carrier-pigeon'"),
     (["--latencies", "0,fast"], "not a comma-separated list of integers"),
@@ -295,6 +324,7 @@ def test_a_capacity_run_stops_a_series_at_the_knee(tmp_path: Path,
     [row] = document["capacity"]
     assert (row["knee_rps"], row["broke_at_rps"], row["skipped_rates"]) == (3, 12, [20])
     assert row["broke_because"].startswith("register p99 ")
+    assert row["ended_by"] == "register SLO"
     assert row["predicted_rps"] == pytest.approx(2 / 0.3)
     assert "Capacity: the highest offered rate that held the SLO" in result.output
     # The step not run is not a missing cell: the gate judges the cells that ran.

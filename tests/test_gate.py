@@ -142,6 +142,72 @@ def test_invalid_cell_exits_3(tmp_path: Path) -> None:
     assert "load generator saturated" in result.output
 
 
+LATE_TIMERS = ("fakesmtp did not deliver the latency it injected: fakesmtp's delays at eom "
+               "came 34.0 ms late at p99, past the 25 ms bound")
+
+
+def test_a_cell_whose_timing_is_invalid_still_answers_what_it_lost(tmp_path: Path) -> None:
+    """A faults run's cell with late SMTP timers (doctored as the bench writes it): its loss
+    rules are checked, its timing rules and the rules that name its timing are skipped with
+    the reason, and the run is not invalid (exit 3) for it."""
+    rules = rules_file(tmp_path, "threaded.delivery.missing == 0",
+                       "threaded.register.p95_ms < baseline.register.p95_ms * 1.5 + 5",
+                       "sync.register.p50_ms >= smtp_latency_ms",
+                       "*.arrivals.dropped == 0")
+    run = write_run(tmp_path / "run", cells__2__valid=False, cells__2__invalid_for=["timing"],
+                    cells__2__warnings=[LATE_TIMERS])
+    result = gate(str(run), "--rules", rules)
+    assert result.exit_code == 0, result.output
+    written = json.loads((run / "gate.json").read_text())
+    assert written["verdict"] == "pass" and written["invalid"] == []
+    verdicts = {(o["rule"], o["cell"]): o for o in written["rules"]}
+    skipped = verdicts[("threaded.register.p95_ms < baseline.register.p95_ms * 1.5 + 5",
+                        "threaded@500ms/10rps")]
+    assert skipped["verdict"] == "skipped" and "timing figures cannot be trusted" in \
+        skipped["detail"] and "34.0 ms late" in skipped["detail"]
+    assert verdicts[("threaded.delivery.missing == 0", "threaded@500ms/10rps")]["verdict"] \
+        == "pass"
+    assert verdicts[("*.arrivals.dropped == 0", "threaded@500ms/10rps")]["verdict"] == "pass"
+    assert verdicts[("sync.register.p50_ms >= smtp_latency_ms",
+                     "sync@500ms/10rps")]["verdict"] == "pass"
+    assert "partly invalid" in result.output and written["partly_invalid"]
+
+    # The same cell losing mail fails the gate: a timing doubt does not hide a loss.
+    lossy = write_run(tmp_path / "lossy", cells__2__valid=False,
+                      cells__2__invalid_for=["timing"], cells__2__warnings=[LATE_TIMERS],
+                      cells__2__delivery__missing=3)
+    assert gate(str(lossy), "--rules", rules).exit_code == 1
+
+
+def test_a_rule_naming_a_figure_of_a_timing_invalid_cell_is_skipped(tmp_path: Path) -> None:
+    rules = rules_file(tmp_path,
+                       "threaded.register.p95_ms < baseline.register.p95_ms * 1.5 + 5")
+    run = write_run(tmp_path / "run", cells__0__valid=False, cells__0__invalid_for=["timing"],
+                    cells__0__warnings=[LATE_TIMERS])
+    result = gate(str(run), "--rules", rules)
+    assert result.exit_code == 0, result.output
+    [outcome] = json.loads((run / "gate.json").read_text())["rules"]
+    assert outcome["verdict"] == "skipped"
+    assert outcome["detail"].startswith("baseline@500ms/10rps's timing figures")
+
+
+def test_a_cell_invalid_for_delivery_skips_its_loss_rules_and_for_both_exits_3(
+        tmp_path: Path) -> None:
+    rules = rules_file(tmp_path, "threaded.delivery.missing == 0",
+                       "threaded.register.p95_ms < baseline.register.p95_ms * 1.5 + 5")
+    run = write_run(tmp_path / "run", cells__2__valid=False, cells__2__invalid_for=["delivery"],
+                    cells__2__warnings=["fakesmtp received more messages than it keeps"])
+    result = gate(str(run), "--rules", rules)
+    assert result.exit_code == 0, result.output
+    verdicts = [o["verdict"] for o in json.loads((run / "gate.json").read_text())["rules"]]
+    assert verdicts == ["skipped", "pass"]
+    both = write_run(tmp_path / "both", cells__2__valid=False,
+                     cells__2__invalid_for=["timing", "delivery"],
+                     cells__2__warnings=["locust exited with 2; see locust.log"])
+    result = gate(str(both), "--rules", rules)
+    assert result.exit_code == 3 and "locust exited with 2" in result.output
+
+
 def test_missing_cells_and_unfinished_runs_exit_3(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run", profile_settings__rates=[10, 50], complete=False,
                     stopped_reason="stopped by SIGINT")

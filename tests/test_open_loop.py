@@ -24,6 +24,7 @@ from loadtests.profiles import (
     load_profile,
     profile_from_mapping,
 )
+from loadtests.results import CellResult
 from maillab.capacity import breach, capacity_rows, predicted_rps
 from maillab.summary import Capture, delivery
 from tests.runs import results_for, summarize
@@ -266,7 +267,7 @@ def test_the_knee_is_the_highest_rate_that_held_the_slo(tmp_path: Path) -> None:
             cell.resources.peak_threads = live
             cells.append(cell)
     assert breach(cells[1], profile) is None
-    assert breach(cells[4], profile) == "register p99 2500 ms > 1000 ms"
+    assert breach(cells[4], profile) == ("register SLO", "register p99 2500 ms > 1000 ms")
     rows = {row.variant: row for row in capacity_rows(cells, profile)}
     sync = rows["sync"]
     assert (sync.knee_rps, sync.broke_at_rps, sync.skipped_rates) == (4.0, 8.0, [16.0])
@@ -279,6 +280,45 @@ def test_the_knee_is_the_highest_rate_that_held_the_slo(tmp_path: Path) -> None:
     results.capacity = list(rows.values())
     missing = {k.label for k in results.missing_cells}
     assert missing == {"baseline@500ms/16rps", "threaded@500ms/16rps"}  # sync's was skipped
+
+
+def _queued_step(run_dir: Path, rate: float, inbox_ms: float, profile: Profile,
+                 lag_ms: float = 0.5) -> CellResult:
+    """A queued cell at ``rate`` whose sign-ups answer in 4 ms and whose emails take
+    ``inbox_ms`` to arrive."""
+    key = CellKey("queued", 500, Load(rate=rate))
+    samples = [Sample(metric, "POST", i / rate, ms, ok=True, warmup=False) for i in range(20)
+               for metric, ms in (("register", 4.0), ("time_to_inbox", inbox_ms))]
+    regs = [dataclasses.replace(arrival(i, lag=lag_ms), intended_at=i / rate)
+            for i in range(20)]
+    return summarize(run_dir / str(rate), key, profile, samples, regs)
+
+
+def test_a_queue_whose_backlog_grows_ends_its_series_on_the_inbox_slo(tmp_path: Path) -> None:
+    """Register holds at 4 ms while the consumer falls behind: the series ends where time to
+    inbox breaks its own SLO, and the row says that SLO ended it."""
+    profile = dataclasses.replace(PROFILE, variants=("queued",), rates=(4.0, 8.0, 16.0),
+                                  capacity=True, slo_inbox_p99_ms=2000)
+    cells = [_queued_step(tmp_path, 4.0, 600.0, profile),
+             _queued_step(tmp_path, 8.0, 3500.0, profile)]
+    assert breach(cells[0], profile) is None
+    assert breach(cells[1], profile) == ("inbox SLO", "time to inbox p99 3500 ms > 2000 ms")
+    [row] = capacity_rows(cells, profile)
+    assert (row.knee_rps, row.broke_at_rps, row.ended_by) == (4.0, 8.0, "inbox SLO")
+    assert "time to inbox p99 <= 2000 ms" in row.slo
+
+
+def test_a_series_the_load_generator_could_not_offer_is_not_an_slo_break(
+        tmp_path: Path) -> None:
+    profile = dataclasses.replace(PROFILE, variants=("queued",), rates=(4.0, 8.0),
+                                  capacity=True, max_start_lag_ms=25)
+    cells = [_queued_step(tmp_path, 4.0, 600.0, profile),
+             _queued_step(tmp_path, 8.0, 600.0, profile, lag_ms=80.0)]
+    assert cells[1].invalid_for == ["timing"]
+    [row] = capacity_rows(cells, profile)
+    assert (row.knee_rps, row.broke_at_rps) == (4.0, 8.0)
+    assert row.ended_by == "load generator could not keep the schedule"
+    assert "start lag p99 80.0 ms" in (row.broke_because or "")
 
 
 def test_predictions_from_first_principles() -> None:

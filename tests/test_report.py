@@ -162,7 +162,7 @@ def test_stopped_run_missing_cell_and_warnings_are_prominent(built: tuple[Path, 
     assert html.count("not run") >= 4  # banner, cell table, charts' notes
     assert "2 of 168 emails never arrived" in html
     assert "load generator saturated" in html
-    assert "baseline (invalid)" in html
+    assert "baseline (delivery and timing invalid)" in html  # an older run: both
     assert "sync @ 0 ms · 4u: no samples kept" in html  # the over-time chart's note
 
 

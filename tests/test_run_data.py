@@ -37,7 +37,13 @@ from loadtests.results import (
 )
 from maillab.cli import cli
 from maillab.gate import compare, load_rules, parse_rule, run_gate
-from maillab.summary import Capture, Observed, load_generator, summarize_cell
+from maillab.summary import (
+    Capture,
+    Observed,
+    load_generator,
+    summarize_cell,
+    worth_another_attempt,
+)
 from reports import build_report
 from tests.runs import record_cell, results_for, summarize, validate
 
@@ -138,27 +144,32 @@ def test_summary_of_a_variant_that_sends_nothing(tmp_path: Path) -> None:
     assert cell.time_to_inbox.count == 0 and cell.time_to_inbox.p50_ms is None
 
 
-@pytest.mark.parametrize(("observed", "reason"), [
-    ({"load_cpu_percent": 97.0}, "load generator saturated"),
-    ({"locust_exit": 2}, "locust exited with 2"),
-    ({"capture": Capture(truncated=True)}, "delivery counts are incomplete"),
-    ({"samples": cellfiles.CellSamples({})}, "no successful registration"),
-    ({"merged": cellfiles.Merged(2, 3, 1, 4)}, "fired 4 timings but 3 samples were kept"),
+@pytest.mark.parametrize(("observed", "reason", "spoiled"), [
+    ({"load_cpu_percent": 97.0}, "load generator saturated", ["timing"]),
+    ({"locust_exit": 2}, "locust exited with 2", ["timing", "delivery"]),
+    ({"capture": Capture(truncated=True)}, "delivery counts are incomplete", ["delivery"]),
+    ({"samples": cellfiles.CellSamples({})}, "no successful registration", ["timing", "delivery"]),
+    ({"merged": cellfiles.Merged(2, 3, 1, 4)}, "fired 4 timings but 3 samples were kept",
+     ["timing", "delivery"]),
     ({"merged": cellfiles.Merged(2, 3, 1, None, ("samples.part-1.csv.gz.open",))},
-     "a load process did not finish its samples (samples.part-1.csv.gz.open)"),
+     "a load process did not finish its samples (samples.part-1.csv.gz.open)",
+     ["timing", "delivery"]),
     ({"capture": Capture(smtp=SmtpFaults(
         attempts=1, received=1, injected=0, injected_share=0.0, latency={
             "eom": PhaseLatency(count=500, injected_p99_ms=500.0, lateness_p50_ms=3.0,
                             lateness_p99_ms=25.5, bound_ms=25.0)}))},
-     "delays at eom came 25.5 ms late at p99, past the 25 ms bound (the SMTP server was"),
+     "delays at eom came 25.5 ms late at p99, past the 25 ms bound (the SMTP server was",
+     ["timing"]),
     ({"capture": Capture(smtp=SmtpFaults(
         attempts=1, received=1, injected=0, injected_share=0.0, latency={
             "eom": PhaseLatency(count=30, injected_p99_ms=500.0, lateness_p50_ms=30.0,
                                 lateness_p99_ms=40.0, bound_ms=25.0)}))},
-     "did not deliver the latency it injected"),
+     "did not deliver the latency it injected", ["timing"]),
 ])
 def test_summary_marks_a_cell_invalid_and_says_why(observed: dict[str, object],
-                                                   reason: str) -> None:
+                                                   reason: str, spoiled: list[str]) -> None:
+    """And for which question: late timers or a busy load generator spoil the timing, not
+    the counts; a record short of what happened spoils both."""
     samples = cellfiles.CellSamples({})
     base = Observed(samples=samples, registrations=[], capture=Capture(), sends_email=True)
     register = [Sample("register", "POST", 0.0, 5.0, ok=True, warmup=False)]
@@ -170,8 +181,9 @@ def test_summary_marks_a_cell_invalid_and_says_why(observed: dict[str, object],
     for name, value in observed.items():
         setattr(base, name, value)
     cell = summarize_cell(KEY, PROFILE, base)
-    assert not cell.valid
+    assert not cell.valid and cell.invalid_for == spoiled
     assert any(reason in warning for warning in cell.warnings), cell.warnings
+    assert worth_another_attempt(cell) == (spoiled == ["timing"])
 
 
 def test_the_load_generators_memory_is_read_a_minute_in() -> None:
