@@ -39,6 +39,9 @@ class Scenario:
     kill: str | None = None  # "app" or "consumer": signalled in the middle of the window
     signal: int = signal.SIGKILL  # SIGKILL: a crash; SIGTERM: a graceful stop (a deploy)
     restart_after_s: float = 3.0  # then started again, as a process manager would
+    # The signal goes to the process alone, not its group, and nothing is started again: the
+    # process replaces its own workers (gunicorn's graceful reload on SIGHUP).
+    in_place: bool = False
 
     def applies_to(self, variant: str) -> bool:
         """Whether ``variant`` runs this scenario: a variant that sends nothing (the
@@ -71,6 +74,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("app-deploy", "The app is stopped gracefully (SIGTERM) in the middle of the "
              "cell, as a deploy does, and started again 3 s later.", kill="app",
              signal=signal.SIGTERM),
+    Scenario("app-reload", "The app is reloaded without downtime (SIGHUP to gunicorn) in the "
+             "middle of the cell: new workers start, the old ones finish their requests "
+             "within the graceful timeout and exit.", kill="app", signal=signal.SIGHUP,
+             in_place=True),
     Scenario("consumer-crash", "The process that delivers the email (queued's Huey consumer, "
              "outbox's relay) is killed (SIGKILL) in the middle of the cell and started again "
              "3 s later: whatever it was sending is cut off.",

@@ -423,10 +423,14 @@ class Bench:
             at = started + warmup_s + measured_s / 2
             name = app.recipes[index][0]
             how = signal.Signals(scenario.signal).name
-            actions += [(at, f"{how} to {name} ({scenario.kill})",
-                         lambda: self._kill(app, index, scenario.signal)),
-                        (at + scenario.restart_after_s, f"{name} started again",
-                         lambda: self._restart(app, index, sampler))]
+            if scenario.in_place:
+                actions.append((at, f"{how} to {name} ({scenario.kill}, in place)",
+                                lambda: app.children[index].popen.send_signal(scenario.signal)))
+            else:
+                actions += [(at, f"{how} to {name} ({scenario.kill})",
+                             lambda: self._kill(app, index, scenario.signal)),
+                            (at + scenario.restart_after_s, f"{name} started again",
+                             lambda: self._restart(app, index, sampler))]
         return sorted(actions, key=lambda action: action[0])
 
     def _kill(self, app: _App, index: int, sig: int) -> None:

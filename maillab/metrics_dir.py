@@ -37,6 +37,15 @@ def prepare() -> Path | None:
     except OSError:
         return None
     if not given:
-        atexit.register(shutil.rmtree, folder, True)
+        atexit.register(_remove, folder, os.getpid())
     os.environ[MULTIPROC_ENV] = str(folder)
     return folder
+
+
+def _remove(folder: Path, owner: int) -> None:
+    """Remove the folder when the server exits, and only then: gunicorn's forked workers
+    inherit the exit hook, and an old worker leaving after a graceful reload (SIGHUP) would
+    otherwise take every live worker's metric files with it (each request that touched a
+    gauge then failed with a 500)."""
+    if os.getpid() == owner:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -174,7 +174,8 @@ def summarize_cell(key: CellKey, profile: Profile, observed: Observed,
                       observed.fault_ended_at)
     completed = verify.count if observed.sends_email else register.count
     found = _validity(observed, register, counts, schedule, profile)
-    _count_alike(observed, scenario_of(key.scenario).kill == "app", found)
+    scenario = scenario_of(key.scenario)
+    _count_alike(observed, scenario.kill == "app" and not scenario.in_place, found)
     rate = key.load.rate or None
     return CellResult(
         variant=key.variant, smtp_latency_ms=key.latency_ms,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import stat
 import urllib.request
 from collections.abc import Callable
@@ -60,8 +61,26 @@ def test_metrics_sum_over_every_gunicorn_worker(
     writers = {re.sub(r"\D", "", f.name) for f in folder.glob("counter_*.db")}
     assert len(writers) == 2, sorted(f.name for f in folder.iterdir())
     assert [_register_requests(base) for _ in range(6)] == [40.0] * 6
+    # A graceful reload (SIGHUP): new workers replace the old ones, which exit; the folder
+    # and the old workers' counts stay (an exit hook inherited by the workers once removed
+    # the folder, and every request that touched a gauge answered 500).
+    old = _workers(server.popen.pid)
+    server.popen.send_signal(signal.SIGHUP)
+    wait_until(lambda: len(_workers(server.popen.pid)) == 2
+               and not old & _workers(server.popen.pid), what="the old workers replaced")
+    statuses = [_post_json(f"{base}/register", {"email": f"r{i}@maillab.test",
+                                                "password": "correct horse battery"})
+                for i in range(10)]
+    assert statuses == [202] * 10 and folder.is_dir()
+    assert _register_requests(base) == 50.0
     server.stop()
     wait_until(lambda: not folder.exists(), what="the metrics folder removed at exit")
+
+
+def _workers(pid: int) -> set[int]:
+    """gunicorn's worker processes: the master's children."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return {int(child) for child in children}
 
 
 @pytest.mark.slow
