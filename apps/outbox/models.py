@@ -17,8 +17,9 @@ from apps.core.mailer import Email
 
 class OutboxRow(Base):
     """An email to send. Pending: ``sent_at`` and ``failed_at`` both null. A relay claims a
-    row by setting ``lease_until`` (and ``claimed_by``); a lease that ran out means its relay
-    died mid-send, and the row is taken again."""
+    row by setting ``lease_until`` (and ``claimed_by``) and renews it while it sends
+    (:mod:`apps.outbox.lease`); a lease that ran out means its relay died mid-send, and the
+    row is taken again."""
 
     __tablename__ = "outbox"
 

@@ -6,8 +6,9 @@ SQLite the claim is one UPDATE ... RETURNING, which the single writer makes atom
 them with the shared :func:`apps.core.delivery.deliver` on a thread pool, and marks each sent.
 A transient failure is tried again later with exponential backoff (the queued variant's
 ``MAILLAB_QUEUE_RETRIES`` / ``_RETRY_DELAY`` / ``_RETRY_BACKOFF``, so the two retry alike); a
-permanent one is marked failed with the server's reply. A row whose lease ran out (its relay
-died mid-send) is claimed again. Between passes with nothing due it sleeps
+permanent one is marked failed with the server's reply. While a row is being sent its lease
+is renewed (:mod:`apps.outbox.lease`), however long the SMTP server takes; a row whose lease
+ran out (its relay died mid-send) is claimed again. Between passes with nothing due it sleeps
 ``MAILLAB_OUTBOX_POLL_DELAY``; a cheap read decides whether to claim, so an idle relay does
 not take the store's write lock. On PostgreSQL it LISTENs instead: the app's commit NOTIFYs,
 and a slow poll (``LISTEN_POLL_S``) still catches retries coming due.
@@ -28,7 +29,6 @@ from flask import Flask
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from apps.core.config import ConfigError
 from apps.core.delivery import deliver
 from apps.core.mailer import (
     ConsumerCounters,
@@ -36,6 +36,7 @@ from apps.core.mailer import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from apps.outbox.lease import Lease, Leases
 from apps.outbox.mailer import CHANNEL, OutboxMailer, pending_count
 from apps.outbox.models import OutboxRow
 
@@ -56,10 +57,11 @@ class Relay:
         if not isinstance(app.extensions.get("mailer"), OutboxMailer):
             raise TypeError("the relay needs an app built with the 'outbox' variant")
         cfg = app.config
-        if cfg["OUTBOX_LEASE"] <= cfg["SMTP_TIMEOUT"]:
-            raise ConfigError(f"MAILLAB_OUTBOX_LEASE ({cfg['OUTBOX_LEASE']:g} s) must be longer "
-                              f"than MAILLAB_SMTP_TIMEOUT ({cfg['SMTP_TIMEOUT']:g} s): a row "
-                              "still being sent would be claimed again and sent twice")
+        # The lease is not required to exceed MAILLAB_SMTP_TIMEOUT: that timeout bounds each
+        # socket read, not a send (a server may take it on each of MAIL, RCPT, DATA and the
+        # final dot), so no such rule kept a slow send's row. The heartbeat renews the lease
+        # while the send goes on; the lease only says how soon a dead relay's rows are taken
+        # again. A server that stalls forever now holds one thread here, not one on each relay.
         self.app = app
         self.sessions = app.extensions["maillab.db"].sessions
         self.threads = threads or cfg["WORKER_THREADS"]
@@ -72,6 +74,7 @@ class Relay:
         # lets a restarted relay take back at once what its dead predecessor held, instead
         # of waiting out the lease; it must be unique among the relays alive at one time.
         self.owner = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.leases = Leases(self.sessions, self.lease)
         self._stopping = threading.Event()
         self._idle = threading.Semaphore(self.threads)
         self.counters = ConsumerCounters()
@@ -93,9 +96,11 @@ class Relay:
 
     def run(self) -> None:
         listener = _Listener.open(self.app) if self._on_postgresql() else None
+        self.leases.start()
         try:
             self._loop(listener)
         finally:
+            self.leases.stop()  # after _loop: it returns once every claimed row's send ended
             if listener is not None:
                 listener.close()
 
@@ -125,7 +130,8 @@ class Relay:
                 for _ in range(free - len(rows)):
                     self._idle.release()
                 for row in rows:
-                    pool.submit(self._send, row)
+                    lease = self.leases.hold(row["id"], self.owner, row["lease_until"])
+                    pool.submit(self._send, row, lease)
                 if not rows:
                     self._wait_for_work(listener)
         # Leaving the with-block waits for every claimed row: a graceful stop finishes them.
@@ -161,23 +167,16 @@ class Relay:
         claim = (update(OutboxRow).where(OutboxRow.id.in_(due.scalar_subquery()))
                  .values(lease_until=now + self.lease, claimed_by=self.owner)
                  .returning(OutboxRow.id, OutboxRow.to, OutboxRow.subject, OutboxRow.text,
-                            OutboxRow.html, OutboxRow.attempts)
+                            OutboxRow.html, OutboxRow.attempts, OutboxRow.lease_until)
                  .execution_options(synchronize_session=False))
         with self.sessions() as session:
             rows = [dict(row._mapping) for row in session.execute(claim)]
             session.commit()
         return rows
 
-    def _mark(self, row_id: str, **values: Any) -> None:
-        with self.sessions() as session:
-            session.execute(update(OutboxRow).where(OutboxRow.id == row_id)
-                            .values(lease_until=None, **values)
-                            .execution_options(synchronize_session=False))
-            session.commit()
-
     # -- one row ------------------------------------------------------------------------------
 
-    def _send(self, row: dict[str, Any]) -> None:
+    def _send(self, row: dict[str, Any], lease: Lease) -> None:
         self.counters.started()
         email = Email(id=row["id"], to=row["to"], subject=row["subject"], text=row["text"],
                       html=row["html"])
@@ -185,36 +184,55 @@ class Relay:
         try:
             with self.app.app_context():
                 deliver(email)
-            self._mark(email.id, sent_at=time.time())
+            # Recorded even if another relay took the row meanwhile: it was delivered, and a
+            # row left pending would be sent yet again should that relay's send fail.
+            if not self.leases.settle(lease, {"sent_at": time.time()}, whoever_holds_it=True):
+                log.warning("email %s to %s delivered after another relay took it: it may "
+                            "arrive twice", email.id, email.to)
             outcome = "delivered"
         except PermanentDeliveryError as exc:
             log.error("email %s to %s refused for good: %s", email.id, email.to, exc)
-            self._mark(email.id, failed_at=time.time(), last_error=str(exc)[:2000])
+            if not self._record(lease, failed_at=time.time(), last_error=str(exc)[:2000]):
+                outcome = None
         except Exception as exc:  # transient, or a bug: either way the row is tried again
             if not isinstance(exc, TransientDeliveryError):
                 log.exception("email %s: unexpected error while sending", email.id)
             try:
-                outcome = self._retry_or_fail(email, row["attempts"] + 1, exc)
+                outcome = self._retry_or_fail(email, lease, row["attempts"] + 1, exc)
             except SQLAlchemyError as store:
                 outcome = None  # nothing recorded: the lease will run out
                 log.error("email %s: could not record the failure (%s); its lease will run "
                           "out and it will be taken again", email.id, store)
         finally:
+            self.leases.release(lease)  # recorded or not, this send no longer holds the row
             self.counters.finished(outcome)
             self._idle.release()
 
-    def _retry_or_fail(self, email: Email, attempts: int, exc: BaseException) -> str:
+    def _retry_or_fail(self, email: Email, lease: Lease, attempts: int,
+                       exc: BaseException) -> str | None:
         now = time.time()
         if attempts > self.retries:
             log.error("email %s to %s failed after %d attempts: %s", email.id, email.to,
                       attempts, exc)
-            self._mark(email.id, attempts=attempts, failed_at=now, last_error=str(exc)[:2000])
-            return "failed"
+            recorded = self._record(lease, attempts=attempts, failed_at=now,
+                                    last_error=str(exc)[:2000])
+            return "failed" if recorded else None
         wait = self.retry_delay * self.backoff ** (attempts - 1)
         log.warning("email %s to %s failed, trying again in %g s: %s", email.id, email.to,
                     wait, exc)
-        self._mark(email.id, attempts=attempts, due_at=now + wait, last_error=str(exc)[:2000])
-        return "retried"
+        recorded = self._record(lease, attempts=attempts, due_at=now + wait,
+                                last_error=str(exc)[:2000])
+        return "retried" if recorded else None
+
+    def _record(self, lease: Lease, **values: Any) -> bool:
+        """A failed send's outcome, recorded only while the row is this relay's: another
+        relay that took it is sending it now, and releasing its lease (or pushing its
+        due time) would let a third take it while that send goes on."""
+        if self.leases.settle(lease, values):
+            return True
+        log.warning("email %s: not recording this failure, another relay took the row and "
+                    "owns its outcome", lease.row_id)
+        return False
 
     def stats(self) -> dict[str, float]:
         return self.counters.snapshot(lambda: pending_count(self.app))
