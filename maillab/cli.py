@@ -140,10 +140,7 @@ def relay(threads: int | None, metrics_port: int, name: str | None, verbose: boo
     if metrics_port:
         _check_port("127.0.0.1", metrics_port, "--metrics-port")
     app = _build_app("outbox")
-    try:
-        sender = Relay(app, threads, name)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    sender = Relay(app, threads, name)
     taken_back = sender.take_back() if name else 0
     cfg = app.config
     _serve_metrics(metrics_port, sender)

@@ -61,8 +61,9 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_POLL_DELAY": 0.005,
     "WORKER_MAX_POLL_DELAY": 0.01,
     # maillab relay (the outbox): the wait between two looks at an idle outbox, and how long a
-    # claimed row is its relay's before another may take it (longer than SMTP_TIMEOUT, or a
-    # slow send would be taken again while still going).
+    # claimed row is its relay's before another may take it unless renewed: the relay renews
+    # it every third of it while the send goes on, so it says how soon a dead relay's rows are
+    # taken again, not how long a send may take.
     "OUTBOX_POLL_DELAY": 0.005,
     "OUTBOX_LEASE": 15.0,
 }
@@ -85,9 +86,16 @@ _NUMBERS = {
     "WORKER_POLL_DELAY": (float, 0.0001, None),
     "WORKER_MAX_POLL_DELAY": (float, 0.0001, None),
     "OUTBOX_POLL_DELAY": (float, 0.0001, None),
-    "OUTBOX_LEASE": (float, 0.01, None),
+    # At least a second: renewed every third of it, each renewal a write to the store.
+    "OUTBOX_LEASE": (float, 1.0, None),
 }
 _BOOLEANS = ("SMTP_USE_TLS", "ALLOW_TEST_DOMAINS")
+# Every other setting is text (a host, a URL, a password, a path...): declaring a new setting
+# a string needs nothing more than its default.
+_STRINGS = tuple(key for key in DEFAULTS if key not in _NUMBERS and key not in _BOOLEANS)
+# Text settings that may be None: unset, or for SameSite, Flask's "leave the attribute out".
+_NULLABLE = {key for key in _STRINGS if DEFAULTS[key] is None} | {"SESSION_COOKIE_SAMESITE"}
+_SAMESITE = ("Strict", "Lax", "None")  # what werkzeug accepts, in any case
 MAX_PBKDF2_ITERATIONS = 10_000_000  # ten times werkzeug's default
 _PASSWORD_METHODS = ("scrypt", "pbkdf2")
 
@@ -100,6 +108,13 @@ def load(app: Flask, test_config: dict[str, Any] | None) -> None:
     """Fill ``app.config``: defaults, then ``MAILLAB_*`` variables, then ``test_config``."""
     app.config.from_mapping(DEFAULTS)
     app.config.from_prefixed_env(ENV_PREFIX)
+    # from_prefixed_env parses each value as JSON, so a host 12345 would arrive as an int, a
+    # password null as None and one written "x" (quotes included) as x. A text setting is the
+    # variable's text exactly as given; numbers and booleans are parsed by validate().
+    for key in _STRINGS:
+        text = os.environ.get(f"{ENV_PREFIX}_{key}")
+        if text is not None:
+            app.config[key] = text
     if test_config:
         app.config.from_mapping(test_config)
     validate(app.config)
@@ -120,6 +135,8 @@ def instance_dir(test_config: dict[str, Any] | None) -> str:
 
 
 def validate(config: dict[str, Any]) -> None:
+    for key in _STRINGS:
+        _string(key, config[key])
     for key, (kind, low, high) in _NUMBERS.items():
         config[key] = _number(key, config[key], kind, low, high)
     for key in _BOOLEANS:
@@ -127,10 +144,9 @@ def validate(config: dict[str, Any]) -> None:
     config["PASSWORD_HASH"] = _password_hash(config["PASSWORD_HASH"])
     config["PUBLIC_URL"] = public_url(config["PUBLIC_URL"])
     config["SESSION_COOKIE_SECURE"] = config["PUBLIC_URL"].startswith("https:")
+    config["SESSION_COOKIE_SAMESITE"] = _samesite(config["SESSION_COOKIE_SAMESITE"])
     secret = config["SECRET_KEY"]
-    if secret is not None and (not isinstance(secret, str) or len(secret) < 16):
-        # Flask's prefixed-env loader turns an all-digit value into a number, which signing
-        # would reject on every request; a short string is guessable.
+    if secret is not None and len(secret) < 16:  # a short secret is guessable
         raise ConfigError(f"{ENV_PREFIX}_SECRET_KEY must be a string of at least 16 "
                           "characters (python -c 'import secrets; print(secrets.token_hex(32))'"
                           " makes one), or unset to keep a generated one in the instance folder")
@@ -163,6 +179,27 @@ def _smtp_tls(config: dict[str, Any]) -> ssl.SSLContext | None:
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(f"{name} {str(ca_file)!r} holds no usable PEM certificate: "
                           f"{exc}") from None
+
+
+def _string(key: str, value: Any) -> None:
+    """Text, or None where that means something. Only a test dict can give anything else:
+    the environment's values are kept as text."""
+    if isinstance(value, str) or (value is None and key in _NULLABLE):
+        return
+    # The type, not the value: this may be a password or the secret key.
+    raise ConfigError(f"{ENV_PREFIX}_{key} must be a string, got {type(value).__name__}")
+
+
+def _samesite(value: str | None) -> str | None:
+    """A SameSite werkzeug accepts; anything else would make every response that sets the
+    session cookie (the sign-up form does) a 500. None: the attribute is left out."""
+    if value is None:
+        return None
+    for allowed in _SAMESITE:
+        if value.strip().lower() == allowed.lower():
+            return allowed
+    raise ConfigError(f"{ENV_PREFIX}_SESSION_COOKIE_SAMESITE must be one of "
+                      f"{', '.join(_SAMESITE)}, got {value!r}")
 
 
 def _number(key: str, value: Any, kind: type, low: float | None, high: float | None) -> Any:

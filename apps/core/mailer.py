@@ -31,11 +31,15 @@ class Email:
 
 
 class DeliveryError(Exception):
-    """Delivery failed. ``code`` is the SMTP reply code when the server gave one."""
+    """Delivery failed. ``code`` is the SMTP reply code when the server gave one. ``logged``:
+    whoever raised it has logged the cause already, so the caller need not log it again (a
+    failure every email shares, such as a queue that is down, is logged once per interval,
+    not once per email)."""
 
-    def __init__(self, message: str, code: int | None = None) -> None:
+    def __init__(self, message: str, code: int | None = None, *, logged: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.logged = logged
 
 
 class TransientDeliveryError(DeliveryError):

@@ -190,7 +190,8 @@ def _dispatch(email: Email) -> None:
     try:
         mailer().dispatch(email)
     except DeliveryError as exc:
-        log.warning("delivery of %s failed: %s", email.id, exc)
+        if not exc.logged:
+            log.warning("delivery of %s failed: %s", email.id, exc)
         if isinstance(exc, TransientDeliveryError):
             raise Problem(503, "delivery_failed", "Your account is saved, but the confirmation "
                           "email could not be sent right now. Try again in a minute.",

@@ -17,7 +17,8 @@ from huey.exceptions import CancelExecution
 
 from apps.core.delivery import deliver
 from apps.core.mailer import Email, MailerCounters, PermanentDeliveryError, TransientDeliveryError
-from apps.queued.queue import make_huey
+from apps.queued.queue import make_huey, queue_errors, reason, shown
+from apps.queued.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,11 @@ class QueuedMailer:
     def __init__(self, app: Flask) -> None:
         self.app = app
         self.counters = MailerCounters(self.name, delivers=False)
-        self.huey = make_huey(app.config["QUEUE_URL"])
+        self.url = app.config["QUEUE_URL"]
+        self.huey = make_huey(self.url)
+        # While the queue is down every sign-up and every /metrics scrape meets it: one line
+        # per interval says so, as the consumer's QueueErrorThrottle does on its side.
+        self.unreachable = Throttle()
         cfg = app.config
         self.task = self.huey.task(
             retries=cfg["QUEUE_RETRIES"],
@@ -42,10 +47,14 @@ class QueuedMailer:
         try:
             self.task(dataclasses.asdict(email))
         except Exception as exc:
-            # The queue itself is down: the user must hear the email did not go out.
+            # The user must hear the email did not go out, whatever stopped it.
             self.counters.finished(ok=False)
-            log.exception("could not enqueue email %s", email.id)
-            raise TransientDeliveryError(f"queue unavailable: {exc}") from exc
+            down = isinstance(exc, queue_errors())
+            if down:
+                self._report_down("cannot enqueue emails, sign-ups answer 503", exc)
+            else:  # not the queue being down: a bug, whose traceback is wanted
+                log.exception("could not enqueue email %s", email.id)
+            raise TransientDeliveryError(f"queue unavailable: {exc}", logged=down) from exc
         # In this process the email is done once it is safely in the queue.
         self.counters.finished(ok=True)
 
@@ -64,6 +73,13 @@ class QueuedMailer:
                             email.id, email.to, exc)
                 raise
 
+    def _report_down(self, what: str, exc: BaseException) -> None:
+        """One line, at most once per interval, naming the queue (password hidden)."""
+        held = self.unreachable.due()
+        if held is not None:
+            log.error("MAILLAB_QUEUE_URL %s: cannot reach the queue (%s): %.200s%s",
+                      shown(self.url), what, reason(exc), self.unreachable.suffix(held))
+
     def queue_depth(self) -> int:
         """Tasks waiting: ready ones plus retries scheduled for later."""
         return int(self.huey.pending_count()) + int(self.huey.scheduled_count())
@@ -77,7 +93,7 @@ class QueuedMailer:
             stats["queue_depth"] = self.queue_depth()
             stats["emails_in_flight"] = stats["queue_depth"]
         except Exception as exc:  # the queue is down; /metrics must still answer
-            log.warning("queue depth unavailable: %s", exc)
+            self._report_down("queue depth unknown", exc)
             stats.pop("queue_depth")
             stats.pop("emails_in_flight")
         return stats

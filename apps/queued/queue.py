@@ -63,6 +63,23 @@ def make_huey(url: str) -> Huey:
     )
 
 
+def queue_errors() -> tuple[type[BaseException], ...]:
+    """What the queue raises when it cannot be reached or read: the queue's fault, not the
+    caller's, so worth a line in the log rather than a traceback."""
+    errors: tuple[type[BaseException], ...] = (OSError, sqlite3.Error)
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:  # the redis extra is not installed: no Redis queue to fail
+        return errors
+    return (*errors, RedisError)
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type if it has none), for a one-line log."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 def shown(url: str) -> str:
     """``url`` with any password replaced by ***, fit for a message or a log line."""
     parts = urlsplit(url)

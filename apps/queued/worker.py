@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
-import sqlite3
-import threading
-import time
 from typing import Any
 
 from flask import Flask
@@ -14,11 +10,13 @@ from huey import signals
 from huey.consumer import Consumer
 
 from apps.core.config import ConfigError
-from apps.core.mailer import ConsumerCounters
+from apps.core.mailer import ConsumerCounters, DeliveryError
 from apps.queued.mailer import QueuedMailer
-from apps.queued.queue import shown
+from apps.queued.queue import queue_errors, reason, shown
+from apps.queued.throttle import LOG_INTERVAL, Throttle
 
 QUEUE_ERROR = "Error reading from queue"  # what Huey's worker logs when the queue is down
+TASK_ERROR = "Unhandled exception in task"  # what Huey logs, with a traceback, when a task raises
 
 
 class WorkerStats:
@@ -59,9 +57,8 @@ def build_consumer(app: Flask, threads: int | None = None) -> tuple[Consumer, Wo
     if not isinstance(mailer, QueuedMailer):
         raise TypeError("the worker needs an app built with the 'queued' variant")
     check_reachable(mailer, app.config["QUEUE_URL"])
-    huey_log = logging.getLogger("huey.consumer")
-    if not any(isinstance(f, QueueErrorThrottle) for f in huey_log.filters):  # once a process
-        huey_log.addFilter(QueueErrorThrottle())
+    _filter_once("huey.consumer", QueueErrorThrottle)
+    _filter_once("huey", DeliveryErrorFilter)
     stats = WorkerStats(mailer)
     cfg = app.config
     consumer = mailer.huey.create_consumer(
@@ -74,26 +71,24 @@ def build_consumer(app: Flask, threads: int | None = None) -> tuple[Consumer, Wo
     return consumer, stats
 
 
-def _queue_errors() -> tuple[type[BaseException], ...]:
-    errors: tuple[type[BaseException], ...] = (OSError, sqlite3.Error)
-    try:
-        from redis.exceptions import RedisError
-    except ImportError:  # the redis extra is not installed: no Redis queue to fail
-        return errors
-    return (*errors, RedisError)
+def _filter_once(name: str, kind: type[logging.Filter]) -> None:
+    """Add a ``kind`` filter to the logger ``name`` unless it has one: loggers live as long as
+    the process, consumers may be built more than once."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, kind) for f in logger.filters):
+        logger.addFilter(kind())
 
 
 def check_reachable(mailer: QueuedMailer, url: str) -> None:
     """Raise ConfigError naming MAILLAB_QUEUE_URL (password hidden) if the queue is down."""
     try:
         mailer.queue_depth()
-    except _queue_errors() as exc:
+    except queue_errors() as exc:
         raise ConfigError(f"MAILLAB_QUEUE_URL {shown(url)}: cannot reach the queue: "
-                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                          ) from None
+                          f"{reason(exc)}") from None
 
 
-class QueueErrorThrottle(logging.Filter):
+class QueueErrorThrottle(Throttle, logging.Filter):
     """Lets Huey's "Error reading from queue" through once per ``interval`` seconds, the
     first with its traceback and the rest as one line with how many were held back.
 
@@ -102,28 +97,35 @@ class QueueErrorThrottle(logging.Filter):
     tracebacks a second. Huey has no setting for this; a filter on its logger is the seam.
     """
 
-    def __init__(self, interval: float = 10.0) -> None:
-        super().__init__()
-        self.interval = interval
-        self._lock = threading.Lock()
-        self._last = -math.inf  # the first error always passes, however new the machine
-        self._held = 0
+    def __init__(self, interval: float = LOG_INTERVAL) -> None:
+        logging.Filter.__init__(self)
+        Throttle.__init__(self, interval)
         self._first = True
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.getMessage().startswith(QUEUE_ERROR):
             return True
-        with self._lock:
-            now = time.monotonic()
-            if now - self._last < self.interval:
-                self._held += 1
-                return False
-            self._last = now
-            if not self._first:
-                error = record.exc_info[1] if record.exc_info else None
-                record.msg = (f"{QUEUE_ERROR}: {error!s:.200} ({self._held} more in the last "
-                              f"{self.interval:g} s; retrying)")
-                record.args = ()
-                record.exc_info = None
-            self._first, self._held = False, 0
+        held = self.due()
+        if held is None:
+            return False
+        # due() lets one thread through per interval, so _first needs no lock of its own.
+        if self._first:
+            self._first = False
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        record.msg = (f"{QUEUE_ERROR}: {error!s:.200} ({held} more in the last "
+                      f"{self.interval:g} s; retrying)")
+        record.args = ()
+        record.exc_info = None
         return True
+
+
+class DeliveryErrorFilter(logging.Filter):
+    """Drops Huey's "Unhandled exception in task" record, traceback and all, when the task
+    failed to deliver: :class:`QueuedMailer` has logged that as one line naming the email and
+    the SMTP error, and it is an outcome the retries handle, not a bug. Any other exception
+    keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, DeliveryError) and record.getMessage().startswith(TASK_ERROR))
