@@ -615,9 +615,14 @@ class Results:
         """The grid's cells that did not run, except a capacity run's steps past the break,
         which were left out on purpose."""
         present = {c.key for c in self.cells}
-        skipped = {CellKey(row.variant, row.smtp_latency_ms, Load(rate=rate))
-                   for row in self.capacity for rate in row.skipped_rates}
-        return [key for key in self.expected_cells if key not in present | skipped]
+        return [key for key in self.expected_cells
+                if key not in present | self.past_capacity]
+
+    @property
+    def past_capacity(self) -> set[CellKey]:
+        """A capacity run's steps above a series' end, left out on purpose."""
+        return {CellKey(row.variant, row.smtp_latency_ms, Load(rate=rate))
+                for row in self.capacity for rate in row.skipped_rates}
 
     def to_json(self) -> str:
         return json.dumps(_RESULTS.dump_python(self, mode="json"), indent=2) + "\n"

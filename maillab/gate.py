@@ -332,7 +332,8 @@ class _Unmeasured(LookupError):
 
 
 class _Untrusted(LookupError):
-    """A rule's right side names a figure of a cell invalid for that question."""
+    """A rule's right side names a figure that cannot judge it: of a cell invalid for that
+    question, or of a capacity step left out on purpose."""
 
 
 def _untrusted(cell: CellResult, asks: Family) -> str:
@@ -347,9 +348,12 @@ def _same_position(results: Results, cell: CellResult) -> Callable[[str], float]
 
     def value(token: str) -> float:
         reference = Reference.parse(token, token)
-        other = results.cell(CellKey(reference.variant, cell.smtp_latency_ms, cell.load,
-                                     cell.scenario, smtp_mode_for(reference.variant,
-                                                                  cell.smtp)))
+        key = CellKey(reference.variant, cell.smtp_latency_ms, cell.load, cell.scenario,
+                      smtp_mode_for(reference.variant, cell.smtp))
+        other = results.cell(key)
+        if other is None and key in results.past_capacity:
+            raise _Untrusted(f"{key.label} was not run: its capacity series ended below this "
+                             "rate")
         if other is None:
             raise _Unmeasured(f"this run has no {reference.variant} cell at "
                               f"{cell.smtp_latency_ms} ms and {cell.load.title} for {token}")
