@@ -85,6 +85,24 @@ def predicted_rps(variant: str, latency_ms: int, profile: Profile) -> tuple[floa
     return None, "bound by CPU, not SMTP" if variant == "baseline" else "none at 0 ms SMTP"
 
 
+def predicted_backlog_ms(variant: str, latency_ms: int, rate: float | None, warmup_s: float,
+                         window_s: float, consumer_threads: int | None) -> float:
+    """How much later than the SMTP time an email reaches the inbox at p95, from first
+    principles, because the consumer cannot keep up: 0 for a variant without one, or at or
+    below its capacity ``mu`` = threads / SMTP time. Above it the queue grows by ``rate - mu``
+    each second from the start of the load, so the sign-up at time t waits
+    ``(rate / mu - 1) x t`` for a free thread; the 95th percentile of the measured sign-ups
+    (arriving after the warm-up, over the window) waits ``(rate / mu - 1) x (warm-up + 0.95 x
+    window)``. The gate's inbox rules add it (``backlog_ms``), so a profile that offers more
+    than its consumers deliver is judged against what they can, not failed for it."""
+    seconds = latency_ms / 1000
+    if (variant_info(variant).consumer is None or not rate or not consumer_threads
+            or seconds <= 0):
+        return 0.0
+    capacity = consumer_threads / seconds
+    return max(0.0, rate / capacity - 1) * (warmup_s + 0.95 * window_s) * 1000
+
+
 def capacity_rows(cells: Sequence[CellResult], profile: Profile) -> list[Capacity]:
     """One row per (variant, SMTP latency) that has cells, in the profile's order."""
     rows = []

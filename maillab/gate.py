@@ -69,6 +69,7 @@ from loadtests.results import (
 )
 from loadtests.scenarios import SCENARIOS, SMTP_MODES, smtp_mode_for
 from loadtests.stats import median
+from maillab.capacity import predicted_backlog_ms
 
 PASS, FAIL, INVALID = 0, 1, 3
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "loadtests" / "gates.toml"
@@ -180,7 +181,7 @@ def parse_rule(text: str) -> Rule:
         Reference.parse(token, text)
         return 1.0
 
-    evaluate(match["rhs"], {v: 1.0 for v in VARIABLES}, text, checked)
+    evaluate(match["rhs"], {v: 1.0 for v in (*VARIABLES, *DERIVED)}, text, checked)
     return Rule(text.strip(), match["variant"], tuple(filters), metric, stat, match["op"],
                 match["rhs"])
 
@@ -191,17 +192,52 @@ def _filter_value(text: str) -> float | None:
     return float(text)
 
 
-def load_rules(path: Path) -> list[Rule]:
+def load_rules(path: Path, _seen: tuple[Path, ...] = ()) -> list[Rule]:
+    """The rules of a TOML file: ``rules = [...]``, optionally on top of another file's
+    (``extends = "gates.toml"``, relative to this one) less the ones named in ``without``
+    (each must be one of the base's rules, word for word, so a renamed rule is not silently
+    kept), so a profile's rules say only how they differ from the default."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RuleError(f"{path}: no such rules file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RuleError(f"{path}: not valid TOML: {exc}") from None
-    rules = data.get("rules")
-    if not isinstance(rules, list) or not all(isinstance(r, str) for r in rules) or not rules:
+    unknown = sorted(set(data) - {"rules", "extends", "without"})
+    if unknown:
+        raise RuleError(f"{path}: unknown key {unknown[0]!r}; keys: extends, rules, without")
+    texts = data.get("rules", [])
+    without = data.get("without", [])
+    for key, value in (("rules", texts), ("without", without)):
+        if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+            raise RuleError(f"{path}: {key!r} must be a list of strings")
+    base: list[Rule] = []
+    if "extends" in data:
+        if not isinstance(data["extends"], str):
+            raise RuleError(f"{path}: 'extends' must be a rules file's path")
+        parent = (path.parent / data["extends"]).resolve()
+        if parent in _seen or parent == path.resolve():
+            raise RuleError(f"{path}: 'extends' makes a loop through {parent}")
+        base = load_rules(parent, (*_seen, path.resolve()))
+        named = {rule.text for rule in base}
+        for text in without:
+            if text not in named:
+                raise RuleError(f"{path}: 'without' names {text!r}, which {parent.name} does "
+                                "not have")
+        base = [rule for rule in base if rule.text not in without]
+    elif without:
+        raise RuleError(f"{path}: 'without' needs 'extends'")
+    rules = base + [parse_rule(r) for r in texts]
+    if not rules:
         raise RuleError(f"{path}: 'rules' must be a non-empty list of strings")
-    return [parse_rule(r) for r in rules]
+    return rules
+
+
+def rules_for(run_dir: Path) -> Path:
+    """The rules a run is gated by when none are given: its profile's ``gate_rules`` (relative
+    to loadtests/), else the default."""
+    named = (load_run(run_dir).results.profile_settings or {}).get("gate_rules")
+    return DEFAULT_RULES.parent / named if named else DEFAULT_RULES
 
 
 def _suggest(word: str, known: Any) -> str:
@@ -245,7 +281,7 @@ def evaluate(expression: str, variables: dict[str, float], rule: str = "",
             return float(variables[token])
         if "." in token and reference is not None:
             return reference(token)
-        raise fail(f"unknown name {token!r} (names: {', '.join(VARIABLES)}, or "
+        raise fail(f"unknown name {token!r} (names: {', '.join((*VARIABLES, *DERIVED))}, or "
                    "VARIANT.METRIC.STAT)")
 
     def product() -> float:
@@ -301,7 +337,7 @@ def check_rules(results: Results, rules: list[Rule]) -> list[RuleOutcome]:
                                             limit=rule.rhs, verdict="skipped",
                                             detail=_untrusted(cell, asks)))
                 continue
-            variables = {name: float(getattr(cell, name) or 0) for name in VARIABLES}
+            variables = _variables(results, cell)
             try:
                 limit = evaluate(rule.rhs, variables, rule.text, _same_position(results, cell))
             except _Unmeasured as absent:
@@ -325,6 +361,20 @@ def check_rules(results: Results, rules: list[Rule]) -> list[RuleOutcome]:
             outcomes.append(RuleOutcome(rule=rule.text, cell=cell.label, measured=value,
                                         limit=shown, verdict="pass" if ok else "fail"))
     return outcomes
+
+
+# Variables a rule may name that first principles derive from the cell and the run's settings
+# (maillab.capacity): ``backlog_ms``, how much later than the SMTP time a consumer that cannot
+# keep up delivers at p95.
+DERIVED = ("backlog_ms",)
+
+
+def _variables(results: Results, cell: CellResult) -> dict[str, float]:
+    found = {name: float(getattr(cell, name) or 0) for name in VARIABLES}
+    found["backlog_ms"] = predicted_backlog_ms(
+        cell.variant, cell.smtp_latency_ms, cell.rate, cell.warmup_s or 0.0, cell.duration_s,
+        results.environment.server.queue_consumer_threads)
+    return found
 
 
 class _Unmeasured(LookupError):

@@ -321,6 +321,19 @@ def test_a_series_the_load_generator_could_not_offer_is_not_an_slo_break(
     assert "start lag p99 80.0 ms" in (row.broke_because or "")
 
 
+def test_a_consumer_offered_more_than_it_delivers_falls_behind_as_predicted() -> None:
+    """queued's consumer delivers at most threads / SMTP time emails per second: 64 / 5 s =
+    12.8/s. At 20/s the queue grows 7.2 a second from the start of the load; the 95th
+    percentile of the measured sign-ups arrives 2 + 0.95 x 11 s in and waits 0.5625 x that."""
+    from maillab.capacity import predicted_backlog_ms
+
+    assert predicted_backlog_ms("queued", 5000, 20, 2, 11, 64) == pytest.approx(7003.125)
+    assert predicted_backlog_ms("queued", 5000, 12.8, 2, 11, 64) == 0  # at capacity
+    assert predicted_backlog_ms("queued", 500, 10, 2, 11, 64) == 0
+    assert predicted_backlog_ms("threaded", 5000, 40, 2, 11, 64) == 0  # no consumer
+    assert predicted_backlog_ms("queued", 0, 40, 2, 11, 64) == 0
+
+
 def test_predictions_from_first_principles() -> None:
     profile = dataclasses.replace(PROFILE, workers=2, threads=8, worker_threads=16)
     assert predicted_rps("sync", 500, profile)[0] == 32.0
