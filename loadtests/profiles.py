@@ -21,6 +21,8 @@ Keys (every one optional but ``variants``, ``latencies_ms``, and ``rates`` in op
                                        # stopping at the first that breaks the SLO
     slo_p99_ms = 1000                  # capacity: register p99, from the intended start
     slo_bad_share = 0.01               # capacity: dropped plus failed sign-ups, a share
+    gate_rules = "gates.toml"          # the rules `maillab gate` holds the run to, in
+                                       # loadtests/ (a profile whose cells differ in kind)
     slo_inbox_p99_ms = 5000            # capacity: time to inbox p99 (emailing variants), from
                                        # when the POST was sent; a queue's backlog breaks it
     scenarios = ["clean", "smtp-flaky"]  # what goes wrong in a cell (loadtests/scenarios.py)
@@ -101,6 +103,7 @@ class Profile:
     slo_p99_ms: float = 1000.0
     slo_bad_share: float = 0.01
     slo_inbox_p99_ms: float = 5000.0
+    gate_rules: str = "gates.toml"
     scenarios: tuple[str, ...] = (CLEAN,)
     scenario_latencies_ms: tuple[int, ...] = ()
     scenario_min_signups: int = 0
@@ -205,6 +208,10 @@ class Profile:
                 fail("smtp", f"has unknown mode {mode!r}; choose from {', '.join(SMTP_MODES)}")
         if self.capacity and self.smtp != (PLAIN,):
             fail("smtp", "must be [\"plain\"] in a capacity run (it steps one SMTP mode)")
+        rules = Path(__file__).parent / self.gate_rules
+        if not rules.is_file() or rules.suffix != ".toml":
+            fail("gate_rules", f"must name a rules file in {rules.parent}, got "
+                 f"{self.gate_rules!r}")
         for latency in self.scenario_latencies_ms:
             if latency not in self.latencies_ms:
                 fail("scenario_latencies_ms", f"has {latency}, which is not in latencies_ms")
@@ -278,7 +285,7 @@ _TYPES: dict[str, Any] = {
     "rates": (int, float), "mode": str, "arrivals": str, "seed": int, "max_in_flight": int,
     "min_signups": int, "max_start_lag_ms": (int, float), "capacity": bool,
     "slo_p99_ms": (int, float), "slo_bad_share": (int, float),
-    "slo_inbox_p99_ms": (int, float), "scenarios": str,
+    "slo_inbox_p99_ms": (int, float), "gate_rules": str, "scenarios": str,
     "scenario_latencies_ms": int, "scenario_min_signups": int,
     "duration_s": (int, float), "warmup_s": (int, float), "workers": int, "threads": int,
     "worker_threads": int,

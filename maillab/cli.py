@@ -268,7 +268,8 @@ def _check_server_url(flag: str, url: str | None, schemes: tuple[str, ...]) -> N
 @click.option("--gate", "gate_after", is_flag=True,
               help="Run `maillab gate` on the results and exit with its code.")
 @click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Rules for --gate [default: loadtests/gates.toml].")
+              default=None, help="Rules for --gate [default: the profile's gate_rules, else "
+                                 "loadtests/gates.toml].")
 @click.option("--baseline", type=click.Path(file_okay=False, exists=True, path_type=Path),
               default=None, help="A stored run for --gate to compare with.")
 def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
@@ -392,7 +393,8 @@ def ui(smtp_port: int, smtp_api_port: int, app_port: int, web_port: int) -> None
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Rules TOML [default: loadtests/gates.toml].")
+              default=None, help="Rules TOML [default: the profile's gate_rules, else "
+                                 "loadtests/gates.toml].")
 @click.option("--baseline", type=click.Path(file_okay=False, exists=True, path_type=Path),
               default=None, help="A stored run to compare with, sample by sample.")
 @click.option("--alpha", type=click.FloatRange(0.0001, 0.5), default=0.01, show_default=True,
@@ -410,10 +412,10 @@ def _gate(run_dir: Path, rules_file: Path | None, baseline: Path | None, alpha: 
     from rich.console import Console
     from rich.table import Table
 
-    from maillab.gate import DEFAULT_RULES, RuleError, load_rules, run_gate
+    from maillab.gate import RuleError, load_rules, rules_for, run_gate
 
     try:
-        rules = load_rules(rules_file or DEFAULT_RULES)
+        rules = load_rules(rules_file or rules_for(run_dir))
         result = run_gate(run_dir, rules, baseline, alpha, min_effect)
     except (RuleError, RunError) as exc:
         raise click.UsageError(str(exc)) from None

@@ -425,3 +425,27 @@ def test_a_rule_for_an_smtp_mode_the_run_lacks_is_skipped(tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     [row] = json.loads((run / "gate.json").read_text())["rules"]
     assert row["verdict"] == "skipped" and "no cells on starttls+auth SMTP" in row["detail"]
+
+
+def test_a_rules_file_extends_another_less_some_rules(tmp_path: Path) -> None:
+    """A profile's rules say only how they differ from the default: ``extends`` and
+    ``without`` (word for word: a rule the base no longer has is an error, not a silent keep)."""
+    from maillab.gate import DEFAULT_RULES, RuleError, load_rules
+
+    default = load_rules(DEFAULT_RULES)
+    dropped = "*.arrivals.dropped == 0"
+    child = tmp_path / "child.toml"
+    child.write_text(f'extends = "{DEFAULT_RULES}"\nwithout = ["{dropped}"]\n'
+                     'rules = ["*.arrivals.dropped <= 1"]\n')
+    rules = [rule.text for rule in load_rules(child)]
+    assert rules == [r.text for r in default if r.text != dropped] + ["*.arrivals.dropped <= 1"]
+    child.write_text(f'extends = "{DEFAULT_RULES}"\nwithout = ["*.no.such == 0"]\n')
+    with pytest.raises(RuleError, match="'without' names '\\*.no.such == 0'"):
+        load_rules(child)
+    child.write_text('extends = "child.toml"\n')
+    with pytest.raises(RuleError, match="makes a loop"):
+        load_rules(child)
+    child.write_text('rule = ["*.arrivals.dropped == 0"]\n')
+    with pytest.raises(RuleError, match="unknown key 'rule'"):
+        load_rules(child)
+
