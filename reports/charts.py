@@ -1,12 +1,17 @@
 """The charts drawn from results.json alone: one function per chart, ``(run, out_dir) -> Chart``.
 
 Each writes ``out_dir/<name>.png`` and ``.svg`` (see :func:`reports.figures.save`). A cell the
-run lacks is named in the chart (and in ``Chart.note``), never drawn as a zero; a chart that
-has nothing to show returns an absent Chart whose note says why.
+run lacks is named under the panel that lacks it (and in ``Chart.note``), never drawn as a zero
+and never written over the data; a chart that has nothing to show returns an absent Chart whose
+note says why. Charts are laid out for the size the report shows them: no wider than the page,
+tick labels measured after layout and thinned, stacked or turned where they would crowd.
 """
 
 from __future__ import annotations
 
+import textwrap
+from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +27,6 @@ from reports.figures import (
     legend,
     load_text,
     new_figure,
-    panel_note,
     plain_ticks,
     save,
 )
@@ -37,8 +41,153 @@ from reports.style import (
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import Bbox
 
 NO_CELLS = "the run finished no cell, so there is nothing to draw"
+NOT_RUN = "not run"
+# report.html shows a chart at most 1280 px minus its padding wide, at 100 px per inch: a wider
+# figure is shrunk on the page, its text with it.
+PAGE_WIDTH_IN = 12.3
+NOTE_FONTSIZE = 8
+NOTE_LINE_IN = NOTE_FONTSIZE * 1.25 / 72
+NOTE_CHAR_IN = NOTE_FONTSIZE * 0.6 / 72  # a wide italic character, so a wrapped line fits
+
+
+# -- layout shared with reports.sample_charts ---------------------------------------------------
+
+def on_page(width_in: float) -> float:
+    """``width_in``, but no wider than the page: report.html shrinks a wider chart, and its text
+    with it, until the text cannot be read. A chart of one bar per cell gets thinner bars."""
+    return min(PAGE_WIDTH_IN, width_in)
+
+
+def note_under(ax: Axes, lines: Sequence[str], width_in: float) -> int:
+    """Write what a panel lacks under its x label, wrapped to ``width_in``; return the lines
+    written, so the caller can make the figure that much taller.
+
+    Under the axes, not in a corner of them: wherever a corner is, some run's data sits in it.
+    Anchored to the x label, so constrained layout makes room for the note below it.
+    """
+    wrapped = [part for line in lines
+               for part in textwrap.wrap(line, max(20, int(width_in / NOTE_CHAR_IN)))]
+    if wrapped:
+        # 7 points down: the box's own padding (4 points) and a gap under the x label.
+        ax.annotate("\n".join(wrapped), xy=(0.5, 0), xycoords=ax.xaxis.label, xytext=(0, -7),
+                    textcoords="offset points", ha="center", va="top",
+                    fontsize=NOTE_FONTSIZE, style="italic",
+                    bbox={"facecolor": "white", "edgecolor": "#999999", "pad": 4})
+    return len(wrapped)
+
+
+def grow_for_notes(fig: Figure, lines_per_row: Sequence[int]) -> None:
+    """Make the figure taller by the notes under each row of panels, so they take room from
+    the page and not from the data."""
+    # 0.15 in a note: its offset under the x label and its box's padding (11 points).
+    extra = sum(NOTE_LINE_IN * lines + 0.15 for lines in lines_per_row if lines)
+    if extra:
+        fig.set_figheight(fig.get_figheight() + extra)
+
+
+def what_lacks(lacking: Sequence[tuple[str, str, str]],
+               places: dict[str, int] | None = None) -> list[str]:
+    """``(variant, where, why)`` as one line per variant and reason, ``sync @ 20rps, 24rps:
+    not run``, so a capacity run's skipped steps make one line, not one each. A variant that
+    lacks it in all its ``places`` is not followed by them, and shares its line with the
+    others for the same reason: ``baseline, sync: no queue``."""
+    grouped: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for variant, where, why in lacking:
+        grouped[variant, why].append(where)
+    everywhere: dict[str, list[str]] = defaultdict(list)
+    lines = []
+    for (variant, why), wheres in grouped.items():
+        # Any other reason is "everywhere" when it holds wherever the variant did run.
+        ran = (places or {}).get(variant, -1) - (
+            0 if why == NOT_RUN else len(grouped.get((variant, NOT_RUN), [])))
+        if len(wheres) == ran:
+            everywhere[why].append(variant)
+        else:
+            lines.append(f"{variant} @ {', '.join(wheres)}: {why}")
+    return [f"{', '.join(variants)}: {why}" for why, variants in everywhere.items()] + lines
+
+
+def _crowded(boxes: Sequence[Bbox], pad: float) -> bool:
+    """Whether two neighbouring labels (left to right) are closer than ``pad`` pixels."""
+    order = sorted(boxes, key=lambda box: box.x0)
+    return any(b.x0 - a.x1 < pad for a, b in zip(order, order[1:], strict=False))
+
+
+def _label_boxes(fig: Figure, ax: Axes) -> list[Bbox]:
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    return [label.get_window_extent(renderer) for label in ax.get_xticklabels()
+            if label.get_visible() and label.get_text()]
+
+
+def _label_pad(fig: Figure, ax: Axes) -> float:
+    """Half a label's height in pixels: labels closer than that read as one number."""
+    labels = ax.get_xticklabels()
+    size = labels[0].get_fontsize() if labels else 10
+    return 0.5 * float(size) * fig.dpi / 72
+
+
+def label_what_fits(fig: Figure, axes: Sequence[Axes]) -> None:
+    """On a numeric x axis with a tick at every value (the run's rates or latencies), label
+    the ticks that have room and keep the others as unlabelled ticks: close steps (12, 14, 15,
+    16/s on a log axis) would print over each other. Measured after constrained layout, at
+    the size the report shows; the first and the last value keep their labels."""
+    from matplotlib.ticker import NullFormatter
+
+    fig.draw_without_rendering()
+    for ax in axes:
+        locs = list(ax.get_xticks())
+        labels = [label.get_text() for label in ax.get_xticklabels()]
+        boxes, pad = _label_boxes(fig, ax), _label_pad(fig, ax)
+        if len(boxes) != len(locs) or not _crowded(boxes, pad):
+            continue
+        keep: list[int] = []
+        for i, box in enumerate(boxes):
+            if not keep or box.x0 - boxes[keep[-1]].x1 >= pad:
+                keep.append(i)
+        last = len(boxes) - 1
+        if keep[-1] != last:
+            while keep and boxes[last].x0 - boxes[keep[-1]].x1 < pad:
+                keep.pop()
+            keep.append(last)
+        ax.set_xticks([locs[i] for i in keep], labels=[labels[i] for i in keep])
+        ax.set_xticks([loc for i, loc in enumerate(locs) if i not in keep], minor=True)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def condition_labels(conditions: Sequence[Condition]) -> tuple[list[str], str]:
+    """Each condition's label without the parts every condition shares (a capacity run's one
+    SMTP latency, a profile's one rate), and those parts, for the axis label: the parts
+    that tell the conditions apart then fit side by side."""
+    parts = [c.label.split(" · ") for c in conditions]
+    shared = [i for i in (0, 1) if len(conditions) > 1 and len({p[i] for p in parts}) == 1]
+    labels = [" · ".join(part for i, part in enumerate(p) if i not in shared) for p in parts]
+    return labels, " · ".join(parts[0][i] for i in shared)
+
+
+def fit_condition_labels(fig: Figure, axes: Sequence[Axes], labels: Sequence[str],
+                         **text: Any) -> None:
+    """Label a categorical x axis (one tick per condition, e.g. ``500 ms · 10rps ·
+    consumer-crash``) so that no two labels touch: on one line; else each part on a line of
+    its own; else the same on a figure widened to the page; else upright on one line. A
+    condition's label says which cell a bar or a point is, so none is left out."""
+    stacked = [label.replace(" · ", "\n") for label in labels]
+    width = fig.get_figwidth()
+    tries: list[tuple[Sequence[str], float, float]] = []
+    for attempt in ((labels, width, 0), (stacked, width, 0), (stacked, PAGE_WIDTH_IN, 0),
+                    (labels, max(width, PAGE_WIDTH_IN), 90)):
+        if attempt not in tries and attempt[1] >= width:
+            tries.append(attempt)
+    for names, figwidth, rotation in tries:
+        fig.set_figwidth(figwidth)
+        for ax in axes:
+            ax.set_xticks(range(len(names)), labels=list(names), rotation=rotation, **text)
+        fig.draw_without_rendering()
+        if not any(_crowded(_label_boxes(fig, ax), _label_pad(fig, ax)) for ax in axes):
+            return
 
 
 def register_vs_latency(run: ReportRun, out_dir: Path) -> Chart:
@@ -54,7 +203,7 @@ def register_vs_latency(run: ReportRun, out_dir: Path) -> Chart:
     values = [c.metric("register", key) for c in run.cells for key, _ in stats]
     positive = [v for v in values if v]
     floor = min(positive, default=1.0) / 2
-    missing = [f"{v} @ {lat} ms" for v in run.variants for lat in run.latencies
+    missing = [(v, f"{lat} ms", NOT_RUN) for v in run.variants for lat in run.latencies
                if run.at(v, lat, load) is None]
     xlabel = ""
     for ax, (key, label) in zip(axes[0], stats, strict=True):
@@ -91,9 +240,12 @@ def register_vs_latency(run: ReportRun, out_dir: Path) -> Chart:
         fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
     note = None
     if missing:
-        note = "not run: " + ", ".join(missing)
-        panel_note(axes[0][2], ["not run:", *missing])
+        note = "not run: " + ", ".join(f"{v} @ {where}" for v, where, _ in missing)
+        # The same cells are missing from all three panels: one note, under the last.
+        places = {v: len(run.latencies) for v in run.variants}
+        grow_for_notes(fig, [note_under(axes[0][2], what_lacks(missing, places), 3.8)])
     fig.suptitle(f"{title} ({load_text(load)})")
+    label_what_fits(fig, list(axes[0]))
     return save(fig, out_dir, name, title, how, note)
 
 
@@ -108,12 +260,14 @@ def inp_proxy_bands(run: ReportRun, out_dir: Path) -> Chart:
            "with its assumed allowance, not a browser measurement.")
     if not run.cells:
         return absent(name, title, how, NO_CELLS)
+    from matplotlib.ticker import NullLocator
+
     variants, lats = run.variants, run.latencies
     values = [c.wait.p75_ms for c in run.cells]
     measured = [v for v in values if v]
     low = min([*measured, GOOD_MS]) / 3
     high = max([*measured, POOR_MS]) * 4
-    fig, axes = new_figure(max(7.0, 1.0 + 0.55 * len(lats) * len(variants)), 4.6)
+    fig, axes = new_figure(on_page(max(7.0, 1.0 + 0.55 * len(lats) * len(variants))), 4.6)
     ax = axes[0][0]
     ax.set_yscale("log")
     plain_ticks(ax.yaxis)
@@ -121,11 +275,15 @@ def inp_proxy_bands(run: ReportRun, out_dir: Path) -> Chart:
     for lo, hi, color in ((low, GOOD_MS, GOOD_COLOR), (GOOD_MS, POOR_MS, NEEDS_IMPROVEMENT_COLOR),
                           (POOR_MS, high, POOR_COLOR)):
         ax.axhspan(lo, hi, color=color, zorder=0)
-    for text, y in ((f"good ≤ {GOOD_MS:g} ms", (low * GOOD_MS) ** 0.5),
-                    ("needs improvement", (GOOD_MS * POOR_MS) ** 0.5),
-                    (f"poor > {POOR_MS:g} ms", (POOR_MS * high) ** 0.5)):
-        ax.text(1.0, y, text + " ", transform=ax.get_yaxis_transform(), ha="right",
-                va="center", fontsize=8, style="italic", color="#333333")
+    # The bands' names go beside the axes, as labels of a right-hand axis: written inside,
+    # at the right edge, they sat on the last variant's bar whenever it reached their height.
+    bands = ax.secondary_yaxis("right")
+    bands.set_yticks([(low * GOOD_MS) ** 0.5, (GOOD_MS * POOR_MS) ** 0.5, (POOR_MS * high) ** 0.5],
+                     labels=[f"good ≤ {GOOD_MS:g} ms", "needs\nimprovement",
+                             f"poor > {POOR_MS:g} ms"],
+                     fontsize=8, style="italic", color="#333333")
+    bands.tick_params(length=0)
+    bands.yaxis.set_minor_locator(NullLocator())
     width = 0.8 / max(len(variants), 1)
     missing: list[str] = []
     labelled: set[str] = set()
@@ -190,9 +348,10 @@ def _against_load(run: ReportRun, out_dir: Path, name: str, title: str, how: str
     rows, cols = grid_shape(len(run.latencies))
     fig, axes = new_figure(4.2 * cols, 3.4 * rows + 0.5, rows, cols, sharey=True)
     missing = []
+    note_lines = [0] * rows
     for index, lat in enumerate(run.latencies):
         ax = axes[index // cols][index % cols]
-        lacking = []
+        lacking: list[tuple[str, str, str]] = []
         for variant in run.variants:
             points = []
             for x, load in zip(xs_all, loads, strict=True):
@@ -201,8 +360,8 @@ def _against_load(run: ReportRun, out_dir: Path, name: str, title: str, how: str
                 if value:
                     points.append((x, value))
                 else:
-                    lacking.append(f"{variant} @ {load.short}: "
-                                   f"{'not run' if cell is None else 'none measured'}")
+                    lacking.append((variant, load.short,
+                                    NOT_RUN if cell is None else "none measured"))
             if points:
                 st = style(variant)
                 xs, ys = zip(*points, strict=True)
@@ -216,14 +375,18 @@ def _against_load(run: ReportRun, out_dir: Path, name: str, title: str, how: str
         ax.set_title(f"SMTP latency {lat} ms", fontsize=10)
         ax.set_xlabel(xlabel)
         ax.grid(True, alpha=0.3)
-        panel_note(ax, lacking)
-        missing += [f"{lat} ms: {text}" for text in lacking]
+        lines = note_under(ax, what_lacks(lacking, {v: len(loads) for v in run.variants}),
+                           3.8)
+        note_lines[index // cols] = max(note_lines[index // cols], lines)
+        missing += [f"{lat} ms: {v} @ {where}: {why}" for v, where, why in lacking]
     for index in range(len(run.latencies), rows * cols):
         axes[index // cols][index % cols].set_visible(False)
     for row in axes:
         row[0].set_ylabel(ylabel)
     legend(axes[0][0], fontsize=8)
     fig.suptitle(title)
+    grow_for_notes(fig, note_lines)
+    label_what_fits(fig, [ax for ax in axes.flat if ax.get_visible()])
     return save(fig, out_dir, name, title, how, "; ".join(missing) or None)
 
 
@@ -257,7 +420,7 @@ def delivery(run: ReportRun, out_dir: Path) -> Chart:
         return absent(name, title, how, NO_CELLS)
     variants = run.variants
     width = 0.8 / max(len(variants), 1)
-    fig, axes = new_figure(max(7.0, 1.2 + 0.5 * len(conditions) * len(variants)), 4.6)
+    fig, axes = new_figure(on_page(max(7.0, 1.2 + 0.5 * len(conditions) * len(variants))), 4.6)
     ax = axes[0][0]
     top = 100.0
     notes: list[str] = []
@@ -269,10 +432,10 @@ def delivery(run: ReportRun, out_dir: Path) -> Chart:
                 continue  # not in the grid: nothing to say
             top = max(top, _delivery_bar(ax, x, width * 0.92, variant, cell, notes, cond))
     ax.set_ylim(0, top * 1.45)
-    ax.set_xticks(range(len(conditions)), labels=[c.label for c in conditions])
     ax.set_xlim(-0.6, len(conditions) - 0.4)
     ax.set_ylabel("share of accepted registrations (%)")
-    ax.set_xlabel("cell: SMTP latency · load")
+    names, shared = condition_labels(conditions)
+    ax.set_xlabel("cell: SMTP latency · load" + (f" (every cell at {shared})" if shared else ""))
     from matplotlib.patches import Patch
 
     handles, labels = ax.get_legend_handles_labels()
@@ -285,6 +448,7 @@ def delivery(run: ReportRun, out_dir: Path) -> Chart:
     ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left",
               ncols=min(4, len(unique)))
     ax.set_title(title)
+    fit_condition_labels(fig, [ax], names)
     return save(fig, out_dir, name, title, how, "; ".join(notes) or None)
 
 
@@ -341,12 +505,18 @@ def resources(run: ReportRun, out_dir: Path) -> Chart:
     conditions = _conditions_run(run)
     if not conditions:
         return absent(name, title, how, NO_CELLS)
-    fig, axes = new_figure(max(9.0, 2 + 1.1 * len(conditions)), 4.2, 1, 2)
+    fig, axes = new_figure(on_page(max(9.0, 2 + 1.1 * len(conditions))), 4.2, 1, 2)
     notes = []
+    note_lines = 0
     xs = list(range(len(conditions)))
-    for ax, key, label in ((axes[0][0], "peak_threads", "peak live threads (app processes)"),
-                           (axes[0][1], "peak_queue_depth", "peak queue depth (tasks)")):
-        lacking = []
+    places = {v: sum(run.in_grid(v, cond) for cond in conditions) for v in run.variants}
+    labels, shared = condition_labels(conditions)
+    xlabel = "SMTP latency and load (rps: sign-ups per second offered)"
+    # The model's null peak queue depth means the variant has no queue: not a gap to report.
+    for ax, key, label, none in (
+            (axes[0][0], "peak_threads", "peak live threads (app processes)", "not measured"),
+            (axes[0][1], "peak_queue_depth", "peak queue depth (tasks)", "no queue")):
+        lacking: list[tuple[str, str, str]] = []
         for variant in run.variants:
             ys = []
             for cond in conditions:
@@ -354,23 +524,27 @@ def resources(run: ReportRun, out_dir: Path) -> Chart:
                 value = cell.metric("resources", key) if cell else None
                 ys.append(float("nan") if value is None else value)
                 if value is None and run.in_grid(variant, cond):
-                    lacking.append(f"{variant} @ {cond.label}")
+                    lacking.append((variant, cond.label, NOT_RUN if cell is None else none))
             st = style(variant)
             ax.plot(xs, ys, color=st.color, marker=st.marker, linestyle=st.linestyle,
                     label=variant, markersize=7, markerfacecolor="white"
                     if variant == "baseline" else st.color)
-        ax.set_xticks(xs, labels=[c.label.replace(" · ", "\n") for c in conditions],
-                      fontsize=8)
-        ax.set_xlabel("SMTP latency and load (rps: sign-ups per second offered)")
+        ax.set_xlabel(xlabel + (f"\nevery cell at {shared}" if shared else ""))
         ax.set_ylabel(label)
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
-        if lacking:
-            panel_note(ax, ["not measured:", *lacking[:6]]
-                       + ([f"... {len(lacking) - 6} more"] if len(lacking) > 6 else []))
-            notes.append(f"{label}: not measured for " + ", ".join(lacking))
+        # Under the panel, a condition is named as on its axis: without what every cell shares.
+        named = dict(zip((c.label for c in conditions), labels, strict=True))
+        note_lines = max(note_lines, note_under(
+            ax, what_lacks([(v, named[where], why) for v, where, why in lacking], places),
+            fig.get_figwidth() / 2 - 0.6))
+        gaps = [entry for entry in lacking if entry[2] != "no queue"]
+        if gaps:
+            notes.append(f"{label}: " + "; ".join(what_lacks(gaps, places)))
     legend(axes[0][0], fontsize=8)
     fig.suptitle(title)
+    grow_for_notes(fig, [note_lines])
+    fit_condition_labels(fig, list(axes[0]), labels, fontsize=8)
     return save(fig, out_dir, name, title, how, "; ".join(notes) or None)
 
 

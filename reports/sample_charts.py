@@ -1,7 +1,8 @@
 """The charts drawn from every kept sample (each cell's samples file), one function each.
 
 Same contract as :mod:`reports.charts`: ``(run, out_dir) -> Chart``; a cell that did not run
-or whose samples were not kept is named inside its panel and in ``Chart.note``.
+or whose samples were not kept is named under its panel (inside it, where the panel is that one
+cell and empty) and in ``Chart.note``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from loadtests import cellfiles
 from loadtests.results import CellResult
+from reports.charts import NOT_RUN, grow_for_notes, note_under, what_lacks
 from reports.data import ReportRun
 from reports.figures import (
     Chart,
@@ -46,27 +48,28 @@ def inbox_cdf(run: ReportRun, out_dir: Path) -> Chart:
     rows, cols = grid_shape(len(run.latencies))
     fig, axes = new_figure(4.4 * cols, 3.5 * rows + 0.6, rows, cols, sharey=True)
     notes: list[str] = []
+    note_lines = [0] * rows
     for index, lat in enumerate(run.latencies):
         ax = axes[index // cols][index % cols]
-        lacking: list[str] = []
+        lacking: list[tuple[str, str, str]] = []
         spans: list[tuple[float, float]] = []
         for variant in run.variants:
             cell = run.at(variant, lat, load)
             if cell is None:
-                lacking.append(f"{variant}: not run")
+                lacking.append((variant, "", NOT_RUN))
                 continue
             if not cell.sends_email:
-                lacking.append(f"{variant}: sends no email")
+                lacking.append((variant, "", "sends no email"))
                 continue
             samples = run.samples(cell)
             if samples is None:
-                lacking.append(f"{variant}: no samples kept")
+                lacking.append((variant, "", "no samples kept"))
                 continue
             series = samples[cellfiles.TIME_TO_INBOX]
             arrived = np.asarray(series.times)
             total = int(series.measured.sum())
             if not total:
-                lacking.append(f"{variant}: no email measured")
+                lacking.append((variant, "", "no email measured"))
                 continue
             _step_cdf(ax, arrived, total, variant)
             if len(arrived):
@@ -84,13 +87,16 @@ def inbox_cdf(run: ReportRun, out_dir: Path) -> Chart:
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="lower right")
-        panel_note(ax, lacking, corner="upper left")
-        notes += [f"{lat} ms: {text}" for text in lacking if "sends no email" not in text]
+        lines = note_under(ax, what_lacks(lacking, {v: 1 for v in run.variants}), 4.0)
+        note_lines[index // cols] = max(note_lines[index // cols], lines)
+        notes += [f"{lat} ms: {variant}: {why}" for variant, _, why in lacking
+                  if why != "sends no email"]
     for index in range(len(run.latencies), rows * cols):
         axes[index // cols][index % cols].set_visible(False)
     for row in axes:
         row[0].set_ylabel("share of emails in the inbox")
     fig.suptitle(f"{title} ({load_text(load)})")
+    grow_for_notes(fig, note_lines)
     return save(fig, out_dir, name, title, how, "; ".join(notes) or None)
 
 
