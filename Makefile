@@ -36,8 +36,13 @@ chromium:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || \
 	  echo "chromium could not be installed: the browser test will skip"; }
 
+# Two pytest processes (pytest-xdist): most of the suite waits on real servers, sockets and
+# subprocesses rather than computing, so two keep a 2-core machine busy. Tests sharing one
+# expensive fixture carry an xdist_group mark and run in one process. TEST_PROCESSES=0 runs
+# the suite in this process alone.
+TEST_PROCESSES ?= 2
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadgroup $(PYTEST_ARGS)
 
 # Saves every run under .benchmarks/ and fails on a median slowdown above the threshold
 # against the median of the last three saved runs (absolute on this machine, ratios across

@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,35 @@ from tests.smtp_sink import Sink, SinkHandler
 
 # Cheap hashing keeps the suite fast; the default (scrypt) is exercised in test_config.
 FAST_HASH = "pbkdf2:sha256:1000"
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    root: Path  # the working folder the bench ran in: results/ and results/latest are here
+    run_dir: Path
+    output: str  # what `maillab bench` printed
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyRun]:
+    """One finished tiny run (4 variants at one latency and one rate, with the enumeration
+    probe), shared by the tests that check the bench end to end and the report drawn from
+    it: a bench run is the suite's dearest fixture. Tests that use it are in one xdist group,
+    so it is made once; none of them may change the run's own files."""
+    from click.testing import CliRunner
+
+    from maillab.cli import cli
+    from tests.test_bench import tiny_profile
+
+    root = tmp_path_factory.mktemp("tiny-bench")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(root)
+        profile = tiny_profile(root / "tiny.toml", enumeration_samples=10)
+        run_dir = root / "results" / "run"
+        result = CliRunner().invoke(cli, ["bench", "--profile", str(profile), "--out",
+                                          str(run_dir)])
+        assert result.exit_code == 0, result.output
+        yield TinyRun(root, run_dir, result.output)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from loadtests.cellfiles import BROWSER_FILE
 from maillab.cli import cli
 from maillab.ports import free_port, port_in_use
-from tests.conftest import chromium_or_skip
+from tests.conftest import TinyRun, chromium_or_skip
 from tests.runs import validate
 
 LATENCY_MS = 300
@@ -56,16 +56,13 @@ def parent_of(pid: int) -> int:
 
 
 @pytest.mark.slow
-def test_tiny_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    profile = tiny_profile(tmp_path / "tiny.toml", enumeration_samples=10)
-    run_dir = tmp_path / "results" / "run"
-    result = CliRunner().invoke(cli, ["bench", "--profile", str(profile), "--out", str(run_dir)])
-    assert result.exit_code == 0, result.output
+@pytest.mark.xdist_group("tiny-run")
+def test_tiny_run_end_to_end(tiny_run: TinyRun, tmp_path: Path) -> None:
+    run_dir, output = tiny_run.run_dir, tiny_run.output
     document = json.loads((run_dir / "results.json").read_text())
     validate(document)
     assert document["complete"] is True and document["stopped_reason"] is None
-    assert (tmp_path / "results" / "latest").resolve() == run_dir.resolve()
+    assert (tiny_run.root / "results" / "latest").resolve() == run_dir.resolve()
     cells = {cell["variant"]: cell for cell in document["cells"]}
     assert set(cells) == {"baseline", "sync", "threaded", "queued"}
     for variant, cell in cells.items():
@@ -100,7 +97,7 @@ def test_tiny_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert checks == [(v, e, [10, 10]) for v in ("baseline", "sync", "threaded", "queued")
                       for e in ("/register", "/resend")]
     assert all(0 <= c["p_value"] <= 1 for c in document["enumeration"])
-    assert "Account enumeration by timing" in result.output
+    assert "Account enumeration by timing" in output
     assert processes_of(run_dir) == []
     # The default rules pass this run; the same run with one variant's register samples
     # slowed by a fifth fails against it.

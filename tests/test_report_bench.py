@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from maillab.cli import cli
 from reports.build import CHART_DIR
 from reports.cli import report
-from tests.test_bench import LATENCY_MS, tiny_profile
+from tests.conftest import TinyRun
+from tests.test_bench import LATENCY_MS
 from tests.test_report import (
     assert_sections,
     assert_valid_charts,
@@ -21,7 +20,7 @@ from tests.test_report import (
 )
 from tests.test_report_browser import assert_renders_cleanly
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny-run")]
 
 # One load: the charts against load are skipped with a note.
 DRAWN = ("register_vs_latency", "inp_proxy", "time_to_inbox_cdf", "register_over_time",
@@ -29,33 +28,19 @@ DRAWN = ("register_vs_latency", "inp_proxy", "time_to_inbox_cdf", "register_over
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A finished tiny run (4 variants at one latency and one rate), shared by this module."""
-    tmp_path = tmp_path_factory.mktemp("tiny-bench")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.chdir(tmp_path)
-        profile = tiny_profile(tmp_path / "tiny.toml")
-        run_dir = tmp_path / "results" / "run"
-        result = CliRunner().invoke(cli, ["bench", "--profile", str(profile), "--out",
-                                          str(run_dir)])
-        assert result.exit_code == 0, result.output
-        yield run_dir
-
-
-@pytest.fixture(scope="module")
-def tiny_report(tiny_run: Path) -> tuple[Path, str]:
-    result = CliRunner().invoke(report, [str(tiny_run)])
+def tiny_report(tiny_run: TinyRun) -> tuple[Path, str]:
+    result = CliRunner().invoke(report, [str(tiny_run.run_dir)])
     assert result.exit_code == 0, result.output
     path = Path(result.output.strip())
-    assert path == tiny_run / "report.html"
+    assert path == tiny_run.run_dir / "report.html"
     return path, path.read_text(encoding="utf-8")
 
 
-def test_real_run_report_has_every_chart_and_section(tiny_run: Path,
+def test_real_run_report_has_every_chart_and_section(tiny_run: TinyRun,
                                                      tiny_report: tuple[Path, str]) -> None:
     _, html = tiny_report
-    assert_valid_charts(tiny_run, DRAWN)
-    assert not (tiny_run / CHART_DIR / "throughput_vs_load.png").exists()
+    assert_valid_charts(tiny_run.run_dir, DRAWN)
+    assert not (tiny_run.run_dir / CHART_DIR / "throughput_vs_load.png").exists()
     assert "runs one load (10 sign-ups/s)" in html
     assert_sections(html)
     assert len(embedded_images(html)) == len(DRAWN)
@@ -63,11 +48,12 @@ def test_real_run_report_has_every_chart_and_section(tiny_run: Path,
     assert "This run was cut short" not in html and "did not run" not in html
 
 
-def test_real_run_numbers_are_the_runs(tiny_run: Path, tiny_report: tuple[Path, str]) -> None:
+def test_real_run_numbers_are_the_runs(tiny_run: TinyRun,
+                                       tiny_report: tuple[Path, str]) -> None:
     from reports.summary import fmt_ms
 
     _, html = tiny_report
-    document = json.loads((tiny_run / "results.json").read_text())
+    document = json.loads((tiny_run.run_dir / "results.json").read_text())
     verdict = html[html.index('id="verdict"'):html.index('id="claims"')]
     for cell in document["cells"]:
         assert fmt_ms(cell["register"]["p50_ms"]) in verdict
