@@ -187,3 +187,14 @@ def chromium_or_skip() -> None:
         find_chromium()
     except ProbeUnavailable as exc:
         pytest.skip(str(exc))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Captured output a hostile-input test logged (undecodable bytes, kept as surrogates)
+    made text that pytest-xdist cannot send from its worker, which then stopped the whole
+    run; it is kept with the bytes escaped instead."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    report.sections = [(title, text.encode("utf-8", "backslashreplace").decode("utf-8"))
+                       for title, text in report.sections]
