@@ -35,8 +35,8 @@ class TinyRun:
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyRun]:
     """One finished tiny run (4 variants at one latency and one rate, with the enumeration
     probe), shared by the tests that check the bench end to end and the report drawn from
-    it: a bench run is the suite's dearest fixture. Tests that use it are in one xdist group,
-    so it is made once; none of them may change the run's own files."""
+    it: a bench run is the suite's dearest fixture. Tests that use it carry one xdist group
+    mark; none of them may change the run's own results."""
     from click.testing import CliRunner
 
     from maillab.cli import cli
@@ -45,12 +45,16 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyRun]:
     root = tmp_path_factory.mktemp("tiny-bench")
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.chdir(root)
-        profile = tiny_profile(root / "tiny.toml", enumeration_samples=10)
+        # 40 sign-ups a cell: enough for the comparison to find a fifth's slowdown in one
+        # variant on a busy machine (at 20, p was 0.012 against 0.01 under two test processes).
+        profile = tiny_profile(root / "tiny.toml", enumeration_samples=10, min_signups=40)
         run_dir = root / "results" / "run"
         result = CliRunner().invoke(cli, ["bench", "--profile", str(profile), "--out",
                                           str(run_dir)])
-        assert result.exit_code == 0, result.output
-        yield TinyRun(root, run_dir, result.output)
+    # Outside the chdir: a session fixture that yielded inside it would leave every later
+    # test of the process in this folder.
+    assert result.exit_code == 0, result.output
+    yield TinyRun(root, run_dir, result.output)
 
 
 @pytest.fixture
