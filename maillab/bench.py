@@ -299,7 +299,7 @@ class Bench:
             return cell
         first = f"{key.folder}.attempt-1"
         (self.run_dir / key.folder).rename(self.run_dir / first)
-        self.on_note(f"{key.label}: timing invalid ({cell.warnings[0]}); running it again, "
+        self.on_note(f"{key.label}: timing invalid ({'; '.join(cell.warnings)}); running it again, "
                      f"the first attempt kept in {first}")
         again = self._run_cell(key)
         again.attempts = [Attempt(files=first, invalid_for=cell.invalid_for,

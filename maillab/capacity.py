@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from apps.core.registry import variant as variant_info
 from loadtests.profiles import Profile
 from loadtests.results import Capacity, CellResult, EndedBy
-from maillab.summary import LAGGED
+from maillab.summary import schedule_lost
 
 
 def slo_text(profile: Profile) -> str:
@@ -42,9 +42,9 @@ def breach(cell: CellResult, profile: Profile) -> tuple[EndedBy, str] | None:
     """What ended the series at ``cell`` and why, or None when it held every SLO. A load
     generator that could not keep the schedule says nothing about the variant: that ends the
     series (no higher rate can be offered either) but is not an SLO break."""
-    if LAGGED in " ".join(cell.warnings) and "timing" in cell.untrusted:
-        return "load generator could not keep the schedule", next(
-            w for w in cell.warnings if LAGGED in w)
+    lagged = schedule_lost(cell.arrivals, profile)
+    if lagged is not None:
+        return "load generator could not keep the schedule", lagged
     if not cell.valid:
         return "invalid", "; ".join(cell.warnings or ["marked invalid"])
     p99 = cell.register.p99_ms

@@ -412,10 +412,10 @@ def _gate(run_dir: Path, rules_file: Path | None, baseline: Path | None, alpha: 
     from rich.console import Console
     from rich.table import Table
 
-    from maillab.gate import RuleError, load_rules, rules_for, run_gate
+    from maillab.gate import RuleError, load_rules, run_gate
 
     try:
-        rules = load_rules(rules_file or rules_for(run_dir))
+        rules = load_rules(rules_file) if rules_file else None  # None: the profile's
         result = run_gate(run_dir, rules, baseline, alpha, min_effect)
     except (RuleError, RunError) as exc:
         raise click.UsageError(str(exc)) from None

@@ -233,11 +233,11 @@ def load_rules(path: Path, _seen: tuple[Path, ...] = ()) -> list[Rule]:
     return rules
 
 
-def rules_for(run_dir: Path) -> Path:
-    """The rules a run is gated by when none are given: its profile's ``gate_rules`` (relative
-    to loadtests/), else the default."""
-    named = (load_run(run_dir).results.profile_settings or {}).get("gate_rules")
-    return DEFAULT_RULES.parent / named if named else DEFAULT_RULES
+def profile_rules(results: Results) -> list[Rule]:
+    """The rules a run is gated by when none are given: its profile's ``gate_rules`` (a file
+    in loadtests/), else the default."""
+    named = (results.profile_settings or {}).get("gate_rules")
+    return load_rules(DEFAULT_RULES.parent / named if named else DEFAULT_RULES)
 
 
 def _suggest(word: str, known: Any) -> str:
@@ -494,11 +494,14 @@ def compare(current: Run, baseline: Run, alpha: float, min_effect: float,
 
 # -- the whole gate ----------------------------------------------------------------------------
 
-def run_gate(run_dir: Path, rules: list[Rule], baseline_dir: Path | None = None,
+def run_gate(run_dir: Path, rules: list[Rule] | None = None, baseline_dir: Path | None = None,
              alpha: float = 0.01, min_effect: float = 0.10) -> GateReport:
-    """Check the run, write its gate.json, return it. Raises :class:`RunError` when a run
-    cannot be read."""
+    """Check the run against ``rules`` (None: its profile's, :func:`profile_rules`), write
+    its gate.json, return it. Raises :class:`RunError` when a run cannot be read and
+    :class:`RuleError` when its rules cannot be used."""
     run = load_run(run_dir)
+    if rules is None:
+        rules = profile_rules(run.results)
     report = GateReport(rules=check_rules(run.results, rules),
                         invalid=invalid_reasons(run.results),
                         partly_invalid=partly_invalid(run.results))

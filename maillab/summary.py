@@ -40,7 +40,7 @@ from loadtests.stats import inp_rating, median, percentile
 
 SATURATED_CPU_PERCENT = 90.0  # locust is one gevent loop: past this it measures itself
 MEASURED = "registrations sent after the warm-up"
-LAGGED = "the load generator could not keep the schedule"  # the capacity table says it too
+LAGGED = "the load generator could not keep the schedule"
 
 
 @dataclass
@@ -252,6 +252,16 @@ _TIMING: tuple[Family] = ("timing",)
 _DELIVERY: tuple[Family] = ("delivery",)
 
 
+def schedule_lost(schedule: Arrivals | None, profile: Profile) -> str | None:
+    """Why the load generator could not keep the schedule (its start lag p99 is past the
+    profile's bound), or None when it kept it."""
+    lag = schedule.lag_p99_ms if schedule is not None else None
+    if lag is None or lag <= profile.max_start_lag_ms:
+        return None
+    return (f"{LAGGED}: start lag p99 {lag:.1f} ms is above the "
+            f"{profile.max_start_lag_ms:g} ms bound")
+
+
 def _validity(observed: Observed, register: RequestStats, counts: Delivery,
               schedule: Arrivals, profile: Profile) -> _Validity:
     """Every reason to doubt the cell's figures, and which question each spoils. The load
@@ -260,10 +270,9 @@ def _validity(observed: Observed, register: RequestStats, counts: Delivery,
     neighbour's burst on a shared machine), so a cell invalid for timing alone is worth a
     second attempt (:func:`worth_another_attempt`)."""
     found = _Validity()
-    lag = schedule.lag_p99_ms
-    if lag is not None and lag > profile.max_start_lag_ms:
-        found.spoils(_TIMING, f"{LAGGED}: start lag p99 {lag:.1f} ms is above the "
-                              f"{profile.max_start_lag_ms:g} ms bound")
+    lagged = schedule_lost(schedule, profile)
+    if lagged is not None:
+        found.spoils(_TIMING, lagged)
     if schedule.dropped:
         found.warn(f"{schedule.dropped} of {schedule.offered} arrivals were dropped: "
                    f"{profile.max_in_flight} sign-ups were already in flight")

@@ -14,7 +14,6 @@ latencies in a run stopped before its last cells, and the quick profile's fault 
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 from collections.abc import Callable, Iterator
@@ -33,7 +32,7 @@ from reports.build import CHARTS
 from reports.data import ReportRun, load_report_run
 from reports.figures import Chart
 from tests.runs import record_cell
-from tests.test_report import FIXTURES, write_samples
+from tests.test_report import FIXTURES, copy_partial_run
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -144,12 +143,7 @@ def build_run(run_dir: Path, latencies: list[int], rates: list[float], *,
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ReportRun]:
     root = tmp_path_factory.mktemp("runs")
-    partial = root / "partial"
-    shutil.copytree(FIXTURES / "partial_run", partial)
-    document = json.loads((partial / "results.json").read_text())
-    for index, cell in enumerate(document["cells"]):
-        if (cell["variant"], cell["smtp_latency_ms"], cell["users"]) != ("sync", 0, 4):
-            write_samples(partial, cell, seed=index)
+    partial = copy_partial_run(root / "partial")
     shutil.copytree(FIXTURES / "v1_run", root / "v1")
     return {
         "partial": load_report_run(partial),

@@ -449,3 +449,18 @@ def test_a_rules_file_extends_another_less_some_rules(tmp_path: Path) -> None:
     with pytest.raises(RuleError, match="unknown key 'rule'"):
         load_rules(child)
 
+
+
+def test_a_run_is_gated_by_its_profiles_rules_unless_told_otherwise(tmp_path: Path) -> None:
+    """A profile that names its rules (gate_rules) has its runs held to them by default; a
+    --rules file given still wins."""
+    from maillab.gate import DEFAULT_RULES, load_rules
+
+    soak = [rule.text for rule in load_rules(DEFAULT_RULES.parent / "soak-gates.toml")]
+    run = write_run(tmp_path / "run", profile_settings__gate_rules="soak-gates.toml")
+    gate(str(run))
+    assert {o["rule"] for o in json.loads((run / "gate.json").read_text())["rules"]} == set(soak)
+    told = rules_file(tmp_path, "*.arrivals.dropped == 0")
+    gate(str(run), "--rules", told)
+    assert {o["rule"] for o in json.loads((run / "gate.json").read_text())["rules"]} == {
+        "*.arrivals.dropped == 0"}

@@ -101,12 +101,9 @@ def embedded_images(html: str) -> list[str]:
     return re.findall(r'<img src="([^"]{0,30})', html)
 
 
-# -- fixtures ------------------------------------------------------------------------------------
-
-@pytest.fixture
-def partial_run(tmp_path: Path) -> Path:
-    """The hand-built stopped run, copied, with samples for every cell but one."""
-    run_dir = tmp_path / "partial_run"
+def copy_partial_run(run_dir: Path) -> Path:
+    """The hand-built stopped run copied to ``run_dir``, with samples for every cell but one
+    (sync @ 0 ms x 4 users keeps none)."""
     shutil.copytree(FIXTURES / "partial_run", run_dir)
     document = json.loads((run_dir / "results.json").read_text())
     for index, cell in enumerate(document["cells"]):
@@ -115,15 +112,18 @@ def partial_run(tmp_path: Path) -> Path:
     return run_dir
 
 
+# -- fixtures ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def partial_run(tmp_path: Path) -> Path:
+    """The hand-built stopped run, copied, with samples for every cell but one."""
+    return copy_partial_run(tmp_path / "partial_run")
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The partial run's report, built once for the read-only checks."""
-    run_dir = tmp_path_factory.mktemp("built") / "partial_run"
-    shutil.copytree(FIXTURES / "partial_run", run_dir)
-    document = json.loads((run_dir / "results.json").read_text())
-    for index, cell in enumerate(document["cells"]):
-        if (cell["variant"], cell["smtp_latency_ms"], cell["users"]) != ("sync", 0, 4):
-            write_samples(run_dir, cell, seed=index)
+    run_dir = copy_partial_run(tmp_path_factory.mktemp("built") / "partial_run")
     path = build_report(run_dir)
     return run_dir, path.read_text(encoding="utf-8")
 
