@@ -464,3 +464,53 @@ def test_a_run_is_gated_by_its_profiles_rules_unless_told_otherwise(tmp_path: Pa
     gate(str(run), "--rules", told)
     assert {o["rule"] for o in json.loads((run / "gate.json").read_text())["rules"]} == {
         "*.arrivals.dropped == 0"}
+
+
+def test_every_profile_names_rules_that_load() -> None:
+    """Each shipped profile's gate_rules file reads (a broken one would fail only the runs of
+    that profile, long after it was written); browser's adds to the default rules."""
+    from loadtests.profiles import PROFILES_DIR, load_profile
+    from maillab.gate import DEFAULT_RULES, load_rules
+
+    default = {rule.text for rule in load_rules(DEFAULT_RULES)}
+    named = {}
+    for path in sorted(PROFILES_DIR.glob("*.toml")):
+        profile = load_profile(path.stem)
+        named[path.stem] = {r.text for r in load_rules(DEFAULT_RULES.parent / profile.gate_rules)}
+    assert named["quick"] == named["full"] == named["faults"] == default
+    assert default < named["browser"]
+    assert any(".browser." in rule for rule in named["browser"] - default)
+    assert not named["soak"] & default - {"*.arrivals.dropped == 0"}
+
+
+def _probe(p50: float, p75: float, *, trusted: int = 20) -> dict[str, Any]:
+    return {"count": 20, "trusted": trusted, "click_to_confirmation_p50_ms": p50,
+            "click_to_confirmation_p75_ms": p75, "click_to_confirmation_p95_ms": p75 * 1.2,
+            "event_p75_ms": 16.0, "events_reported": 20, "proxy_p75_ms": p75,
+            "response_p75_ms": p75 - 30, "render_p50_ms": 30.0}
+
+
+def test_the_browser_profiles_rules_judge_what_the_person_sees(tmp_path: Path) -> None:
+    """browser-gates.toml: sync's person waits for SMTP, threaded's sees the floor's page;
+    a threaded variant that made the person wait, or a click Chromium did not trust, fails."""
+    from maillab.gate import DEFAULT_RULES
+
+    rules = str(DEFAULT_RULES.parent / "browser-gates.toml")
+    seen = {"cells__0__browser": _probe(90, 100), "cells__1__browser": _probe(575, 590),
+            "cells__2__browser": _probe(85, 110)}
+    run = write_run(tmp_path / "good", **seen)
+    assert gate(str(run), "--rules", rules).exit_code == 0
+    verdicts = {(o["rule"], o["verdict"])
+                for o in json.loads((run / "gate.json").read_text())["rules"]}
+    assert ("sync.browser.click_to_confirmation_p50_ms >= smtp_latency_ms", "pass") in verdicts
+
+    waited = write_run(tmp_path / "waited", **{**seen, "cells__2__browser": _probe(560, 580)})
+    assert gate(str(waited), "--rules", rules).exit_code == 1
+    failed = {o["rule"] for o in json.loads((waited / "gate.json").read_text())["rules"]
+              if o["verdict"] == "fail"}
+    assert failed == {"threaded.browser.click_to_confirmation_p75_ms < "
+                      "baseline.browser.click_to_confirmation_p75_ms * 1.5 + 50"}
+
+    untrusted = write_run(tmp_path / "untrusted",
+                          **{**seen, "cells__1__browser": _probe(575, 590, trusted=19)})
+    assert gate(str(untrusted), "--rules", rules).exit_code == 1

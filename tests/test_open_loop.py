@@ -394,3 +394,11 @@ def test_an_smtp_outage_covers_the_middle_third_of_the_measured_window(tmp_path:
 def test_every_shipped_profile_loads_and_says_what_it_does(path: Path) -> None:
     profile = load_profile(path.stem)
     assert profile.description and profile.cells()
+
+
+def test_the_faults_profile_runs_every_scenario() -> None:
+    """PROFILE=faults is where a scenario's rules are checked; a scenario left out of it
+    would have its rules skipped in every shipped run."""
+    from loadtests.scenarios import SCENARIOS
+
+    assert set(load_profile("faults").scenarios) == set(SCENARIOS)
