@@ -496,7 +496,8 @@ def test_the_browser_profiles_rules_judge_what_the_person_sees(tmp_path: Path) -
     from maillab.gate import DEFAULT_RULES
 
     rules = str(DEFAULT_RULES.parent / "browser-gates.toml")
-    seen = {"cells__0__browser": _probe(90, 100), "cells__1__browser": _probe(575, 590),
+    seen: dict[str, Any] = {"cells__0__browser": _probe(90, 100),
+                            "cells__1__browser": _probe(575, 590),
             "cells__2__browser": _probe(85, 110)}
     run = write_run(tmp_path / "good", **seen)
     assert gate(str(run), "--rules", rules).exit_code == 0
