@@ -479,6 +479,9 @@ def test_every_profile_names_rules_that_load() -> None:
         named[path.stem] = {r.text for r in load_rules(DEFAULT_RULES.parent / profile.gate_rules)}
     assert named["quick"] == named["full"] == named["faults"] == default
     assert default < named["browser"]
+    assert named["capacity"] < default
+    assert not any(".time_to_inbox.p50_ms" in rule and rule.startswith(("queued", "outbox"))
+                   for rule in named["capacity"])
     assert any(".browser." in rule for rule in named["browser"] - default)
     assert not named["soak"] & default - {"*.arrivals.dropped == 0"}
 
