@@ -174,17 +174,28 @@ class Registration:
     intended_at: float | None = None
     lag_ms: float | None = None
     dropped: bool = False
+    # What the target's statuses made of the answers (its signup's ``accepted``, its
+    # verify's ``verified``); None in files written before targets, read as maillab's own
+    # 303 and 200.
+    told: bool | None = None
+    confirmed: bool | None = None
 
     @property
     def accepted(self) -> bool:
-        """The app answered the POST with its redirect: the person was told to check email."""
-        return self.status == 303
+        """The app answered the POST with a status the target calls accepted: the person was
+        told to check their email."""
+        return self.told if self.told is not None else self.status == 303
+
+    @property
+    def verified(self) -> bool:
+        """The link's answer was one the target calls verified."""
+        return self.confirmed if self.confirmed is not None else self.verify_status == 200
 
 
 SAMPLE_COLUMNS = tuple(f.name for f in fields(Sample))
 REGISTRATION_COLUMNS = tuple(f.name for f in fields(Registration))
 # Columns added since the first format; files written before them read with the defaults.
-_ADDED = {"lag_ms", "intended_at", "dropped"}
+_ADDED = {"lag_ms", "intended_at", "dropped", "told", "confirmed"}
 
 
 @dataclass
@@ -388,6 +399,10 @@ def _flag(text: str) -> bool:
     return text == "1"
 
 
+def _optional_flag(text: str) -> bool | None:
+    return text == "1" if text else None
+
+
 def _optional_int(text: str) -> int | None:
     return int(text) if text else None
 
@@ -498,7 +513,9 @@ def read_registrations(folder: Path) -> list[Registration]:
                              verify_status=_optional_int(row["verify_status"]),
                              intended_at=_optional_float(row.get("intended_at") or ""),
                              lag_ms=_optional_float(row.get("lag_ms") or ""),
-                             dropped=_flag(row.get("dropped") or "0"))
+                             dropped=_flag(row.get("dropped") or "0"),
+                             told=_optional_flag(row.get("told") or ""),
+                             confirmed=_optional_flag(row.get("confirmed") or ""))
                 for row in _rows(path, REGISTRATION_COLUMNS)]
     except ValueError as exc:
         raise CellFileError(f"{path}: a value is not a number ({exc})") from None

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 import uuid
@@ -60,19 +59,17 @@ from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
-from apps.core.registry import VARIANTS, sends_email
 from loadtests import cellfiles
 from loadtests.arrivals import KINDS, MAX_RATE, schedule, valid_rate
 from loadtests.cellfiles import PartRecorder, Registration, Sample, merge_parts
-
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-VERIFY_LINK = re.compile(r"/verify/[^\s\"'<>]+")
-PASSWORD = "maillab load test"
+from loadtests.steps import StepFailed, email_link, register, verify
+from loadtests.target import Target, TargetError, built_in, fill, load_target
 
 # Filled at test start, read by every user. "recorder" streams this process's samples and
 # finished registrations to disk; "in_flight" holds the sign-ups under way (at most
 # --max-in-flight), so memory stays flat however long the test runs.
-RUN: dict[str, Any] = {"expects_email": True, "warmup_until": 0.0, "stopping": False,
+RUN: dict[str, Any] = {"expects_email": True, "target": None, "warmup_until": 0.0,
+                       "stopping": False,
                        "scheduler": None, "refused": False, "recorder": None,
                        "in_flight": {}, "fired": 0}
 LOG = logging.getLogger("maillab.locustfile")
@@ -114,8 +111,15 @@ def _arguments(parser: Any) -> None:
                         env_var="MAILLAB_MAX_IN_FLIGHT",
                         help="open loop: sign-ups running at once; an arrival past this is "
                              "dropped and counted")
+    parser.add_argument("--target", default="", env_var="MAILLAB_TARGET",
+                        help="the target file whose sign-up steps to run (empty: maillab's own, "
+                             "apps/target.toml)")
+    parser.add_argument("--target-variant", default="", env_var="MAILLAB_TARGET_VARIANT",
+                        include_in_web_ui=False,
+                        help="which of the target's variants runs at --host (whether to wait "
+                             "for an email); empty: asked of maillab's /healthz")
     parser.add_argument("--variant", default="", env_var="MAILLAB_VARIANT",
-                        choices=["", *VARIANTS],
+                        choices=["", *built_in().variants],
                         help="which variant to load, from --variant-hosts (empty: use --host)")
     parser.add_argument("--variant-hosts", default="", env_var="MAILLAB_VARIANT_HOSTS",
                         include_in_web_ui=False,
@@ -187,12 +191,22 @@ def _start(environment: Environment) -> None:
         RUN["recorder"] = PartRecorder(Path(options.samples_out), str(_share(environment)[0]))
     if not isinstance(runner, WorkerRunner):
         _configure_smtp(environment)
+    try:
+        target = load_target(options.target) if options.target else built_in()
+    except TargetError as exc:
+        raise _Refused(str(exc)) from None
+    RUN["target"] = target
     host = str(environment.host or "").rstrip("/")
-    health_status, health = _json_request("GET", f"{host}/healthz")
-    if health_status != 200:
-        raise _Refused(f"{host}/healthz answered {health_status}")
+    ready = host + target.app.ready
+    health_status, health = _json_request("GET", ready)
+    if health_status >= 500:
+        raise _Refused(f"{ready} answered {health_status}")
+    variant = options.target_variant or options.variant or str(health.get("variant", ""))
+    if variant not in target.variants:
+        raise _Refused(f"--target-variant: {variant!r} is not one of {target.name}'s variants "
+                       f"({', '.join(target.variants)})")
     # A variant that sends nothing (the baseline) has no inbox to wait for.
-    RUN["expects_email"] = sends_email(str(health.get("variant")))
+    RUN["expects_email"] = target.variants[variant].sends_email
     if options.warmup and runner is not None:
         gevent.spawn_later(options.warmup, runner.stats.reset_all)
 
@@ -307,37 +321,39 @@ class SignUp:
 
     def run(self) -> None:
         options = _options(self.environment)
-        record, context = self.record, self.context()
-        form = self.client.get("/register", name=cellfiles.REGISTER_FORM, context=context)
-        match = CSRF.search(form.text or "")
-        if not match:
+        target: Target = RUN["target"]
+        record, http = self.record, _LocustHttp(self.client, self.context())
+        clock = {"post": 0.0}
+
+        def on_post() -> None:
+            record.sent_at = time.time()
+            clock["post"] = time.perf_counter()
+
+        def on_told() -> None:
+            waited_ms = (time.perf_counter() - clock["post"]) * 1000
+            self._fire("INP", cellfiles.INP_PROXY, waited_ms + options.render_allowance_ms,
+                       float(record.sent_at or time.time()))
+
+        values = {"email": record.email, "password": target.password}
+        try:
+            registered = register(target, http, values, on_post, on_told)
+        except (StepFailed, TargetError) as exc:
+            LOG.warning("%s: %s", record.email, exc)
             return
-        record.sent_at = time.time()
-        started = time.perf_counter()
-        with self.client.post("/register", name=cellfiles.REGISTER, allow_redirects=False,
-                              data={"email": record.email, "password": PASSWORD,
-                                    "csrf_token": match.group(1)},
-                              catch_response=True, context=context) as response:
-            record.status = response.status_code
-            if response.status_code != 303:
-                response.failure(f"expected 303, got {response.status_code}")
-                return
-            response.success()
-            location = response.headers.get("Location", "/register/sent")
-        self.client.get(location, name=cellfiles.REGISTER_SENT, context=context)
-        waited_ms = (time.perf_counter() - started) * 1000
-        self._fire("INP", cellfiles.INP_PROXY, waited_ms + options.render_allowance_ms,
-                   record.sent_at)
-        if not RUN["expects_email"]:
+        record.status, record.told = registered.status, registered.accepted
+        if not registered.accepted or not RUN["expects_email"]:
             return
-        link = self._await_email(record.sent_at, options.inbox_deadline)
-        if link is None:
+        message = self._await_email(float(record.sent_at or time.time()),
+                                    options.inbox_deadline)
+        if message is None or target.verify is None:
             return
-        with self.client.get(link, name=cellfiles.VERIFY, catch_response=True,
-                             context=context) as verified:
-            record.verify_status = verified.status_code
-            if verified.status_code != 200:
-                verified.failure(f"verify answered {verified.status_code}")
+        try:
+            link = email_link(target, message)
+            verified = verify(target, http, link, registered.values)
+        except (StepFailed, TargetError) as exc:
+            LOG.warning("%s: %s", record.email, exc)
+            return
+        record.verify_status, record.confirmed = verified.status, verified.verified
 
     def _fire(self, request_type: str, name: str, ms: float, started: float,
               error: str | None = None) -> None:
@@ -347,8 +363,9 @@ class SignUp:
             exception=RuntimeError(error) if error else None,
             context={"start": started, **self.context()})
 
-    def _await_email(self, sent_at: float, deadline: float) -> str | None:
-        """The verification link path, or None after firing a time_to_inbox failure."""
+    def _await_email(self, sent_at: float, deadline: float) -> dict[str, Any] | None:
+        """The sign-up's email (fakesmtp's JSON), or None after firing a time_to_inbox
+        failure."""
         record = self.record
         query = f"/api/messages?to={quote(record.email)}&wait={deadline:g}"
         inbox = cellfiles.TIME_TO_INBOX
@@ -367,8 +384,39 @@ class SignUp:
         inbox_ms = max(0.0, (message["received_at"] - sent_at) * 1000)
         record.inbox_ms = round(inbox_ms, 3)
         self._fire("EMAIL", inbox, inbox_ms, sent_at)
-        found = VERIFY_LINK.search(" ".join(message.get("links", [])))
-        return found.group(0) if found else None
+        return dict(message)
+
+
+@dataclass
+class _Answer:
+    status: int
+    text: str
+    location: str | None
+
+
+@dataclass
+class _LocustHttp:
+    """The steps' HTTP client (loadtests.steps.Http) over the person's locust session: every
+    request is a locust sample named by its step, judged by the target's statuses."""
+
+    client: Any  # a FastHttpSession
+    context: dict[str, Any]
+
+    def request(self, method: str, url: str, *, name: str, form: dict[str, str] | None = None,
+                json: Any = None, headers: dict[str, str] | None = None,
+                judge: Any = None) -> _Answer:
+        with self.client.request(method, url, name=name, data=form, json=json,
+                                 headers=headers or None, allow_redirects=False,
+                                 catch_response=True, context=self.context) as response:
+            status = int(response.status_code or 0)
+            failure = judge(status) if judge is not None else None
+            if status == 0:
+                failure = f"no answer: {response.error!r}"
+            if failure:
+                response.failure(failure)
+            else:
+                response.success()
+            return _Answer(status, response.text or "", response.headers.get("Location"))
 
 
 def _share(environment: Environment) -> tuple[int, int]:
@@ -384,7 +432,9 @@ def _share(environment: Environment) -> tuple[int, int]:
 def _new_registration(intended_at: float, lag_ms: float | None = 0.0,
                       dropped: bool = False) -> Registration:
     """A sign-up's record, kept from the moment it arrives, so every arrival is counted."""
-    record = Registration(email=f"u-{uuid.uuid4().hex}@maillab.test", sent_at=None,
+    target: Target = RUN["target"] or built_in()
+    address = fill(target.email.address, {"id": uuid.uuid4().hex}, "email.address").lower()
+    record = Registration(email=address, sent_at=None,
                           warmup=_in_warmup(intended_at), intended_at=intended_at,
                           lag_ms=None if lag_ms is None else round(lag_ms, 3), dropped=dropped)
     RUN["in_flight"][record.email] = record

@@ -68,11 +68,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from apps.core.registry import VARIANTS
 from loadtests.arrivals import KINDS as ARRIVALS
 from loadtests.arrivals import MAX_RATE, valid_rate
 from loadtests.cellfiles import CellKey, grid
 from loadtests.scenarios import CLEAN, PLAIN, SCENARIOS, SMTP_MODES
+from loadtests.target import known_variants
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -171,10 +171,11 @@ class Profile:
 
         if not self.variants:
             fail("variants", "is empty")
+        known = known_variants()
         for variant in self.variants:
-            if variant not in VARIANTS:
+            if variant not in known:
                 fail("variants", f"has unknown variant {variant!r}; choose from "
-                     f"{', '.join(VARIANTS)}")
+                     f"{', '.join(known)}")
         if not self.latencies_ms or any(not 0 <= x <= 120_000 for x in self.latencies_ms):
             fail("latencies_ms", "must be a non-empty list of 0..120000")
         if self.mode not in MODES:

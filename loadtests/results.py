@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import is_dataclass
 from functools import cached_property
 from pathlib import Path
@@ -24,12 +25,12 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
-from apps.core.registry import VARIANTS
-from apps.core.registry import sends_email as variant_sends_email
 from fakesmtp.stats import LATENESS_FLOOR_S, LATENESS_SHARE, LATENESS_TAIL_DELAYS, SAMPLES
 from loadtests.cellfiles import CellFileError, CellKey, CellSamples, Load, grid, read_samples
 from loadtests.scenarios import CLEAN, PLAIN, SCENARIOS, SMTP_MODES
 from loadtests.stats import Rating, inp_rating
+from loadtests.target import VARIANT_NAME, Variant, activate, known_variants
+from loadtests.target import sends_email as variant_sends_email
 
 SCHEMA: Literal["maillab.results/1"] = "maillab.results/1"
 RESULTS_FILE = "results.json"
@@ -47,8 +48,9 @@ _CONFIG = ConfigDict(extra="ignore", json_schema_serialization_defaults_required
 
 
 def _known_variant(name: str) -> str:
-    if name not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+    # Any target's variant: the run's target block says what each is.
+    if not re.fullmatch(VARIANT_NAME, name):
+        raise ValueError(f"not a variant name: {name!r}")
     return name
 
 
@@ -569,6 +571,20 @@ class Capacity:
 
 
 @dataclass(config=_CONFIG, kw_only=True)
+class TargetInfo:
+    """Whose sign-up the run measured: the target file's name, path and hash, and what each
+    of its variants is (loadtests/target.py)."""
+
+    name: str
+    file: str = Field(description="the target file, as the run was given it")
+    sha256: str = Field(description="of the target file's bytes")
+    description: str = ""
+    variants: dict[str, Variant] = Field(default_factory=dict)
+    built_in: bool = Field(True, description="maillab's own variants (apps/target.toml)")
+    gate_rules: str | None = Field(None, description="the target's own rules file, if any")
+
+
+@dataclass(config=_CONFIG, kw_only=True)
 class Results:
     """A whole results.json."""
 
@@ -590,6 +606,10 @@ class Results:
     inp_calibration: InpCalibration | None = Field(
         default=None, description="the INP proxy's render allowance measured in Chromium in "
         "this run; null: no baseline cell had browser sign-ups")
+    target: TargetInfo | None = Field(default=None, description="whose sign-up was measured; "
+                                      "null in runs older than target files: maillab's own")
+    skipped: dict[str, str] = Field(default_factory=dict, description="what the profile asks "
+                                    "that this run's target cannot do, and why")
 
     def cell(self, key: CellKey) -> CellResult | None:
         for cell in self.cells:
@@ -771,7 +791,8 @@ class Run:
         """Variants the profile asked for or the run holds, in the registry's order."""
         wanted = {k.variant for k in self.results.expected_cells} | {
             c.variant for c in self.cells}
-        return [v for v in VARIANTS if v in wanted] + sorted(wanted - set(VARIANTS))
+        order = known_variants()
+        return [v for v in order if v in wanted] + sorted(wanted - set(order))
 
     @cached_property
     def latencies(self) -> list[int]:
@@ -822,6 +843,10 @@ def load_run(run_dir: Path) -> Run:
     except (OSError, UnicodeDecodeError) as exc:
         raise RunError(f"{path}: cannot be read: {exc}") from None
     run = Run(run_dir, parse_results(text, str(path)))
+    # The run's own target answers what its variants are (the scenarios that apply to each,
+    # their consumers) for whoever reads it next: the gate, the report.
+    target = run.results.target
+    activate(target.variants if target is not None and not target.built_in else None)
     gate_path = run_dir / GATE_FILE
     if gate_path.exists():
         try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 
-from apps.core.registry import variant as variant_info
+from loadtests.target import variant_info
 
 CLEAN = "clean"
 PLAIN = "plain"

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from apps.core.metrics import REGISTER_REQUESTS
-from apps.core.registry import variant as variant_info
 from fakesmtp.tls import CERT_FILE, KEY_FILE, self_signed
 from loadtests import cellfiles
 from loadtests.cellfiles import CellKey
@@ -46,17 +45,19 @@ from loadtests.results import (
     Results,
     ScenarioEvent,
     SmtpFaults,
+    TargetInfo,
     point_latest,
     write_results,
 )
 from loadtests.scenarios import PLAIN, STARTTLS_AUTH, Scenario
 from loadtests.scenarios import scenario as scenario_of
+from loadtests.target import Target, TargetError, activate, built_in
 from maillab.capacity import capacity_rows
 from maillab.enumeration import ProbeError, probe
 from maillab.environment import capture_environment
 from maillab.ports import free_port
-from maillab.processes import ManagedProcess, ProcessError, Stopped, Supervisor, wait_http
-from maillab.sampling import CellSampler, queue_depth, scraped
+from maillab.processes import ManagedProcess, ProcessError, Stopped, Supervisor
+from maillab.sampling import CellSampler, scraped
 from maillab.services import ServiceError, Services
 from maillab.summary import (
     Capture,
@@ -65,6 +66,8 @@ from maillab.summary import (
     summarize_cell,
     worth_another_attempt,
 )
+from maillab.targetrun import Recipe, Sizing, Smtp, recipes, reset_database
+from maillab.targetrun import start as start_recipe
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.py"
 
@@ -73,9 +76,11 @@ LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.
 class _App:
     url: str
     children: list[ManagedProcess]  # the server first, then the consumer where there is one
+    # Where the queue's depth is read (a consumer's metrics URL and gauge), if anywhere.
     consumer_metrics: str | None = None
-    # How each child was started (name, args, env, log), so a scenario can start it again.
-    recipes: list[tuple[str, list[str], dict[str, str], Path]] = field(default_factory=list)
+    queue_metric: str = "maillab_queue_depth"
+    # How each child was started, so a scenario can start it again.
+    recipes: list[Recipe] = field(default_factory=list)
     down: set[int] = field(default_factory=set)  # children a scenario stopped on purpose
 
     def watched(self) -> list[ManagedProcess]:
@@ -101,8 +106,12 @@ class Bench:
                  on_cell: Callable[[int, CellKey], None] | None = None,
                  on_stage: Callable[[str], None] | None = None,
                  database_url: str | None = None, queue_url: str | None = None,
-                 on_note: Callable[[str], None] | None = None) -> None:
+                 on_note: Callable[[str], None] | None = None,
+                 target: Target | None = None) -> None:
         self.profile = profile
+        # Whose sign-up is measured: the lab's own variants unless a target file says.
+        self.target = target or built_in()
+        activate(self.target.variants)
         self.run_dir = run_dir
         self.results_root = results_root
         self._free_ports = not smtp_port and not api_port  # picked here, so can be re-picked
@@ -117,7 +126,13 @@ class Bench:
             started_at=_now(), finished_at=None, complete=False, stopped_reason=None,
             environment=capture_environment(profile.workers, profile.threads,
                                             profile.password_hash, profile.worker_threads),
-            cells=[])
+            cells=[], target=TargetInfo(
+                name=self.target.name, file=_shown_path(self.target.source),
+                sha256=self.target.sha256, description=self.target.description,
+                variants=dict(self.target.variants),
+                built_in=self.target.built_in,
+                gate_rules=str(self.target.rules_file) if self.target.rules_file else None),
+            skipped=skipped_work(self.target, profile))
         self.supervisor = Supervisor(run_dir)
         self.services = Services(profile, run_dir, self.supervisor, database_url, queue_url)
         self._smtp: tuple[str, ManagedProcess] | None = None  # fakesmtp's mode and process
@@ -141,7 +156,7 @@ class Bench:
                 except ServiceError as exc:
                     raise BenchError(str(exc)) from None
                 self.results.environment.services = dict(self.services.described)
-                if self.profile.enumeration_samples:
+                if self.profile.enumeration_samples and self.target.built_in:
                     for name in self.profile.variants:
                         self.on_stage(f"{name}: account-enumeration timing probe")
                         self.results.enumeration.extend(self._probe_enumeration(name))
@@ -221,58 +236,49 @@ class Bench:
             return self_signed(self._scratch / "tls")
         return self._scratch / "tls" / CERT_FILE, self._scratch / "tls" / KEY_FILE
 
-    def _smtp_env(self, mode: str) -> dict[str, str]:
+    def _smtp_for(self, mode: str) -> Smtp:
         """What the app (and its consumer) is told about the SMTP server in ``mode``: for
         ``starttls+auth``, a provider's settings, with the run's certificate as the CA to
         trust."""
         if mode == PLAIN:
-            return {}
+            return Smtp("127.0.0.1", self.smtp_port)
         cert, _ = self._tls_files()
-        return {"MAILLAB_SMTP_USE_TLS": "1", "MAILLAB_SMTP_CA_FILE": str(cert),
-                "MAILLAB_SMTP_USERNAME": SMTP_USER,
-                "MAILLAB_SMTP_PASSWORD": self._smtp_password}
+        return Smtp("127.0.0.1", self.smtp_port, tls=True, username=SMTP_USER,
+                    password=self._smtp_password, ca_file=str(cert))
 
     # -- one cell -----------------------------------------------------------------------------
 
     def _start_app(self, name: str, folder: Path, smtp: str = PLAIN) -> _App:
-        """The variant under gunicorn with a fresh instance in ``folder``, and its consumer
-        where it has one, both ready; stop them with ``self.supervisor.stop(*app.children)``."""
-        profile, spawn = self.profile, self.supervisor.spawn
-        env = {**os.environ, "MAILLAB_INSTANCE_DIR": str(folder / "instance"),
-               "MAILLAB_SMTP_PORT": str(self.smtp_port),
-               "MAILLAB_PASSWORD_HASH": profile.password_hash, **self._smtp_env(smtp)}
+        """The target's variant ``name`` with a fresh instance in ``folder``, and the processes
+        it runs (its consumer), each ready; stop them with
+        ``self.supervisor.stop(*app.children)``."""
+        profile = self.profile
         try:
-            env.update(self.services.for_cell())
+            services = self.services.for_cell()
         except ServiceError as exc:
             raise BenchError(str(exc)) from None
-        port = free_port()
-        variant = variant_info(name)
-        recipes = [(name, ["serve", name, "--port", str(port), "--workers",
-                           str(profile.workers), "--threads", str(profile.threads)],
-                    env, folder / "app.log")]
-        metrics_ports = []
-        for number in range(1, profile.consumers + 1 if variant.consumer else 1):
-            metrics_ports.append(free_port())
-            many = profile.consumers > 1
-            recipes.append((f"{variant.consumer}-{number}" if many else str(variant.consumer), [
-                str(variant.consumer), "--threads", str(profile.worker_threads),
-                "--metrics-port", str(metrics_ports[-1]),
-                *_numbered(variant.consumer_args, number if many else None)], env,
-                folder / (f"{variant.consumer}-{number}.log" if many
-                          else f"{variant.consumer}.log")))
-        app = _App(f"http://127.0.0.1:{port}", [spawn(*recipe) for recipe in recipes],
-                   recipes=recipes)
-        server = app.children[0]
-        if metrics_ports:  # the queue is one, whichever consumer is asked its depth
-            app.consumer_metrics = f"http://127.0.0.1:{metrics_ports[0]}/metrics"
+        sizing = Sizing(workers=profile.workers, threads=profile.threads,
+                        worker_threads=profile.worker_threads, consumers=profile.consumers,
+                        password_hash=profile.password_hash)
+        app = _App("", [])
         try:
-            wait_http(f"{app.url}/healthz", timeout=60, process=server)
-            for consumer in app.children[1:]:
-                consumer.wait_for_line("consuming", timeout=30)
+            started = recipes(self.target, name, sizing, self._smtp_for(smtp), folder, services)
+            reset_database(self.target, started, folder)
+            app = _App(started.url, [], recipes=started.recipes)
+            for recipe in started.recipes:
+                app.children.append(start_recipe(self.supervisor, recipe))
+        except TargetError as exc:
+            self.supervisor.stop(*app.children)
+            self.services.end_cell()
+            raise BenchError(str(exc)) from None
         except BaseException:
             self.supervisor.stop(*app.children)
             self.services.end_cell()
             raise
+        # The queue is one, whichever consumer is asked its depth.
+        queue = next((r for r in started.recipes if r.metrics_url and r.queue_depth), None)
+        if queue is not None:
+            app.consumer_metrics, app.queue_metric = queue.metrics_url, str(queue.queue_depth)
         return app
 
     def _probe_enumeration(self, name: str) -> list[EnumerationCheck]:
@@ -313,18 +319,20 @@ class Bench:
         cell_dir.mkdir(parents=True)
         self._start_smtp(key.smtp)
         self._smtp_call("POST", "/api/reset")
-        variant = variant_info(key.variant)
+        variant = self.target.variant(key.variant)
         app = self._start_app(key.variant, cell_dir, key.smtp)
         try:
             sampler = CellSampler(app.children[0].popen.pid, app.consumer_metrics,
-                                  [c.popen.pid for c in app.children[1:]])
+                                  [c.popen.pid for c in app.children[1:]],
+                                  queue_metric=app.queue_metric)
             sampler.start()
             try:
                 locust_exit, merged, (browser, browser_note) = self._run_locust(
                     key, cell_dir, app, sampler)
                 register_requests = scraped(f"{app.url}/metrics", REGISTER_REQUESTS[0])
                 registrations = cellfiles.read_registrations(cell_dir)
-                capture = self._drain(variant.sends_email, app.consumer_metrics)
+                capture = self._drain(variant.sends_email, app.consumer_metrics,
+                                      app.queue_metric)
             finally:
                 sampler.stop()
         finally:
@@ -365,6 +373,7 @@ class Bench:
                 "--warmup", f"{profile.warmup_s:g}",
                 "--render-allowance-ms", f"{profile.render_allowance_ms:g}",
                 "--inbox-deadline", f"{profile.inbox_deadline_s:g}",
+                "--target", self.target.source, "--target-variant", key.variant,
                 "--samples-out", str(cell_dir), "--csv", str(cell_dir / "locust"),
                 "--only-summary", "--loglevel", "WARNING"]
         locust = self.supervisor.spawn("locust", args, dict(os.environ),
@@ -421,11 +430,14 @@ class Bench:
         if scenario.kill is not None and app is not None:
             index = 0 if scenario.kill == "app" else 1
             at = started + warmup_s + measured_s / 2
-            name = app.recipes[index][0]
-            how = signal.Signals(scenario.signal).name
+            name = app.recipes[index].name
+            sig = scenario.signal
+            if scenario.in_place and self.target.app.reload_signal is not None:
+                sig = signal.Signals["SIG" + self.target.app.reload_signal]  # the app's reload
+            how = signal.Signals(sig).name
             if scenario.in_place:
                 actions.append((at, f"{how} to {name} ({scenario.kill}, in place)",
-                                lambda: app.children[index].popen.send_signal(scenario.signal)))
+                                lambda: app.children[index].popen.send_signal(sig)))
             else:
                 actions += [(at, f"{how} to {name} ({scenario.kill})",
                              lambda: self._kill(app, index, scenario.signal)),
@@ -440,18 +452,16 @@ class Bench:
         self.supervisor.stop_with(app.children[index], sig)
 
     def _restart(self, app: _App, index: int, sampler: CellSampler | None) -> None:
-        name, args, env, log = app.recipes[index]
-        restarted = log.with_name(log.stem + "-restarted" + log.suffix)
-        process = self.supervisor.spawn(name, args, env, restarted)
+        recipe = app.recipes[index]
+        again = Recipe(**{**vars(recipe), "log": recipe.log.with_name(
+            recipe.log.stem + "-restarted" + recipe.log.suffix)})
+        process = start_recipe(self.supervisor, again)
         app.children[index] = process
         app.down.discard(index)
-        if index == 0:
-            wait_http(f"{app.url}/healthz", timeout=60, process=process)
-            if sampler is not None:
+        if sampler is not None:
+            if index == 0:
                 sampler.server_pid = process.popen.pid
-        else:
-            process.wait_for_line("consuming", timeout=30)
-            if sampler is not None:
+            else:
                 sampler.consumer_pids[index - 1] = process.popen.pid
 
     def _end_cell(self) -> None:
@@ -461,7 +471,8 @@ class Bench:
         except ServiceError as exc:
             raise BenchError(str(exc)) from None
 
-    def _drain(self, sends_email: bool, consumer_metrics: str | None) -> Capture:
+    def _drain(self, sends_email: bool, consumer_metrics: str | None,
+               queue_metric: str = "maillab_queue_depth") -> Capture:
         """Wait, bounded by the profile's ``drain_s``, until nothing is left in flight: no SMTP
         connection open at fakesmtp (a thread or a request still sending) and no task waiting
         in the variant's queue (retries scheduled for later included), three polls in a row
@@ -472,7 +483,7 @@ class Bench:
         quiet_polls, received, state = 0, -1, ""
         while sends_email:
             stats = self._smtp_call("GET", "/api/stats")
-            depth = queue_depth(consumer_metrics) if consumer_metrics else 0
+            depth = (scraped(consumer_metrics, queue_metric) or 0) if consumer_metrics else 0
             open_now = stats["connections"]["open"]
             state = f"{open_now} SMTP connections open" + (
                 f", {depth} tasks queued" if consumer_metrics else "")
@@ -581,17 +592,32 @@ def _master_port(port: int) -> list[str]:
     return ["--master-bind-port", str(port), "--master-port", str(port)]
 
 
-def _numbered(args: tuple[str, ...], number: int | None) -> list[str]:
-    """A consumer's arguments; the ``number``-th of several gets its own ``--name`` (a relay
-    takes back its own leases by name)."""
-    found = list(args)
-    if number is not None and "--name" in found:
-        at = found.index("--name") + 1
-        found[at] = f"{found[at]}-{number}"
-    return found
-
-
 SMTP_USER = "maillab"  # the starttls+auth cells' login at fakesmtp
+
+
+def skipped_work(target: Target, profile: Profile) -> dict[str, str]:
+    """What ``profile`` asks that ``target`` cannot do, and why (kept in results.json): a
+    scenario that applies to none or only some of its variants, the enumeration probe."""
+    skipped: dict[str, str] = {}
+    for name in profile.scenarios:
+        left_out = [v for v in profile.variants if target.variants[v].sends_email
+                    and not scenario_of(name).applies_to(v)]
+        if left_out:
+            skipped[name] = (f"not run for {', '.join(left_out)}: it needs a process that "
+                             "delivers the email (delivered_by)")
+    if profile.enumeration_samples and not target.built_in:
+        skipped["enumeration"] = ("the account-enumeration probe drives maillab's own /resend; "
+                                  "a target file has no such step")
+    return skipped
+
+
+def _shown_path(path: str) -> str:
+    """A target file's path relative to the working folder where it is under it (the lab's
+    own, a user's project), so results do not carry a home folder's name."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
 
 
 def _now() -> str:

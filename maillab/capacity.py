@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from apps.core.registry import variant as variant_info
 from loadtests.profiles import Profile
 from loadtests.results import Capacity, CellResult, EndedBy
+from loadtests.target import variant_info
 from maillab.summary import schedule_lost
 
 
@@ -72,7 +72,7 @@ def breach(cell: CellResult, profile: Profile) -> tuple[EndedBy, str] | None:
 def predicted_rps(variant: str, latency_ms: int, profile: Profile) -> tuple[float | None, str]:
     """The variant's capacity from first principles at ``latency_ms``, and how it was made."""
     seconds = latency_ms / 1000
-    if variant == "sync" and seconds > 0:
+    if variant_info(variant).waits_for_smtp and seconds > 0:
         slots = profile.workers * profile.threads
         return slots / seconds, (f"{profile.workers} workers x {profile.threads} threads / "
                                  f"{seconds:g} s SMTP")
@@ -80,9 +80,12 @@ def predicted_rps(variant: str, latency_ms: int, profile: Profile) -> tuple[floa
         return profile.worker_threads / seconds, (
             f"emails, not sign-ups: {profile.worker_threads} consumer threads / {seconds:g} s "
             "SMTP; register is not bounded by it")
-    if variant == "threaded":
+    info = variant_info(variant)
+    if not info.sends_email:
+        return None, "bound by CPU, not SMTP"
+    if not info.waits_for_smtp and info.consumer is None:
         return None, "no bound from SMTP: one more thread per email in flight"
-    return None, "bound by CPU, not SMTP" if variant == "baseline" else "none at 0 ms SMTP"
+    return None, "none at 0 ms SMTP"
 
 
 def predicted_backlog_ms(variant: str, latency_ms: int, rate: float | None, warmup_s: float,
@@ -132,9 +135,11 @@ def _row(variant: str, latency: int, series: list[CellResult], cells: Sequence[C
     predicted, how = predicted_rps(variant, latency, profile)
     resources = held.resources if held else None
     email_threads, predicted_threads = None, None
-    if variant == "threaded" and held is not None and held.rate:
+    info = variant_info(variant)
+    in_threads = info.sends_email and not info.waits_for_smtp and info.consumer is None
+    if in_threads and held is not None and held.rate:
         predicted_threads = round(held.rate * latency / 1000, 1)
-        floor = next((c for c in cells if c.variant == "baseline"
+        floor = next((c for c in cells if not variant_info(c.variant).sends_email
                       and c.smtp_latency_ms == latency and c.rate == held.rate), None)
         if floor and floor.resources.peak_threads and held.resources.peak_threads:
             email_threads = float(held.resources.peak_threads - floor.resources.peak_threads)

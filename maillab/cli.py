@@ -222,7 +222,12 @@ def _check_server_url(flag: str, url: str | None, schemes: tuple[str, ...]) -> N
 @cli.command()
 @click.option("--profile", "profile_name", default="quick", show_default=True,
               help="A profile in loadtests/profiles (smoke, quick, full) or a .toml path.")
-@click.option("--variants", default=None, help="Comma-separated, e.g. sync,threaded.")
+@click.option("--target", "target_path", type=click.Path(path_type=Path), default=None,
+              help="A target file (maillab.toml, a pyproject.toml with [tool.maillab], or "
+                   "their folder): measure that app's sign-up (default: maillab's own "
+                   "variants, apps/target.toml).")
+@click.option("--variants", default=None, help="Comma-separated, e.g. sync,threaded (default: "
+                                               "the profile's, or every variant of --target).")
 @click.option("--latencies", callback=_int_list, default=None,
               help="SMTP latencies in ms, comma-separated, e.g. 0,500,5000.")
 @click.option("--rates", callback=_rate_list, default=None,
@@ -272,7 +277,8 @@ def _check_server_url(flag: str, url: str | None, schemes: tuple[str, ...]) -> N
                                  "loadtests/gates.toml].")
 @click.option("--baseline", type=click.Path(file_okay=False, exists=True, path_type=Path),
               default=None, help="A stored run for --gate to compare with.")
-def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
+def bench(profile_name: str, target_path: Path | None, variants: str | None,
+          latencies: list[int] | None,
           rates: list[float] | None, users: list[int] | None, mode: str | None,
           capacity: bool | None, duration: float | None, warmup: float | None,
           browser_signups: int | None, load_processes: int | None, consumers: int | None,
@@ -292,6 +298,7 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
 
     from loadtests.cellfiles import CellKey
     from loadtests.profiles import ProfileError, load_profile
+    from loadtests.target import TargetError, activate, load_target
     from maillab.bench import Bench, BenchError, Stopped, new_run_dir
 
     results_root = Path("results")
@@ -301,8 +308,19 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
     if mode is None and (rates or users):
         mode = "open" if rates else "closed"
     try:
-        profile = load_profile(profile_name).with_overrides(
-            variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
+        base = load_profile(profile_name)  # its variants are maillab's own
+        target = load_target(target_path) if target_path else None
+        asked = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
+        if target is not None and target.app.base_url is not None:
+            raise click.ClickException(
+                f"{target.source}: app.base_url: maillab bench starts the app it measures (a "
+                "fresh database per cell, the crash scenarios); an app running elsewhere is "
+                "walked by maillab target check")
+        if target is not None:
+            activate(target.variants)  # the profile's grid is of the target's variants
+            asked = asked or list(target.variants)
+        profile = base.with_overrides(
+            variants=asked,
             latencies_ms=latencies, rates=rates, users=users, mode=mode, capacity=capacity,
             duration_s=duration, warmup_s=warmup, browser_signups=browser_signups,
             load_processes=load_processes, consumers=consumers,
@@ -314,14 +332,16 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
         require_free("--smtp-port", smtp_port)
         require_free("--smtp-api-port", smtp_api_port)
         run_dir = new_run_dir(results_root, profile, out)
-    except (ProfileError, BenchError, PortInUse) as exc:
+    except (ProfileError, BenchError, PortInUse, TargetError) as exc:
         raise click.ClickException(str(exc)) from None
     console = Console(width=None if sys.stdout.isatty() else 160)
     cells = profile.cells()
     load = (f"open loop, {profile.arrivals} arrivals, the same rate for every variant, "
             f"{profile.min_signups}+ measured sign-ups" if profile.open_loop
             else f"closed loop, {profile.duration_s:g} s measured")
-    console.print(f"maillab bench: profile {profile.name} ({len(cells)} cells, {load}, "
+    whose = (f"target {target.name} ({target_path}: {', '.join(profile.variants)}), "
+             if target is not None else "")
+    console.print(f"maillab bench: {whose}profile {profile.name} ({len(cells)} cells, {load}, "
                   f"{profile.warmup_s:g} s warm-up each), "
                   f"gunicorn {profile.workers}x{profile.threads} gthread, queue consumer "
                   f"{profile.worker_threads} threads x {profile.consumers}, "
@@ -342,7 +362,10 @@ def bench(profile_name: str, variants: str | None, latencies: list[int] | None,
 
     runner = Bench(profile, run_dir, results_root, smtp_port, smtp_api_port, on_cell, on_stage,
                    database_url=database_url, queue_url=queue_url,
-                   on_note=lambda text: progress.console.print(f"[yellow]{text}"))
+                   on_note=lambda text: progress.console.print(f"[yellow]{text}"),
+                   target=target)
+    for what, why in runner.results.skipped.items():
+        console.print(f"[yellow]{what}:[/] {why}")
     kept = f"finished cells kept in {run_dir / RESULTS_FILE}"
     try:
         with progress:
@@ -412,9 +435,11 @@ def _gate(run_dir: Path, rules_file: Path | None, baseline: Path | None, alpha: 
     from rich.console import Console
     from rich.table import Table
 
+    from loadtests.results import load_run
     from maillab.gate import RuleError, load_rules, run_gate
 
     try:
+        load_run(run_dir)  # the run's target answers which variants the rules may name
         rules = load_rules(rules_file) if rules_file else None  # None: the profile's
         result = run_gate(run_dir, rules, baseline, alpha, min_effect)
     except (RuleError, RunError) as exc:
@@ -588,6 +613,34 @@ def schema() -> None:
     from loadtests.results import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
+
+
+@cli.group()
+def target() -> None:
+    """Target files: an app's sign-up described for the lab (README: "Your own app")."""
+
+
+@target.command("check")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--variant", default=None, help="Walk this variant only (default: each).")
+def target_check(path: Path, variant: str | None) -> None:
+    """Start the target in PATH (a maillab.toml, a pyproject.toml with [tool.maillab], or
+    their folder) once per variant, walk one sign-up step by step and print what each step
+    got, then stop everything. Exit 1 when a sign-up did not go through."""
+    from loadtests.target import TargetError, load_target
+    from maillab.processes import Stopped
+    from maillab.targetcheck import CheckFailed, run_check
+
+    try:
+        found = load_target(path)
+        ok = run_check(found, variant, click.echo)
+    except (TargetError, CheckFailed) as exc:
+        raise click.ClickException(str(exc)) from None
+    except Stopped as exc:
+        raise click.ClickException(f"stopped by {exc}") from None
+    if not ok:
+        raise click.ClickException("a sign-up did not go through (see above)")
+    click.echo("every step answered as the target says")
 
 
 cli.add_command(smtp)

@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apps.core.registry import VARIANTS
 from loadtests import cellfiles
 from loadtests.cellfiles import CellKey
 from loadtests.results import (
@@ -69,10 +68,12 @@ from loadtests.results import (
 )
 from loadtests.scenarios import SCENARIOS, SMTP_MODES, smtp_mode_for
 from loadtests.stats import median
+from loadtests.target import known_variants
 from maillab.capacity import predicted_backlog_ms
 
 PASS, FAIL, INVALID = 0, 1, 3
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "loadtests" / "gates.toml"
+TARGET_RULES = DEFAULT_RULES.with_name("target-gates.toml")
 COMPARED = (cellfiles.REGISTER, cellfiles.VERIFY, cellfiles.TIME_TO_INBOX)
 _RULE = re.compile(r"^\s*(?P<variant>[\w*]+)(?:\{(?P<filters>[^}]*)\})?\."
                    r"(?P<metric>\w+)(?:\.(?P<stat>\w+))?\s*(?P<op><=|>=|==|!=|<|>)"
@@ -143,9 +144,9 @@ class Reference:
         parts = token.split(".")
         if len(parts) not in (2, 3):
             raise RuleError(f"rule {rule!r}: {token!r} is not VARIANT.METRIC.STAT")
-        if parts[0] not in VARIANTS:
+        if parts[0] not in known_variants():
             raise RuleError(f"rule {rule!r}: unknown variant {parts[0]!r} in {token!r}"
-                            f"{_suggest(parts[0], VARIANTS)}")
+                            f"{_suggest(parts[0], known_variants())}")
         reference = cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
         _metric_name(rule, repr(token), reference.metric, reference.stat)
         return reference
@@ -157,9 +158,9 @@ def parse_rule(text: str) -> Rule:
         raise RuleError(f"rule {text!r} does not read as SELECTOR.METRIC.STAT OP EXPRESSION, "
                         "e.g. 'sync.register.p50_ms >= smtp_latency_ms'")
     metric, stat = match["metric"], match["stat"]
-    if match["variant"] != "*" and match["variant"] not in VARIANTS:
+    if match["variant"] != "*" and match["variant"] not in known_variants():
         raise RuleError(f"rule {text!r}: unknown variant {match['variant']!r}"
-                        f"{_suggest(match['variant'], VARIANTS)}")
+                        f"{_suggest(match['variant'], known_variants())}")
     _metric_name(text, "", metric, stat)
     filters: list[tuple[str, float | str]] = []
     for part in filter(None, (p.strip() for p in (match["filters"] or "").split(","))):
@@ -234,8 +235,12 @@ def load_rules(path: Path, _seen: tuple[Path, ...] = ()) -> list[Rule]:
 
 
 def profile_rules(results: Results) -> list[Rule]:
-    """The rules a run is gated by when none are given: its profile's ``gate_rules`` (a file
-    in loadtests/), else the default."""
+    """The rules a run is gated by when none are given: for a target of one's own, its file's
+    ``gate_rules``, else the rules every target shares (target-gates.toml); for maillab's own
+    variants, the profile's ``gate_rules`` (a file in loadtests/), else the default."""
+    target = results.target
+    if target is not None and not target.built_in:
+        return load_rules(Path(target.gate_rules) if target.gate_rules else TARGET_RULES)
     named = (results.profile_settings or {}).get("gate_rules")
     return load_rules(DEFAULT_RULES.parent / named if named else DEFAULT_RULES)
 

@@ -37,13 +37,15 @@ class Stopped(BaseException):
 
 
 class ManagedProcess:
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path,
+                 cwd: Path | None = None) -> None:
         self.name = name
         self.args = args
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                      cwd=cwd,
                                       stdin=subprocess.DEVNULL, start_new_session=True,
                                       preexec_fn=_die_with_parent)
 
@@ -159,11 +161,11 @@ class Supervisor:
         return process
 
     def spawn_program(self, name: str, argv: list[str], env: dict[str, str],
-                      log: Path) -> ManagedProcess:
-        """Start another program (a server the run needs, such as redis-server) as a child of
-        this run, stopped with the rest."""
+                      log: Path, cwd: Path | None = None) -> ManagedProcess:
+        """Start another program (a server the run needs, such as redis-server, or a target's
+        app) as a child of this run, in ``cwd``, stopped with the rest."""
         env = {**env, "MAILLAB_RUN_DIR": str(self.run_dir.resolve())}
-        process = ManagedProcess(name, argv, env, log)
+        process = ManagedProcess(name, argv, env, log, cwd)
         self.children.append(process)
         return process
 

@@ -71,8 +71,8 @@ def scraped(metrics_url: str, family_name: str) -> int | None:
     return None
 
 
-def queue_depth(metrics_url: str) -> int | None:
-    return scraped(metrics_url, "maillab_queue_depth")
+def queue_depth(metrics_url: str, metric: str = "maillab_queue_depth") -> int | None:
+    return scraped(metrics_url, metric)
 
 
 @dataclass
@@ -82,6 +82,7 @@ class CellSampler:
     server_pid: int
     queue_metrics_url: str | None = None  # None: the variant has no queue
     consumer_pids: list[int] = field(default_factory=list)  # the variant's consumers
+    queue_metric: str = "maillab_queue_depth"  # the gauge at queue_metrics_url
     interval: float = 0.25
     peak_threads: int = 0
     app_cpu_first: dict[int, float] = field(default_factory=dict)  # per process, under load
@@ -155,7 +156,8 @@ class CellSampler:
                         self.app_cpu_first.setdefault(pid, used)
                         self.app_cpu_last[pid] = used
                 self.app_ended = time.monotonic()
-            depth = queue_depth(self.queue_metrics_url) if self.queue_metrics_url else None
+            depth = (queue_depth(self.queue_metrics_url, self.queue_metric)
+                     if self.queue_metrics_url else None)
             if depth is not None:
                 self.peak_queue_depth = max(self.peak_queue_depth or 0, depth)
             if self.load_pid is not None:

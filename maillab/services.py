@@ -31,6 +31,12 @@ POSTGRES_ENV = "MAILLAB_POSTGRES_URL"
 POSTGRES_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
+@dataclass(frozen=True)
+class CellServices:
+    database_url: str | None
+    queue_url: str | None
+
+
 class ServiceError(RuntimeError):
     """A server the profile needs is not there; the message says which and how to get it."""
 
@@ -75,21 +81,22 @@ class Services:
         else:
             self.described["queue"] = "Huey on SQLite, a file per cell"
 
-    def for_cell(self) -> dict[str, str]:
-        """Environment for the cell's app and consumers: a fresh database, an empty queue."""
-        env: dict[str, str] = {}
+    def for_cell(self) -> CellServices:
+        """The cell's fresh database (None: the target's own default, a file in the cell's
+        instance folder) and empty queue (None: the consumer's default)."""
+        database = queue = None
         if self.postgres:
             self._database = f"maillab_bench_{uuid.uuid4().hex[:12]}"
             admin = self._admin_url()
             with self._connect(admin) as connection:
                 connection.execute(f'CREATE DATABASE "{self._database}"')
-            env["MAILLAB_DATABASE_URL"] = _with_database(admin, self._database)
+            database = _with_database(admin, self._database)
         if self.redis_queue and self.queue_url:
             from apps.queued.queue import make_huey
 
             make_huey(self.queue_url).flush()
-            env["MAILLAB_QUEUE_URL"] = self.queue_url
-        return env
+            queue = self.queue_url
+        return CellServices(database, queue)
 
     def end_cell(self) -> None:
         """Drop the cell's database (its app and consumers have stopped)."""

@@ -138,7 +138,7 @@ def delivery(registrations: Sequence[Registration], capture: Capture, sends_emai
         failed_visibly=len(shown_error) - refused_told,
         missing=len(told) - len(delivered) - (len(refused) - refused_told) if sends_email else 0,
         duplicates=sum(max(0, counts.get(r.email, 0) - 1) for r in told),
-        verified=sum(1 for r in told if r.verify_status == 200),
+        verified=sum(1 for r in told if r.verified),
         expected=sends_email, counted=MEASURED, drain=capture.drain,
         warmup_excluded=len(accepted) - len(told),
         refused=len(refused), refused_told=refused_told,

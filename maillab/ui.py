@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from apps.core.registry import VARIANTS
+from loadtests.target import built_in
 from maillab.bench import LOCUSTFILE
 from maillab.ports import PortInUse, require_free
 from maillab.processes import ManagedProcess, ProcessError, Supervisor, wait_http
@@ -25,7 +25,7 @@ class UIError(RuntimeError):
 
 def check_ports(smtp_port: int, api_port: int, app_port: int, web_port: int) -> None:
     plan = {"--smtp-port": smtp_port, "--smtp-api-port": api_port, "--web-port": web_port}
-    for offset, variant in enumerate(VARIANTS):
+    for offset, variant in enumerate(built_in().variants):
         plan[f"--app-port (+{offset}, {variant})"] = app_port + offset
     try:
         for option, port in plan.items():
@@ -52,7 +52,7 @@ def run_ui(run_dir: Path, smtp_port: int, api_port: int, app_port: int, web_port
             spawn("fakesmtp", ["smtp", "--port", str(smtp_port), "--api-port", str(api_port)],
                   base).wait_for_line("HTTP API")
             hosts = {}
-            for offset, (name, variant) in enumerate(VARIANTS.items()):
+            for offset, (name, variant) in enumerate(built_in().variants.items()):
                 port = app_port + offset
                 env = {**base, "MAILLAB_INSTANCE_DIR": str(run_dir / name)}
                 server = spawn(name, ["serve", name, "--port", str(port)], env)

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from apps.core.registry import VARIANTS
 from loadtests.results import METRICS, CellResult, GateReport, RuleOutcome
 from loadtests.scenarios import CLEAN, PLAIN, SCENARIOS, SMTP_MODES
+from loadtests.target import built_in
 from reports.data import Condition, ReportRun
 
 NA = "–"
@@ -154,9 +154,12 @@ def verdict_rows(run: ReportRun) -> list[VerdictRow]:
 
 
 def variant_lines(run: ReportRun) -> list[tuple[str, str]]:
-    """(variant, what it is in one line) for the run's variants, from the registry; a variant
-    it does not know (another app under load) is named without one."""
-    return [(name, VARIANTS[name].summary if name in VARIANTS else "not a maillab variant")
+    """(variant, what it is in one line) for the run's variants, from its target (maillab's
+    own for runs older than target files); a variant it does not describe is named without
+    one."""
+    target = run.results.target
+    described = target.variants if target is not None else built_in().variants
+    return [(name, described[name].summary if name in described else "not described")
             for name in run.variants]
 
 

@@ -24,6 +24,17 @@ from tests.smtp_sink import Sink, SinkHandler
 FAST_HASH = "pbkdf2:sha256:1000"
 
 
+@pytest.fixture(autouse=True)
+def _builtin_variants() -> Iterator[None]:
+    """Each test starts and ends with maillab's own variants active (a bench with --target or
+    a loaded run of another target makes its variants the ones the lab answers for)."""
+    from loadtests.target import activate
+
+    activate(None)
+    yield
+    activate(None)
+
+
 @dataclass(frozen=True)
 class TinyRun:
     root: Path  # the working folder the bench ran in: results/ and results/latest are here

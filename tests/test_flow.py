@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 
 from apps.core.emails import ALREADY_SUBJECT, VERIFY_SUBJECT
-from apps.core.registry import VARIANTS
+from loadtests.target import built_in
 from tests.flow_helpers import baseline_outbox, json_body, path_of, register_form, register_json
 from tests.smtp_sink import LINK, Sink
 
@@ -44,7 +44,7 @@ def received_link(app: Flask, sink: Sink, variant: str, to: str) -> tuple[str, s
 def start(variant: str, make_app: Callable[..., Flask], run_consumer: Callable[..., Any],
           **config: Any) -> Flask:
     app = make_app(variant, **config)
-    if VARIANTS[variant].consumer is not None:
+    if built_in().variant(variant).consumer is not None:
         run_consumer(app)
     return app
 

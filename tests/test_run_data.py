@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from apps.core.registry import VARIANTS, sends_email
+from apps.core.registry import VARIANTS
 from loadtests import cellfiles
 from loadtests.cellfiles import (
     CellFileError,
@@ -35,6 +35,7 @@ from loadtests.results import (
     load_run,
     parse_results,
 )
+from loadtests.target import sends_email
 from maillab.cli import cli
 from maillab.gate import compare, load_rules, parse_rule, run_gate
 from maillab.summary import (
@@ -219,7 +220,7 @@ def test_metric_names_derive_from_the_model() -> None:
         parse_rule("queued.register > 1")
 
 
-def test_whether_a_variant_sends_email_is_asked_of_the_registry() -> None:
+def test_whether_a_variant_sends_email_is_asked_of_the_target() -> None:
     assert [name for name in VARIANTS if not sends_email(name)] == ["baseline"]
     assert sends_email("someone-elses-app")
 
