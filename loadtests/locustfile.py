@@ -416,7 +416,9 @@ class _LocustHttp:
                 response.failure(failure)
             else:
                 response.success()
-            return _Answer(status, response.text or "", response.headers.get("Location"))
+            # No answer (the app is down): no headers, and a visible failure.
+            headers = response.headers or {}
+            return _Answer(status, response.text or "" if status else "", headers.get("Location"))
 
 
 def _share(environment: Environment) -> tuple[int, int]:

@@ -380,7 +380,7 @@ class Bench:
                                        cell_dir / "locust.log", module="locust")
         sampler.watch_load(locust.popen.pid)
         browser = _BrowserProbe.start(app.url, profile.browser_signups, profile.warmup_s,
-                                      profile.measured_s(key), cell_dir)
+                                      profile.measured_s(key), cell_dir, self.target)
         actions = self._scenario_actions(scenario, time.time(), profile.warmup_s,
                                          profile.measured_s(key), app, sampler)
         deadline = time.monotonic() + run_time + stop_timeout + 60
@@ -541,8 +541,8 @@ class _BrowserProbe:
     and says why."""
 
     def __init__(self, url: str, count: int, warmup_s: float, measured_s: float,
-                 cell_dir: Path) -> None:
-        self.url, self.count, self.cell_dir = url, count, cell_dir
+                 cell_dir: Path, target: Target) -> None:
+        self.url, self.count, self.cell_dir, self.target = url, count, cell_dir, target
         self.warmup_s, self.spacing_s = warmup_s, measured_s / count
         self.stop = threading.Event()
         self.signups: list[Any] = []
@@ -551,21 +551,21 @@ class _BrowserProbe:
 
     @classmethod
     def start(cls, url: str, count: int, warmup_s: float, measured_s: float,
-              cell_dir: Path) -> _BrowserProbe | None:
+              cell_dir: Path, target: Target) -> _BrowserProbe | None:
         if not count:
             return None
-        found = cls(url, count, warmup_s, measured_s, cell_dir)
+        found = cls(url, count, warmup_s, measured_s, cell_dir, target)
         found.thread.start()
         return found
 
     def _run(self) -> None:
-        from maillab.probe import ProbeFailed, ProbeUnavailable, probe
+        from maillab.probe import ProbeFailed, ProbeUnavailable, form_of, probe
 
         if self.stop.wait(self.warmup_s):
             return
         try:
-            self.signups = probe(self.url, self.count, spacing_s=self.spacing_s,
-                                 stop=self.stop)
+            self.signups = probe(self.url, self.count, form_of(self.target),
+                                 spacing_s=self.spacing_s, stop=self.stop)
         except ProbeUnavailable as exc:
             self.note = f"no browser figures: {exc}"
         except ProbeFailed as exc:

@@ -341,14 +341,20 @@ def bench(profile_name: str, target_path: Path | None, variants: str | None,
             else f"closed loop, {profile.duration_s:g} s measured")
     whose = (f"target {target.name} ({target_path}: {', '.join(profile.variants)}), "
              if target is not None else "")
+    if target is None or target.built_in:
+        sizing = (f"gunicorn {profile.workers}x{profile.threads} gthread, queue consumer "
+                  f"{profile.worker_threads} threads x {profile.consumers}, ")
+        stores = (f"{profile.database} database, {profile.queue} queue, ")
+        hashing = f", passwords hashed with {profile.password_hash} (cheap on purpose)"
+    else:  # what the lab fills in: the target's own file says how it uses them
+        sizing = (f"${{workers}} {profile.workers}, ${{threads}} {profile.threads}, "
+                  f"${{worker_threads}} {profile.worker_threads}, ")
+        stores, hashing = f"{profile.database} ${{database_url}}, ", ""
     console.print(f"maillab bench: {whose}profile {profile.name} ({len(cells)} cells, {load}, "
-                  f"{profile.warmup_s:g} s warm-up each), "
-                  f"gunicorn {profile.workers}x{profile.threads} gthread, queue consumer "
-                  f"{profile.worker_threads} threads x {profile.consumers}, "
+                  f"{profile.warmup_s:g} s warm-up each), {sizing}"
                   f"{profile.load_processes} load process"
-                  f"{'es' if profile.load_processes > 1 else ''}, {profile.database} database, "
-                  f"{profile.queue} queue, {' and '.join(profile.smtp)} SMTP, passwords hashed "
-                  f"with {profile.password_hash} (cheap on purpose), results in {run_dir}")
+                  f"{'es' if profile.load_processes > 1 else ''}, {stores}"
+                  f"{' and '.join(profile.smtp)} SMTP{hashing}, results in {run_dir}")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
                         console=console, transient=False)

@@ -1,15 +1,17 @@
 """What the person sees: sign-ups in real headless Chromium, timed by the browser itself.
 
 Playwright drives Debian's ``chromium`` (``executable_path``: browser downloads are not
-possible here). For each sign-up the probe opens ``/register``, types an address and a
-password and clicks the button: a trusted click, as a person's is (``event.isTrusted`` is
+possible here). For each sign-up the probe opens the sign-up form (maillab's ``/register``,
+or a target's first step), types into the fields the target posts (an address and a password)
+and clicks the form's button: a trusted click, as a person's is (``event.isTrusted`` is
 recorded to prove it). Scripts injected into every document report, through a binding:
 
 - the click, from a capture-phase listener (its epoch time: ``timeOrigin + timeStamp``);
 - the click's Event Timing entries (``durationThreshold`` 16 ms, the smallest allowed): what
   INP is built from. None reported means the interaction took under 16 ms: Event Timing ends
   at the next paint after the handlers, and the old page keeps painting while the POST waits;
-- the confirmation page's first contentful paint, and its navigation's ``responseEnd``.
+- the next page's first contentful paint (maillab's ``/register/sent``; a target's page after
+  its post), and its navigation's ``responseEnd``.
 
 Times from two documents are compared as epoch milliseconds (``performance.timeOrigin`` plus
 the entry's time), one clock for both. Click to confirmation painted is what the person
@@ -45,13 +47,14 @@ EVENT_THRESHOLD_MS = 16  # the smallest durationThreshold Event Timing allows
 RENDER_ALLOWANCE_MS = 16.7  # the INP proxy's one frame at 60 Hz, as in the bench
 PASSWORD = "correct horse battery staple"
 FORM = 'form[action$="/register"]'
+BUTTON = "button, input[type=submit]"
 
 # Injected into every document before its own scripts (Playwright's add_init_script).
 _INIT_SCRIPT = r"""
 (() => {
   const send = (kind, data) => { try { window.__maillabProbe(kind, data); } catch (e) {} };
   document.addEventListener('click', (e) => {
-    const button = e.target && e.target.closest && e.target.closest('__FORM__ button');
+    const button = e.target && e.target.closest && e.target.closest('__BUTTON__');
     if (button) send('click', {trusted: e.isTrusted, at: performance.timeOrigin + e.timeStamp});
   }, true);
   new PerformanceObserver((list) => {
@@ -71,7 +74,43 @@ _INIT_SCRIPT = r"""
     }
   }).observe({type: 'paint', buffered: true});
 })();
-""".replace("__FORM__", FORM).replace("__THRESHOLD__", str(EVENT_THRESHOLD_MS))
+""".replace("__THRESHOLD__", str(EVENT_THRESHOLD_MS))
+
+
+def _init_script(form: str) -> str:
+    """The injected script, its click listener on ``form``'s buttons."""
+    buttons = ", ".join(f"{form} {b.strip()}" for b in BUTTON.split(","))
+    return _INIT_SCRIPT.replace("__BUTTON__", buttons.replace("'", "\\'"))
+
+
+@dataclass(frozen=True)
+class SignUpForm:
+    """Where the sign-up form is and what the person types into it: maillab's own by
+    default, or a target's (:func:`form_of`)."""
+
+    page: str = "/register"
+    form: str = FORM  # a CSS selector of the form
+    fields: tuple[tuple[str, str], ...] = (("email", "${email}"), ("password", "${password}"))
+    password: str = PASSWORD
+    address: str = "probe-${id}@maillab.test"
+    confirmation: str | None = "/register/sent"  # the path painted after it; None: any page
+
+
+def form_of(target: Any) -> SignUpForm:
+    """The sign-up form of a target (loadtests.target.Target): the page of its first get
+    step, the form holding the first field its post sends, the fields it types."""
+    if target.built_in:
+        return SignUpForm()
+    post = target.signup[target.sign_up_step]
+    page = next((s.get for s in target.signup[:target.sign_up_step] if s.get), post.path)
+    typed = tuple((name, value) for name, value in (post.form or {}).items()
+                  if "${email}" in value or "${password}" in value)
+    if not typed:
+        raise ProbeUnavailable(f"{target.source}: signup[{target.sign_up_step}] posts no form "
+                               "field with ${email} or ${password} for a person to type")
+    return SignUpForm(page=str(page), form=f'form:has([name="{typed[0][0]}"])', fields=typed,
+                      password=target.password, address=target.email.address.replace(
+                          "${id}", "probe-${id}"), confirmation=None)
 
 
 class ProbeUnavailable(RuntimeError):
@@ -165,7 +204,7 @@ def find_chromium() -> str:
                            f"chromium; or set {CHROMIUM_ENV})")
 
 
-def probe(url: str, count: int, domain: str = "maillab.test", timeout_s: float = 60.0,
+def probe(url: str, count: int, form: SignUpForm | None = None, timeout_s: float = 60.0,
           spacing_s: float = 0.0,
           stop: threading.Event | None = None) -> list[BrowserSignup]:
     """``count`` sign-ups at ``url`` (a running variant), one fresh browser context each,
@@ -182,8 +221,8 @@ def probe(url: str, count: int, domain: str = "maillab.test", timeout_s: float =
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
-            return _series(browser, base, count, domain, timeout_s, spacing_s, stop,
-                           PlaywrightError)
+            return _series(browser, base, count, form or SignUpForm(), timeout_s, spacing_s,
+                           stop, PlaywrightError)
         finally:
             browser.close()
 
@@ -197,13 +236,13 @@ class _Flight:
     page: Any
     reports: list[tuple[str, dict[str, Any]]]
     deadline: float
+    confirmation: str | None
 
     def painted(self) -> bool:
-        return any(kind == "paint" and data["path"].endswith("/register/sent")
-                   for kind, data in self.reports)
+        return _click_and_paint(self.reports, self.confirmation) is not None
 
 
-def _series(browser: Any, base: str, count: int, domain: str, timeout_s: float,
+def _series(browser: Any, base: str, count: int, form: SignUpForm, timeout_s: float,
             spacing_s: float, stop: threading.Event | None,
             error: type[Exception]) -> list[BrowserSignup]:
     """Start each sign-up on time, collect each once its confirmation painted. Playwright's
@@ -217,15 +256,15 @@ def _series(browser: Any, base: str, count: int, domain: str, timeout_s: float,
             stopping = stop is not None and stop.is_set()
             due = began + started * spacing_s
             if started < count and not stopping and time.monotonic() >= due:
-                email = f"probe-{uuid.uuid4().hex[:12]}@{domain}"
-                flying.append(_start(browser, base, email, timeout_s, error))
+                email = form.address.replace("${id}", uuid.uuid4().hex[:12])
+                flying.append(_start(browser, base, form, email, timeout_s, error))
                 started += 1
                 continue
             if stopping:
                 count = started
             for flight in list(flying):
                 if flight.painted():
-                    done.append(_pair(flight.email, flight.reports))
+                    done.append(_pair(flight.email, flight.reports, flight.confirmation))
                 elif time.monotonic() > flight.deadline:
                     raise ProbeFailed(f"{flight.email}: the confirmation page never painted")
                 else:
@@ -244,25 +283,27 @@ def _series(browser: Any, base: str, count: int, domain: str, timeout_s: float,
     return done
 
 
-def _start(browser: Any, base: str, email: str, timeout_s: float,
+def _start(browser: Any, base: str, form: SignUpForm, email: str, timeout_s: float,
            error: type[Exception]) -> _Flight:
     reports: list[tuple[str, dict[str, Any]]] = []
     context = browser.new_context()
     try:
         context.expose_binding("__maillabProbe",
                                lambda _source, kind, data: reports.append((kind, data)))
-        context.add_init_script(_INIT_SCRIPT)
+        context.add_init_script(_init_script(form.form))
         page = context.new_page()
         page.set_default_timeout(timeout_s * 1000)
-        page.goto(f"{base}/register")
-        page.fill(f"{FORM} input[name=email]", email)
-        page.fill(f"{FORM} input[name=password]", PASSWORD)
+        page.goto(f"{base}{form.page}")
+        for name, value in form.fields:
+            page.fill(f'{form.form} [name="{name}"]',
+                      value.replace("${email}", email).replace("${password}", form.password))
         reports.clear()  # what the form page reported before the click is not this sign-up
-        page.click(f"{FORM} button")
+        page.locator(form.form).locator(BUTTON).first.click()
     except error as exc:
         context.close()
         raise ProbeFailed(f"{email}: {str(exc).splitlines()[0]}") from None
-    return _Flight(email, context, page, reports, time.monotonic() + timeout_s)
+    return _Flight(email, context, page, reports, time.monotonic() + timeout_s,
+                   form.confirmation)
 
 
 def launch_chromium(playwright: Any) -> Any:
@@ -278,14 +319,27 @@ def launch_chromium(playwright: Any) -> Any:
                                f"{str(exc).splitlines()[0]}") from None
 
 
-def _pair(email: str, reports: list[tuple[str, dict[str, Any]]]) -> BrowserSignup:
-    """The click, its Event Timing entries and the confirmation's paint, as one sign-up."""
+def _click_and_paint(reports: list[tuple[str, dict[str, Any]]], confirmation: str | None,
+                     ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The click and the first paint after it of the page that confirms (its path ends with
+    ``confirmation``; None: any page), or None while either is missing. The form page's own
+    paint can be reported late, after the click: it is older than the click, so not taken."""
     clicks = [data for kind, data in reports if kind == "click"]
-    paints = [data for kind, data in reports if kind == "paint"
-              and data["path"].endswith("/register/sent")]
-    if not clicks or not paints:
+    if not clicks:
+        return None
+    click = clicks[0]
+    paints = [data for kind, data in reports if kind == "paint" and data["at"] > click["at"]
+              and (confirmation is None or data["path"].endswith(confirmation))]
+    return (click, paints[0]) if paints else None
+
+
+def _pair(email: str, reports: list[tuple[str, dict[str, Any]]],
+          confirmation: str | None = "/register/sent") -> BrowserSignup:
+    """The click, its Event Timing entries and the confirmation's paint, as one sign-up."""
+    found = _click_and_paint(reports, confirmation)
+    if found is None:
         raise ProbeFailed(f"{email}: the browser reported no click or no confirmation paint")
-    click, paint = clicks[0], paints[0]
+    click, paint = found
     entries = [data for kind, data in reports if kind == "event"]
     # INP takes an interaction's longest entry (pointerdown, pointerup, click).
     longest = max(entries, key=lambda e: e["duration"], default=None)

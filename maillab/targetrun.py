@@ -129,6 +129,7 @@ def recipes(target: Target, variant: str, sizing: Sizing, smtp: Smtp, folder: Pa
     its variant runs (``sizing.consumers`` copies of the one that delivers its email)."""
     info = target.variant(variant)
     source = Path(target.source).name
+    folder = folder.resolve()  # the target's processes run in its own folder
     if target.app.base_url is not None:
         return Started(target.app.base_url.rstrip("/"))
     port = free_port()

@@ -442,6 +442,9 @@ def test_crashes_show_what_each_variant_loses_and_leave_nothing_behind(
     assert cells[("queued", "consumer-crash")]["delivery"]["missing"] > 0
     # Killed and started again: the fault has an end, so lateness is counted against it.
     assert all(cell["delivery"]["late"] is not None for cell in cells.values())
+    # A sign-up that met no server is a visible failure, not a crash of the load generator.
+    for log in run_dir.glob("cells/*/locust.log"):
+        assert "Traceback" not in log.read_text(encoding="utf-8"), log
     assert processes_of(run_dir) == []
 
 

@@ -3,6 +3,7 @@ real apps, and `maillab target check` walking every shipped target."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -359,3 +360,55 @@ def test_target_check_walks_a_target_written_from_the_readme() -> None:
     out = _check(CLUB)
     assert out.count("verified       yes") == 2
     assert "(html part)" in out
+
+
+# -- maillab bench on a target that is not maillab's ---------------------------------------
+
+
+@pytest.mark.slow
+def test_a_smoke_bench_on_a_target_written_from_the_readme(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`maillab bench --target` on the club app (Flask-Mailman, an HTML-only link, a confirm
+    form): every cell valid, every sign-up in one bucket, verified through its confirm form,
+    the browser probe typing into its own fields, the run gated by the rules every target
+    shares, and the run naming its target."""
+    pytest.importorskip("flask_mailman", reason="pip install -e .[examples]")
+    from maillab.probe import ProbeUnavailable, find_chromium
+
+    try:
+        find_chromium()
+        browser = 2
+    except ProbeUnavailable:
+        browser = 0
+    from tests.test_bench import processes_of
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "results" / "club"
+    result = CliRunner().invoke(cli, [
+        "bench", "--target", str(CLUB), "--profile", "smoke", "--rates", "4",
+        "--browser", str(browser), "--out", str(run_dir), "--gate"])
+    assert result.exit_code == 0, result.output
+    assert "enumeration: the account-enumeration probe drives maillab's own /resend" in (
+        result.output)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["target"]["name"] == "club" and not results["target"]["built_in"]
+    assert list(results["target"]["variants"]) == ["now", "later"]
+    assert results["enumeration"] == []
+    assert [c["variant"] for c in results["cells"]] == ["now", "later"]
+    for cell in results["cells"]:
+        d, a = cell["delivery"], cell["arrivals"]
+        assert cell["valid"], cell["warnings"]
+        assert (a["dropped"] + d["failed_visibly"] + d["delivered"] + d["refused"]
+                + d["missing"]) == a["offered"]
+        assert d["missing"] == d["failed_visibly"] == 0 and d["verified"] == d["delivered"]
+        if browser:
+            assert cell["browser"]["count"] == browser, cell.get("browser_note")
+    now, later = results["cells"]
+    # Sending in the request costs the SMTP time (100 ms in smoke); the thread does not.
+    assert now["register"]["p50_ms"] >= now["smtp_latency_ms"]
+    assert later["register"]["p50_ms"] < now["register"]["p50_ms"]
+    gate = json.loads((run_dir / "gate.json").read_text())
+    assert gate["verdict"] == "pass"
+    assert {o["rule"] for o in gate["rules"]} >= {"*{scenario=clean}.delivery.missing == 0"}
+    assert "The app: <b>club</b>" in (run_dir / "report.html").read_text(encoding="utf-8")
+    assert processes_of(run_dir) == []
