@@ -133,7 +133,8 @@ class Delivery:
     missing: Count = Field(description="lost silently: accepted, told to check their email, "
                                        "none came")
     duplicates: Count = Field(description="emails beyond the first per registration")
-    verified: Count = Field(description="registrations whose link verified the address (the target's verify statuses)")
+    verified: Count = Field(description="registrations whose link verified the address (the "
+                                        "target's verify statuses)")
     failed_visibly: Count | None = Field(None, description="measured sign-ups that started and "
                                                            "got an error or a broken "
                                                            "connection instead of the "
