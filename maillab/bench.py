@@ -66,7 +66,7 @@ from maillab.summary import (
     summarize_cell,
     worth_another_attempt,
 )
-from maillab.targetrun import Recipe, Sizing, Smtp, recipes, reset_database
+from maillab.targetrun import Recipe, Sizing, Smtp, recipes, reset_database, wait_ready
 from maillab.targetrun import start as start_recipe
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.py"
@@ -107,7 +107,7 @@ class Bench:
                  on_stage: Callable[[str], None] | None = None,
                  database_url: str | None = None, queue_url: str | None = None,
                  on_note: Callable[[str], None] | None = None,
-                 target: Target | None = None) -> None:
+                 target: Target | None = None, skipped: dict[str, str] | None = None) -> None:
         self.profile = profile
         # Whose sign-up is measured: the lab's own variants unless a target file says.
         self.target = target or built_in()
@@ -132,7 +132,7 @@ class Bench:
                 variants=dict(self.target.variants),
                 built_in=self.target.built_in,
                 gate_rules=str(self.target.rules_file) if self.target.rules_file else None),
-            skipped=skipped_work(self.target, profile))
+            skipped={**(skipped or {}), **skipped_work(self.target, profile)})
         self.supervisor = Supervisor(run_dir)
         self.services = Services(profile, run_dir, self.supervisor, database_url, queue_url)
         self._smtp: tuple[str, ManagedProcess] | None = None  # fakesmtp's mode and process
@@ -264,6 +264,8 @@ class Bench:
         try:
             started = recipes(self.target, name, sizing, self._smtp_for(smtp), folder, services)
             reset_database(self.target, started, folder)
+            if not started.recipes:  # an app that runs elsewhere: up before the cell
+                wait_ready(started.url + self.target.app.ready, self.target.app.ready_timeout_s)
             app = _App(started.url, [], recipes=started.recipes)
             for recipe in started.recipes:
                 app.children.append(start_recipe(self.supervisor, recipe))
@@ -322,7 +324,8 @@ class Bench:
         variant = self.target.variant(key.variant)
         app = self._start_app(key.variant, cell_dir, key.smtp)
         try:
-            sampler = CellSampler(app.children[0].popen.pid, app.consumer_metrics,
+            sampler = CellSampler(app.children[0].popen.pid if app.children else None,
+                                  app.consumer_metrics,
                                   [c.popen.pid for c in app.children[1:]],
                                   queue_metric=app.queue_metric)
             sampler.start()
@@ -341,7 +344,8 @@ class Bench:
         observed = Observed(
             samples=cellfiles.read_samples(cell_dir), registrations=registrations,
             capture=capture, sends_email=variant.sends_email,
-            peak_threads=sampler.peak_threads, peak_queue_depth=sampler.peak_queue_depth,
+            peak_threads=sampler.peak_threads if app.children else None,
+            peak_queue_depth=sampler.peak_queue_depth,
             load_cpu_percent=sampler.load_cpu_percent, app_cpu_percent=sampler.app_cpu_percent,
             load_processes=sampler.load_processes or None, load_rss=sampler.load_rss,
             merged=merged, app_register_requests=register_requests,

@@ -209,6 +209,23 @@ def _rate_list(ctx: click.Context, param: click.Parameter,
     return rates
 
 
+def _check_running_app(source: str, base_url: str, smtp_port: int) -> None:
+    """An app that runs elsewhere (app.base_url) is loaded only on this machine (the lab's
+    load and fault tests target loopback addresses only), and its mail must already point at
+    the fakesmtp the run starts, so the port is the user's to give."""
+    from maillab.probe import check_url
+
+    try:
+        check_url(base_url)
+    except ValueError as exc:
+        raise click.ClickException(f"{source}: app.base_url: {exc}") from None
+    if not smtp_port:
+        raise click.ClickException(
+            f"{source}: app.base_url: the app runs elsewhere, so its SMTP settings already "
+            "point somewhere: give that port with --smtp-port (fakesmtp listens there, on "
+            "127.0.0.1)")
+
+
 def _check_server_url(flag: str, url: str | None, schemes: tuple[str, ...]) -> None:
     """A server URL flag's scheme, checked before anything starts."""
     if url is None:
@@ -298,6 +315,7 @@ def bench(profile_name: str, target_path: Path | None, variants: str | None,
 
     from loadtests.cellfiles import CellKey
     from loadtests.profiles import ProfileError, load_profile
+    from loadtests.scenarios import scenario as scenario_of
     from loadtests.target import TargetError, activate, load_target
     from maillab.bench import Bench, BenchError, Stopped, new_run_dir
 
@@ -308,19 +326,24 @@ def bench(profile_name: str, target_path: Path | None, variants: str | None,
     if mode is None and (rates or users):
         mode = "open" if rates else "closed"
     try:
+        activate(None)
         base = load_profile(profile_name)  # its variants are maillab's own
         target = load_target(target_path) if target_path else None
         asked = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
         if target is not None and target.app.base_url is not None:
-            raise click.ClickException(
-                f"{target.source}: app.base_url: maillab bench starts the app it measures (a "
-                "fresh database per cell, the crash scenarios); an app running elsewhere is "
-                "walked by maillab target check")
+            _check_running_app(target.source, target.app.base_url, smtp_port)
         if target is not None:
             activate(target.variants)  # the profile's grid is of the target's variants
             asked = asked or list(target.variants)
+        skipped = {}
+        if target is not None and target.app.base_url is not None:
+            # The lab cannot stop or signal an app it did not start (kept in skipped).
+            skipped = {s: f"not run: the app at {target.app.base_url} runs elsewhere, so the "
+                       "lab cannot stop or signal it" for s in base.scenarios
+                       if scenario_of(s).kill is not None}
         profile = base.with_overrides(
             variants=asked,
+            scenarios=[s for s in base.scenarios if s not in skipped] if skipped else None,
             latencies_ms=latencies, rates=rates, users=users, mode=mode, capacity=capacity,
             duration_s=duration, warmup_s=warmup, browser_signups=browser_signups,
             load_processes=load_processes, consumers=consumers,
@@ -369,7 +392,7 @@ def bench(profile_name: str, target_path: Path | None, variants: str | None,
     runner = Bench(profile, run_dir, results_root, smtp_port, smtp_api_port, on_cell, on_stage,
                    database_url=database_url, queue_url=queue_url,
                    on_note=lambda text: progress.console.print(f"[yellow]{text}"),
-                   target=target)
+                   target=target, skipped=skipped)
     for what, why in runner.results.skipped.items():
         console.print(f"[yellow]{what}:[/] {why}")
     kept = f"finished cells kept in {run_dir / RESULTS_FILE}"

@@ -79,7 +79,7 @@ def queue_depth(metrics_url: str, metric: str = "maillab_queue_depth") -> int | 
 class CellSampler:
     """Samples every ``interval`` seconds in a thread between ``start()`` and ``stop()``."""
 
-    server_pid: int
+    server_pid: int | None  # None: an app the lab did not start (its threads and CPU unread)
     queue_metrics_url: str | None = None  # None: the variant has no queue
     consumer_pids: list[int] = field(default_factory=list)  # the variant's consumers
     queue_metric: str = "maillab_queue_depth"  # the gauge at queue_metrics_url
@@ -139,18 +139,19 @@ class CellSampler:
         """CPU the app's processes (gunicorn's workers, the consumer) used over the cell, in %
         of one core; a worker that exited counts its last reading."""
         wall = self.app_ended - self.app_started
-        if wall <= 0:
+        if wall <= 0 or not self.app_cpu_last:
             return None
         used = sum(last - self.app_cpu_first[pid] for pid, last in self.app_cpu_last.items())
         return round(100 * used / wall, 1)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            workers = children_of(self.server_pid)
+            server = [] if self.server_pid is None else [self.server_pid]
+            workers = [w for pid in server for w in children_of(pid)]
             threads = sum(thread_count(pid) for pid in workers)
             self.peak_threads = max(self.peak_threads, threads)
             if not self.app_done:
-                for pid in [self.server_pid, *workers, *self.consumer_pids]:
+                for pid in [*server, *workers, *self.consumer_pids]:
                     used = cpu_seconds(pid)
                     if used is not None:
                         self.app_cpu_first.setdefault(pid, used)

@@ -4,6 +4,7 @@ real apps, and `maillab target check` walking every shipped target."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -419,3 +420,68 @@ def test_a_smoke_bench_on_a_target_written_from_the_readme(
     assert {o["rule"] for o in gate["rules"]} >= {"*{scenario=clean}.delivery.missing == 0"}
     assert "The app: <b>club</b>" in (run_dir / "report.html").read_text(encoding="utf-8")
     assert processes_of(run_dir) == []
+
+
+ELSEWHERE = """
+name = "club-elsewhere"
+[app]
+base_url = "http://127.0.0.1:PORT"
+ready = "/healthz"
+[variants.elsewhere]
+summary = "club.py started by hand with CLUB_SEND=later"
+[[signup]]
+get = "/join"
+[[signup]]
+post = "/join"
+form = { address = "${email}", secret = "${password}" }
+[email]
+address = "u-${id}@example.com"
+link = "/confirm/"
+part = "html"
+[verify]
+submit_form = true
+text = "Membership confirmed"
+"""
+
+
+@pytest.mark.slow
+def test_a_bench_drives_an_app_that_runs_elsewhere(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A target with base_url: the lab starts no process, drives the app where it runs (on
+    loopback), reads fakesmtp's capture on the port the app's settings name, and leaves out,
+    with the reason, the scenarios that would stop or signal it."""
+    pytest.importorskip("flask_mailman", reason="pip install -e .[examples]")
+    from maillab.ports import free_port
+
+    smtp_port, app_port = free_port(), free_port()
+    club = CLUB.parent
+    env = {**os.environ, "CLUB_MAIL_SERVER": "127.0.0.1", "CLUB_MAIL_PORT": str(smtp_port),
+           "CLUB_DATABASE": str(tmp_path / "club.sqlite"), "CLUB_SEND": "later"}
+    with Supervisor(tmp_path) as owned:
+        app = owned.spawn_program("club", [str(Path(sys.executable).with_name("gunicorn")),
+                                           "club:create_app()", "--bind",
+                                           f"127.0.0.1:{app_port}", "--no-control-socket"],
+                                  env, tmp_path / "club.log", club)
+        app.wait_for_line("Booting worker", timeout=30)
+        path = write(tmp_path, ELSEWHERE.replace("PORT", str(app_port)))
+        profile = write(tmp_path, (ROOT / "loadtests" / "profiles" / "smoke.toml").read_text()
+                        .replace("rates = [20]", "rates = [4]")
+                        .replace("min_signups = 60", "min_signups = 20")
+                        + 'scenarios = ["clean", "app-crash"]\nscenario_latencies_ms = [100]\n',
+                        "smoke.toml")
+        monkeypatch.chdir(tmp_path)
+        run_dir = tmp_path / "results" / "elsewhere"
+        result = CliRunner().invoke(cli, ["bench", "--target", str(path), "--profile",
+                                          str(profile), "--smtp-port", str(smtp_port),
+                                          "--out", str(run_dir)])
+        assert result.exit_code == 0, result.output
+        assert app.alive()  # the lab stopped nothing of the app's
+    results = json.loads((run_dir / "results.json").read_text())
+    [cell] = results["cells"]
+    assert cell["valid"], cell["warnings"]
+    d = cell["delivery"]
+    assert d["delivered"] == d["verified"] == d["registered"] > 0 and d["missing"] == 0
+    assert results["skipped"]["app-crash"].startswith("not run: the app at http://127.0.0.1:")
+    no_port = CliRunner().invoke(cli, ["bench", "--target", str(path), "--profile",
+                                       str(profile)])
+    assert no_port.exit_code == 1 and "give that port with --smtp-port" in no_port.output
