@@ -294,6 +294,11 @@ def _check_server_url(flag: str, url: str | None, schemes: tuple[str, ...]) -> N
                                  "loadtests/gates.toml].")
 @click.option("--baseline", type=click.Path(file_okay=False, exists=True, path_type=Path),
               default=None, help="A stored run for --gate to compare with.")
+@click.option("--junit", "junit_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="With --gate: also write its verdict as JUnit XML.")
+@click.option("--summary", "summary_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="With --gate: also write it as Markdown (and to "
+                                 "$GITHUB_STEP_SUMMARY when set).")
 def bench(profile_name: str, target_path: Path | None, variants: str | None,
           latencies: list[int] | None,
           rates: list[float] | None, users: list[int] | None, mode: str | None,
@@ -301,7 +306,8 @@ def bench(profile_name: str, target_path: Path | None, variants: str | None,
           browser_signups: int | None, load_processes: int | None, consumers: int | None,
           database_url: str | None, queue_url: str | None, smtp_modes: str | None,
           out: Path | None, smtp_port: int, smtp_api_port: int,
-          gate_after: bool, rules_file: Path | None, baseline: Path | None) -> None:
+          gate_after: bool, rules_file: Path | None, baseline: Path | None,
+          junit_file: Path | None, summary_file: Path | None) -> None:
     """Measure every variant under the profile's SMTP latencies and loads; write results.json."""
     from rich.console import Console
     from rich.progress import (
@@ -323,6 +329,8 @@ def bench(profile_name: str, target_path: Path | None, variants: str | None,
     if rates and users:
         raise click.UsageError("--rates (open loop) and --users (closed loop) exclude each "
                                "other")
+    if (junit_file or summary_file) and not gate_after:
+        raise click.UsageError("--junit and --summary write the gate's verdict: add --gate")
     if mode is None and (rates or users):
         mode = "open" if rates else "closed"
     try:
@@ -410,7 +418,8 @@ def bench(profile_name: str, target_path: Path | None, variants: str | None,
     _print_summary(console, results)
     console.print(f"results: {run_dir / RESULTS_FILE}")
     # The gate runs first so that its verdict (gate.json) is in the report.
-    code = _gate(run_dir, rules_file, baseline) if gate_after else 0
+    code = (_gate(run_dir, rules_file, baseline, junit_file=junit_file,
+                  summary_file=summary_file) if gate_after else 0)
     from reports import build_report
 
     try:
@@ -453,14 +462,20 @@ def ui(smtp_port: int, smtp_api_port: int, app_port: int, web_port: int) -> None
               help="Significance level of the one-sided Mann-Whitney U test.")
 @click.option("--min-effect", type=click.FloatRange(0, 10), default=0.10, show_default=True,
               help="Smallest median slowdown that fails, as a fraction (0.10 = 10%).")
+@click.option("--junit", "junit_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Also write the verdict as JUnit XML (each check a test case).")
+@click.option("--summary", "summary_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Also write it as Markdown (appended to $GITHUB_STEP_SUMMARY "
+                                 "too when GitHub Actions sets it).")
 def gate(run_dir: Path, rules_file: Path | None, baseline: Path | None, alpha: float,
-         min_effect: float) -> None:
+         min_effect: float, junit_file: Path | None, summary_file: Path | None) -> None:
     """Check a run against rules (and a baseline run); exit 0 pass, 1 fail, 3 invalid."""
-    sys.exit(_gate(run_dir, rules_file, baseline, alpha, min_effect))
+    sys.exit(_gate(run_dir, rules_file, baseline, alpha, min_effect, junit_file, summary_file))
 
 
 def _gate(run_dir: Path, rules_file: Path | None, baseline: Path | None, alpha: float = 0.01,
-          min_effect: float = 0.10) -> int:
+          min_effect: float = 0.10, junit_file: Path | None = None,
+          summary_file: Path | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
@@ -503,6 +518,18 @@ def _gate(run_dir: Path, rules_file: Path | None, baseline: Path | None, alpha: 
         console.print(f"[yellow]partly invalid:[/] {reason}")
     console.print(f"gate verdict: {result.verdict} (exit {result.exit_code}); "
                   f"written to {run_dir / GATE_FILE}")
+    from maillab.ci import write_junit, write_summary
+
+    run_name = run_dir.resolve().name  # results/latest is a link to the run
+
+    try:
+        if junit_file is not None:
+            console.print(f"JUnit XML: {write_junit(junit_file, result, run_name)}")
+        for written in write_summary(summary_file, result, run_name):
+            console.print(f"Markdown summary: {written}")
+    except OSError as exc:  # the verdict stands; the file that could not be written is named
+        console.print(f"[red]could not write the CI output:[/] {exc}")
+        return result.exit_code or 1
     return result.exit_code
 
 

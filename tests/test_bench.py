@@ -225,6 +225,8 @@ def test_a_cell_invalid_for_timing_is_run_once_more_and_still_gates_its_losses(
     (["--mode", "closed"], "users must be a non-empty list in closed loop"),
     (["--mode", "sideways"], "'sideways' is not one of 'open', 'closed'"),
     (["--profile", "nonesuch"], "no profile 'nonesuch' (known: browser, capacity, driver, faults"),
+    (["--junit", "gate.xml"], "--junit and --summary write the gate's verdict: add --gate"),
+    (["--target", "nowhere.toml"], "nowhere.toml: no such target file"),
 ])
 def test_bad_flags_start_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                  args: list[str], needle: str) -> None:
