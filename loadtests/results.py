@@ -583,6 +583,8 @@ class TargetInfo:
     variants: dict[str, Variant] = Field(default_factory=dict)
     built_in: bool = Field(True, description="maillab's own variants (apps/target.toml)")
     gate_rules: str | None = Field(None, description="the target's own rules file, if any")
+    source: dict[str, Any] | None = Field(None, description="the git commit, branch and dirty "
+                                          "flag of the target's folder when the run started")
 
 
 @dataclass(config=_CONFIG, kw_only=True)

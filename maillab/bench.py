@@ -55,6 +55,7 @@ from loadtests.target import Target, TargetError, activate, built_in
 from maillab.capacity import capacity_rows
 from maillab.enumeration import ProbeError, probe
 from maillab.environment import capture_environment
+from maillab.history import git_state
 from maillab.ports import free_port
 from maillab.processes import ManagedProcess, ProcessError, Stopped, Supervisor
 from maillab.sampling import CellSampler, scraped
@@ -130,7 +131,7 @@ class Bench:
                 name=self.target.name, file=_shown_path(self.target.source),
                 sha256=self.target.sha256, description=self.target.description,
                 variants=dict(self.target.variants),
-                built_in=self.target.built_in,
+                built_in=self.target.built_in, source=git_state(self.target.folder),
                 gate_rules=str(self.target.rules_file) if self.target.rules_file else None),
             skipped={**(skipped or {}), **skipped_work(self.target, profile)})
         self.supervisor = Supervisor(run_dir)

@@ -209,6 +209,20 @@ def _rate_list(ctx: click.Context, param: click.Parameter,
     return rates
 
 
+def _add_to_history(console: Any, folder: Path | None, results: Results) -> None:
+    """Append the finished run to the history; a history that cannot take it is said, and the
+    run stands."""
+    from maillab.history import DEFAULT_DIR, HistoryError, append, entry_for
+
+    where = folder or DEFAULT_DIR
+    try:
+        path = append(where, entry_for(results))
+    except (HistoryError, OSError, ValueError) as exc:
+        console.print(f"[yellow]not added to the history:[/] {exc}")
+        return
+    console.print(f"history: {path}")
+
+
 def _check_running_app(source: str, base_url: str, smtp_port: int) -> None:
     """An app that runs elsewhere (app.base_url) is loaded only on this machine (the lab's
     load and fault tests target loopback addresses only), and its mail must already point at
@@ -294,6 +308,10 @@ def _check_server_url(flag: str, url: str | None, schemes: tuple[str, ...]) -> N
                                  "loadtests/gates.toml].")
 @click.option("--baseline", type=click.Path(file_okay=False, exists=True, path_type=Path),
               default=None, help="A stored run for --gate to compare with.")
+@click.option("--history", "history_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Append the finished run to this history [default: "
+                                 "results/history].")
+@click.option("--no-history", is_flag=True, help="Do not append the run to the history.")
 @click.option("--junit", "junit_file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="With --gate: also write its verdict as JUnit XML.")
 @click.option("--summary", "summary_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -307,6 +325,7 @@ def bench(profile_name: str, target_path: Path | None, variants: str | None,
           database_url: str | None, queue_url: str | None, smtp_modes: str | None,
           out: Path | None, smtp_port: int, smtp_api_port: int,
           gate_after: bool, rules_file: Path | None, baseline: Path | None,
+          history_dir: Path | None, no_history: bool,
           junit_file: Path | None, summary_file: Path | None) -> None:
     """Measure every variant under the profile's SMTP latencies and loads; write results.json."""
     from rich.console import Console
@@ -417,6 +436,8 @@ def bench(profile_name: str, target_path: Path | None, variants: str | None,
         raise click.ClickException(f"{exc} ({len(runner.results.cells)} {kept})") from None
     _print_summary(console, results)
     console.print(f"results: {run_dir / RESULTS_FILE}")
+    if not no_history:
+        _add_to_history(console, history_dir, results)
     # The gate runs first so that its verdict (gate.json) is in the report.
     code = (_gate(run_dir, rules_file, baseline, junit_file=junit_file,
                   summary_file=summary_file) if gate_after else 0)
@@ -697,6 +718,54 @@ def target_check(path: Path, variant: str | None) -> None:
     if not ok:
         raise click.ClickException("a sign-up did not go through (see above)")
     click.echo("every step answered as the target says")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="The history folder [default: results/history].")
+@click.pass_context
+def history(ctx: click.Context, folder: Path | None) -> None:
+    """The history of runs (one JSON line each in DIR/history.jsonl): list it, or add a run.
+    A line that cannot be read is reported and skipped."""
+    from maillab.history import DEFAULT_DIR, HistoryError, read_history
+
+    ctx.obj = folder or DEFAULT_DIR
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        found = read_history(ctx.obj)
+    except HistoryError as exc:
+        raise click.ClickException(str(exc)) from None
+    for problem in found.problems:
+        click.echo(f"warning: {problem}", err=True)
+    if not found.entries:
+        click.echo(f"{found.path}: no runs yet")
+        return
+    click.echo(f"{found.path}: {len(found.entries)} runs")
+    for e in found.entries:
+        source = e.get("source") or {}
+        commit = (source.get("commit") or "-")[:10] + ("+dirty" if source.get("dirty") else "")
+        cells = e["cells"]
+        valid = sum(1 for c in cells if c.get("valid"))
+        click.echo(f"{e['run_id']}  {e['target']['name']}/{e['profile']}  {commit}  "
+                   f"{source.get('branch') or '-'}  machine {e['fingerprint'].get('id')}  "
+                   f"{valid}/{len(cells)} cells valid"
+                   + ("" if e.get("complete", True) else "  (unfinished)"))
+
+
+@history.command("add")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.pass_obj
+def history_add(folder: Path, run_dir: Path) -> None:
+    """Add an existing run (its results.json) to the history."""
+    from maillab.history import HistoryError, add_run
+
+    try:
+        entry = add_run(folder, run_dir)
+    except (HistoryError, RunError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"added {entry['run_id']} ({len(entry['cells'])} cells) to "
+               f"{folder / 'history.jsonl'}")
 
 
 cli.add_command(smtp)
