@@ -700,6 +700,40 @@ class ComparisonReport:
 
 
 @dataclass(config=_CONFIG, kw_only=True)
+class HistoryCheck:
+    """One figure of one cell against the history of that cell (maillab/historycheck.py)."""
+
+    cell: str
+    figure: str = Field(description="METRIC.STAT, as a rule names it")
+    value: float
+    verdict: Verdict
+    detail: str = ""
+    history: int = Field(default=0, description="earlier comparable runs with this figure")
+    segment: int = Field(default=0, description="of them, the runs since the last change "
+                         "point")
+    segment_since: str | None = Field(default=None, description="the run the segment starts "
+                                      "at")
+    change_points: list[str] = Field(default_factory=list, description="runs each later "
+                                     "segment of the history starts at")
+    expected: float | None = Field(default=None, description="timing: the segment's mean; "
+                                   "counts: the count its rate's upper bound allows")
+    change: float | None = Field(default=None, description="timing: value / expected - 1")
+    p_value: float | None = None
+    q_value: float | None = Field(default=None, description="after Benjamini-Hochberg over "
+                                  "the run")
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class HistoryReport:
+    alpha: float
+    min_effect: float
+    runs: int = Field(description="earlier comparable runs in the history")
+    warning: str | None = None
+    expected_false_alarms: str = ""
+    checks: list[HistoryCheck] = Field(default_factory=list)
+
+
+@dataclass(config=_CONFIG, kw_only=True)
 class GateReport:
     """A whole gate.json: the verdict, each rule's outcome, why the run is invalid."""
 
@@ -711,6 +745,7 @@ class GateReport:
     partly_invalid: list[str] = Field(default_factory=list, description="cells invalid for "
                                       "some questions only: their rules of those are skipped")
     comparison: ComparisonReport | None = None
+    history: HistoryReport | None = None
 
     def to_json(self) -> str:
         return json.dumps(_GATE.dump_python(self, mode="json"), indent=2) + "\n"

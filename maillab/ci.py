@@ -60,6 +60,17 @@ def junit(report: GateReport, run: str) -> JUnitXml:
                 case.result = [Skipped(m.detail)]
             compared.add_testcase(case)
         xml.add_testsuite(compared)
+    if report.history is not None:
+        history = TestSuite(f"maillab gate history: {run}")
+        for c in report.history.checks:
+            case = TestCase(f"{c.figure} within its history", classname=f"maillab.history.{c.cell}")
+            if c.verdict == "fail":
+                case.result = [Failure(f"{c.cell} {c.figure}: {c.detail}; segment since "
+                                       f"{c.segment_since}", "regression")]
+            elif c.verdict == "skipped":
+                case.result = [Skipped(c.detail)]
+            history.add_testcase(case)
+        xml.add_testsuite(history)
     if report.invalid:
         validity = TestSuite(f"maillab gate validity: {run}")
         for reason in report.invalid:
@@ -101,7 +112,9 @@ def markdown(report: GateReport, run: str) -> str:
     failed = [o for o in report.rules if o.verdict in ("fail", "error")]
     compared = report.comparison.metrics if report.comparison else []
     regressions = [m for m in compared if m.verdict == "fail"]
-    if failed or regressions:
+    history = report.history.checks if report.history else []
+    drifted = [c for c in history if c.verdict == "fail"]
+    if failed or regressions or drifted:
         lines += ["### Failures", "", "| rule | cell | measured | limit | detail |",
                   "|---|---|---:|---|---|"]
         lines += [f"| {_cell(o.rule)} | {_cell(o.cell or '-')} | {_measured(o.measured)} | "
@@ -110,7 +123,16 @@ def markdown(report: GateReport, run: str) -> str:
                   f"{'-' if m.change is None else f'{m.change:+.1%}'} | "
                   f"p < {report.comparison.alpha if report.comparison else '-'} | "
                   f"{_cell(m.detail)} |" for m in regressions]
+        lines += [f"| {_cell(c.figure)} within its history | {_cell(c.cell)} | {c.value:g} | "
+                  f"{c.expected:g} expected | {_cell(c.detail)} |" for c in drifted]
         lines.append("")
+    if report.history is not None:
+        judged = sum(1 for c in history if c.verdict != "skipped")
+        lines += [f"History: {judged} of {len(history)} cell x figure checks judged against "
+                  f"{report.history.runs} earlier runs; expected false alarms "
+                  f"{_cell(report.history.expected_false_alarms)}."
+                  + (f" **{_cell(report.history.warning)}**" if report.history.warning else ""),
+                  ""]
     if report.partly_invalid:
         lines += ["Partly invalid (those questions' rules skipped): "
                   + "; ".join(_cell(r) for r in report.partly_invalid), ""]

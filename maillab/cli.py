@@ -483,31 +483,42 @@ def ui(smtp_port: int, smtp_api_port: int, app_port: int, web_port: int) -> None
               help="Significance level of the one-sided Mann-Whitney U test.")
 @click.option("--min-effect", type=click.FloatRange(0, 10), default=0.10, show_default=True,
               help="Smallest median slowdown that fails, as a fraction (0.10 = 10%).")
+@click.option("--history", "history_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Also judge every cell x figure against this history of runs "
+                                 "(change points, exact tests of counts, Benjamini-Hochberg).")
+@click.option("--any-machine", is_flag=True,
+              help="With --history: compare with runs of other machines too (warned).")
 @click.option("--junit", "junit_file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Also write the verdict as JUnit XML (each check a test case).")
 @click.option("--summary", "summary_file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Also write it as Markdown (appended to $GITHUB_STEP_SUMMARY "
                                  "too when GitHub Actions sets it).")
 def gate(run_dir: Path, rules_file: Path | None, baseline: Path | None, alpha: float,
-         min_effect: float, junit_file: Path | None, summary_file: Path | None) -> None:
-    """Check a run against rules (and a baseline run); exit 0 pass, 1 fail, 3 invalid."""
-    sys.exit(_gate(run_dir, rules_file, baseline, alpha, min_effect, junit_file, summary_file))
+         min_effect: float, history_dir: Path | None, any_machine: bool,
+         junit_file: Path | None, summary_file: Path | None) -> None:
+    """Check a run against rules (and a baseline run, or a history of runs); exit 0 pass,
+    1 fail, 3 invalid."""
+    sys.exit(_gate(run_dir, rules_file, baseline, alpha, min_effect, junit_file, summary_file,
+                   history_dir, any_machine))
 
 
 def _gate(run_dir: Path, rules_file: Path | None, baseline: Path | None, alpha: float = 0.01,
           min_effect: float = 0.10, junit_file: Path | None = None,
-          summary_file: Path | None = None) -> int:
+          summary_file: Path | None = None, history_dir: Path | None = None,
+          any_machine: bool = False) -> int:
     from rich.console import Console
     from rich.table import Table
 
     from loadtests.results import load_run
     from maillab.gate import RuleError, load_rules, run_gate
+    from maillab.history import HistoryError
+    from maillab.historycheck import HistoryMismatch
 
     try:
         load_run(run_dir)  # the run's target answers which variants the rules may name
         rules = load_rules(rules_file) if rules_file else None  # None: the profile's
-        result = run_gate(run_dir, rules, baseline, alpha, min_effect)
-    except (RuleError, RunError) as exc:
+        result = run_gate(run_dir, rules, baseline, alpha, min_effect, history_dir, any_machine)
+    except (RuleError, RunError, HistoryError, HistoryMismatch) as exc:
         raise click.UsageError(str(exc)) from None
     console = Console(width=None if sys.stdout.isatty() else 160)
     table = Table(title=f"maillab gate: {run_dir}")
@@ -533,6 +544,8 @@ def _gate(run_dir: Path, rules_file: Path | None, baseline: Path | None, alpha: 
                 "-" if m.p_value is None else f"{m.p_value:.2g}",
                 f"[{colour[m.verdict]}]{m.verdict}[/] {m.detail}".strip())
         console.print(compared)
+    if result.history is not None:
+        _print_history(console, result.history, colour)
     for reason in result.invalid:
         console.print(f"[red]invalid:[/] {reason}")
     for reason in result.partly_invalid:
@@ -552,6 +565,31 @@ def _gate(run_dir: Path, rules_file: Path | None, baseline: Path | None, alpha: 
         console.print(f"[red]could not write the CI output:[/] {exc}")
         return result.exit_code or 1
     return result.exit_code
+
+
+def _print_history(console: Any, report: Any, colour: dict[str, str]) -> None:
+    from rich.table import Table
+
+    checks = report.checks
+    judged = [c for c in checks if c.verdict != "skipped"]
+    console.print(f"history: {len(judged)} of {len(checks)} cell x figure checks judged "
+                  f"against {report.runs} earlier runs; expected false alarms "
+                  f"{report.expected_false_alarms}")
+    if report.warning:
+        console.print(f"[yellow]warning:[/] {report.warning}")
+    shown = [c for c in checks if c.verdict == "fail"] or judged[:0]
+    if shown:
+        table = Table(title="regressions against the history")
+        for column in ("cell", "figure", "now", "expected", "change", "q", "segment since"):
+            table.add_column(column)
+        for c in shown:
+            table.add_row(c.cell, c.figure, f"{c.value:g}", f"{c.expected:g}",
+                          "-" if c.change is None else f"{c.change:+.1%}",
+                          f"{c.q_value:.2g}", c.segment_since or "-")
+        console.print(table)
+    skipped = {c.detail for c in checks if c.verdict == "skipped"}
+    for detail in sorted(skipped)[:3]:
+        console.print(f"[{colour['skipped']}]skipped:[/] {detail}")
 
 
 def _print_summary(console: Any, results: Results) -> None:

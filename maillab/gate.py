@@ -500,7 +500,8 @@ def compare(current: Run, baseline: Run, alpha: float, min_effect: float,
 # -- the whole gate ----------------------------------------------------------------------------
 
 def run_gate(run_dir: Path, rules: list[Rule] | None = None, baseline_dir: Path | None = None,
-             alpha: float = 0.01, min_effect: float = 0.10) -> GateReport:
+             alpha: float = 0.01, min_effect: float = 0.10, history_dir: Path | None = None,
+             any_machine: bool = False) -> GateReport:
     """Check the run against ``rules`` (None: its profile's, :func:`profile_rules`), write
     its gate.json, return it. Raises :class:`RunError` when a run cannot be read and
     :class:`RuleError` when its rules cannot be used."""
@@ -515,8 +516,15 @@ def run_gate(run_dir: Path, rules: list[Rule] | None = None, baseline_dir: Path 
         if not report.comparison.comparable:
             keys = ", ".join(report.comparison.differing_keys)
             report.invalid.append(f"not comparable with {baseline_dir}: {keys} differ")
+    if history_dir is not None:
+        from maillab.history import read_history
+        from maillab.historycheck import check_history
+
+        report.history = check_history(run.results, read_history(history_dir), alpha,
+                                       min_effect, any_machine)
     failed = any(o.verdict in ("fail", "error") for o in report.rules) or any(
-        m.verdict == "fail" for m in (report.comparison.metrics if report.comparison else []))
+        m.verdict == "fail" for m in (report.comparison.metrics if report.comparison else [])
+    ) or any(c.verdict == "fail" for c in (report.history.checks if report.history else []))
     if report.invalid:
         report.verdict, report.exit_code = "invalid", INVALID
     elif failed:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
 from maillab.cli import cli
 from maillab.history import FILE, SCHEMA, read_history
 from tests.conftest import TinyRun
-from tests.test_gate import write_run
+from tests.test_gate import gate, rules_file, write_run
 
 
 def history(*args: str) -> Result:
@@ -83,3 +84,82 @@ def test_a_damaged_line_is_reported_and_skipped_never_fatal(tmp_path: Path) -> N
 def test_a_history_that_is_not_there_yet_is_empty(tmp_path: Path) -> None:
     listed = history("--dir", str(tmp_path / "none"))
     assert listed.exit_code == 0 and "no runs yet" in listed.stdout
+
+
+# -- a run judged against its history ------------------------------------------------------
+
+
+def _history_of(tmp_path: Path, runs: int, **changes: object) -> Path:
+    """A history of ``runs`` runs of the same build (each its own seed), as the bench adds."""
+    folder = tmp_path / "hist"
+    for seed in range(1, runs + 1):
+        run = write_run(tmp_path / f"h{seed:02d}", seed=seed, **changes)  # type: ignore[arg-type]
+        assert history("--dir", str(folder), "add", str(run)).exit_code == 0
+    return folder
+
+
+def test_a_run_like_its_history_passes_and_a_slower_one_is_named(tmp_path: Path) -> None:
+    """A/A: a new run of the same build raises nothing. A/B: threaded's register 30% slower
+    fails on that cell and figure, and nothing else."""
+    folder = _history_of(tmp_path, 8)
+    same = write_run(tmp_path / "same", seed=20)
+    result = gate(str(same), "--history", str(folder), "--rules",
+                  rules_file(tmp_path, "*.delivery.missing == 0"))
+    assert result.exit_code == 0, result.output
+    report = json.loads((same / "gate.json").read_text())["history"]
+    assert report["runs"] == 8 and all(c["verdict"] != "fail" for c in report["checks"])
+    assert {c["figure"] for c in report["checks"] if c["verdict"] == "pass"} >= {
+        "register.p50_ms", "register.p95_ms", "time_to_inbox.p50_ms", "delivery.missing"}
+    assert "at most 0.01 per run" in report["expected_false_alarms"]
+    slower = write_run(tmp_path / "slower", seed=21, slower={"threaded": 1.3})
+    result = gate(str(slower), "--history", str(folder), "--rules",
+                  rules_file(tmp_path, "*.delivery.missing == 0"))
+    assert result.exit_code == 1, result.output
+    failed = [c for c in json.loads((slower / "gate.json").read_text())["history"]["checks"]
+              if c["verdict"] == "fail"]
+    assert {(c["cell"], c["figure"]) for c in failed} == {
+        ("threaded@500ms/10rps", "register.p50_ms"), ("threaded@500ms/10rps", "register.p95_ms")}
+    assert all(c["change"] == pytest.approx(0.3, abs=0.05) for c in failed)
+    assert "regressions against the history" in result.output
+
+
+def test_lost_email_against_a_history_of_none_is_an_exact_test(tmp_path: Path) -> None:
+    """Counts are not means: one lost email against a history of zeros is within the bound
+    a clean history allows; threaded's flaky-SMTP share (8 of 68) is not."""
+    folder = _history_of(tmp_path, 6)
+    one = write_run(tmp_path / "one", seed=30, cells__2__delivery__missing=1)
+    many = write_run(tmp_path / "many", seed=31, cells__2__delivery__missing=8)
+    for run, code in ((one, 0), (many, 1)):
+        result = gate(str(run), "--history", str(folder), "--rules",
+                      rules_file(tmp_path, "*.arrivals.dropped == 0"))
+        assert result.exit_code == code, result.output
+    checks = json.loads((many / "gate.json").read_text())["history"]["checks"]
+    [lost] = [c for c in checks if c["verdict"] == "fail"]
+    assert (lost["cell"], lost["figure"], lost["value"]) == (
+        "threaded@500ms/10rps", "delivery.missing", 8)
+    assert 0 < lost["expected"] < 1  # the count a zero history's upper bound allows
+
+
+def test_a_history_of_another_machine_is_refused_in_one_line(tmp_path: Path) -> None:
+    folder = _history_of(tmp_path, 5, environment__cpu_model="Another CPU")
+    run = write_run(tmp_path / "run", seed=40)
+    result = gate(str(run), "--history", str(folder))
+    assert result.exit_code == 2
+    assert "no earlier maillab/quick run on this machine" in result.output
+    assert "--any-machine to compare anyway" in result.output
+    anyway = gate(str(run), "--history", str(folder), "--any-machine")
+    assert anyway.exit_code in (0, 1)
+    assert "compared across machines" in json.loads((run / "gate.json").read_text())[
+        "history"]["warning"]
+
+
+def test_change_points_split_the_series_and_the_run_is_judged_by_the_last_segment() -> None:
+    """A step up in the history (a slower build that was accepted) starts a new segment: the
+    next run is judged against the new level, not the whole series."""
+    from maillab.historycheck import count_bound, last_segment
+
+    rng = np.random.default_rng(1)
+    series = list(rng.normal(10, 0.2, 12)) + list(rng.normal(13, 0.2, 6))
+    assert last_segment(series) == 12
+    assert last_segment(list(rng.normal(10, 0.2, 20))) == 0  # no step, no change point
+    assert count_bound(0, 3000, 0.01) == pytest.approx(1 - 0.01 ** (1 / 3000), rel=1e-3)
