@@ -62,7 +62,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from loadtests import cellfiles
 from loadtests.arrivals import KINDS, MAX_RATE, schedule, valid_rate
 from loadtests.cellfiles import PartRecorder, Registration, Sample, merge_parts
-from loadtests.steps import StepFailed, email_link, register, verify
+from loadtests.steps import Answer, StepFailed, email_link, register, verify
 from loadtests.target import Target, TargetError, built_in, fill, load_target
 
 # Filled at test start, read by every user. "recorder" streams this process's samples and
@@ -388,13 +388,6 @@ class SignUp:
 
 
 @dataclass
-class _Answer:
-    status: int
-    text: str
-    location: str | None
-
-
-@dataclass
 class _LocustHttp:
     """The steps' HTTP client (loadtests.steps.Http) over the person's locust session: every
     request is a locust sample named by its step, judged by the target's statuses."""
@@ -404,7 +397,7 @@ class _LocustHttp:
 
     def request(self, method: str, url: str, *, name: str, form: dict[str, str] | None = None,
                 json: Any = None, headers: dict[str, str] | None = None,
-                judge: Any = None) -> _Answer:
+                judge: Any = None) -> Answer:
         with self.client.request(method, url, name=name, data=form, json=json,
                                  headers=headers or None, allow_redirects=False,
                                  catch_response=True, context=self.context) as response:
@@ -418,7 +411,7 @@ class _LocustHttp:
                 response.success()
             # No answer (the app is down): no headers, and a visible failure.
             headers = response.headers or {}
-            return _Answer(status, response.text or "" if status else "", headers.get("Location"))
+            return Answer(status, response.text or "" if status else "", headers.get("Location"))
 
 
 def _share(environment: Environment) -> tuple[int, int]:

@@ -29,7 +29,10 @@ class StepFailed(Exception):
     """The sign-up could not go on; the message says which step and why, in one line."""
 
 
-class Answer(Protocol):
+@dataclass(frozen=True)
+class Answer:
+    """What a step got: the status, the body, the redirect's Location."""
+
     status: int
     text: str
     location: str | None
@@ -238,7 +241,7 @@ def verify(target: Target, http: Http, link: str, values: dict[str, str],
     where = f"{target.source}: verify"
     url = fill(spec.get, {**values, "link": link}, f"{where}.get")
     headers = {k: fill(v, values, f"{where}.headers.{k}") for k, v in spec.headers.items()}
-    judge = _verdict_judge(spec.verified, spec.location)
+    judge = _verdict_judge(spec.verified)
     if not spec.submit_form:
         answer = http.request("GET", url, name=name, headers=headers, judge=judge)
         return _verdict(answer, spec.verified, spec.location, spec.text)
@@ -255,7 +258,7 @@ def verify(target: Target, http: Http, link: str, values: dict[str, str],
     return _verdict(answer, spec.verified, spec.location, spec.text)
 
 
-def _verdict_judge(verified: list[int], location: str | None) -> Callable[[int], str | None]:
+def _verdict_judge(verified: list[int]) -> Callable[[int], str | None]:
     def judge(status: int) -> str | None:
         return None if status in verified else f"verify answered {status}"
     return judge

@@ -63,9 +63,6 @@ LAB_PLACEHOLDERS = {
     "password_hash": "the profile's password hashing (maillab's own variants)",
     "python": "the lab's Python interpreter",
 }
-SIGNUP_PLACEHOLDERS = {"email": "the sign-up's address", "password": "the sign-up's password",
-                       "id": "a unique id per sign-up (in email.address)",
-                       "link": "the link taken from the email (in verify)"}
 
 
 class TargetError(ValueError):
@@ -166,6 +163,12 @@ class Variant(_Model):
     @property
     def consumer(self) -> str | None:
         return self.delivered_by
+
+    @property
+    def in_threads(self) -> bool:
+        """It sends from a thread per email inside the app (neither in the request nor by
+        another process): one live thread per email in flight, no bound from SMTP."""
+        return self.sends_email and not self.waits_for_smtp and self.delivered_by is None
 
     @property
     def runs(self) -> list[str]:

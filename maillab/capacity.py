@@ -83,7 +83,7 @@ def predicted_rps(variant: str, latency_ms: int, profile: Profile) -> tuple[floa
     info = variant_info(variant)
     if not info.sends_email:
         return None, "bound by CPU, not SMTP"
-    if not info.waits_for_smtp and info.consumer is None:
+    if info.in_threads:
         return None, "no bound from SMTP: one more thread per email in flight"
     return None, "none at 0 ms SMTP"
 
@@ -135,9 +135,7 @@ def _row(variant: str, latency: int, series: list[CellResult], cells: Sequence[C
     predicted, how = predicted_rps(variant, latency, profile)
     resources = held.resources if held else None
     email_threads, predicted_threads = None, None
-    info = variant_info(variant)
-    in_threads = info.sends_email and not info.waits_for_smtp and info.consumer is None
-    if in_threads and held is not None and held.rate:
+    if variant_info(variant).in_threads and held is not None and held.rate:
         predicted_threads = round(held.rate * latency / 1000, 1)
         floor = next((c for c in cells if not variant_info(c.variant).sends_email
                       and c.smtp_latency_ms == latency and c.rate == held.rate), None)

@@ -577,7 +577,7 @@ def _print_history(console: Any, report: Any, colour: dict[str, str]) -> None:
                   f"{report.expected_false_alarms}")
     if report.warning:
         console.print(f"[yellow]warning:[/] {report.warning}")
-    shown = [c for c in checks if c.verdict == "fail"] or judged[:0]
+    shown = [c for c in checks if c.verdict == "fail"]
     if shown:
         table = Table(title="regressions against the history")
         for column in ("cell", "figure", "now", "expected", "change", "q", "segment since"):

@@ -123,15 +123,21 @@ def entry_for(results: Results) -> dict[str, Any]:
 
 def read_history(folder: Path) -> History:
     """Every readable line of ``folder``'s history (none yet: an empty history)."""
-    path = folder / FILE
-    found = History(path)
+    return _parse(folder / FILE, _read(folder / FILE))
+
+
+def _read(path: Path) -> str:
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        return found
+        return ""
     except OSError as exc:
         raise HistoryError(f"{path}: cannot be read: {exc}") from None
-    for number, line in enumerate(lines, 1):
+
+
+def _parse(path: Path, text: str) -> History:
+    found = History(path)
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -154,7 +160,8 @@ def read_history(folder: Path) -> History:
 def append(folder: Path, entry: dict[str, Any]) -> Path:
     """Add ``entry`` as one line (one write, flushed to disk); a run already in the history is
     refused, so adding it twice does not weigh it twice."""
-    history = read_history(folder)
+    text = _read(folder / FILE)
+    history = _parse(folder / FILE, text)
     if any(e["run_id"] == entry["run_id"] for e in history.entries):
         raise HistoryError(f"{history.path}: run {entry['run_id']} is already in the history")
     folder.mkdir(parents=True, exist_ok=True)
@@ -162,9 +169,9 @@ def append(folder: Path, entry: dict[str, Any]) -> Path:
         line = json.dumps(entry, separators=(",", ":"), allow_nan=False) + "\n"
     except ValueError as exc:  # a NaN or infinity would not read back as JSON elsewhere
         raise HistoryError(f"run {entry['run_id']}: {exc}") from None
+    if text and not text.endswith("\n"):
+        line = "\n" + line  # a line cut short before: it stays damaged, alone
     with open(history.path, "a", encoding="utf-8") as out:
-        if out.tell() and not history.path.read_bytes().endswith(b"\n"):
-            line = "\n" + line  # a line cut short before: it stays damaged, alone
         out.write(line)
         out.flush()
         os.fsync(out.fileno())

@@ -95,11 +95,11 @@ def _series(entries: list[dict[str, Any]], cell: CellResult, figure: str,
     return _Series(ids, values, registered)
 
 
-def last_segment(values: Sequence[float]) -> int:
-    """Where the series' last segment starts (0: no change point), by PELT."""
+def change_points(values: Sequence[float]) -> list[int]:
+    """Where each segment after the first starts (empty: no change point), by one PELT fit."""
     n = len(values)
     if n < 2 * MIN_SEGMENT:
-        return 0
+        return []
     signal = np.asarray(values, dtype=float)
     # The noise from successive differences: a step between segments adds one large
     # difference, not a wider spread.
@@ -108,8 +108,13 @@ def last_segment(values: Sequence[float]) -> int:
         sigma = float(np.std(signal)) or 1e-9
     breaks = ruptures.Pelt(model="l2", min_size=MIN_SEGMENT, jump=1).fit(
         signal.reshape(-1, 1)).predict(pen=2 * math.log(n) * sigma ** 2)
-    inner = [b for b in breaks if b < n]
-    return inner[-1] if inner else 0
+    return [b for b in breaks if b < n]
+
+
+def last_segment(values: Sequence[float]) -> int:
+    """Where the series' last segment starts (0: no change point)."""
+    found = change_points(values)
+    return found[-1] if found else 0
 
 
 def _timing_p(segment: Sequence[float], value: float) -> float:
@@ -165,14 +170,14 @@ def check_history(results: Results, history: History, alpha: float = 0.01,
                     verdict="skipped", detail=f"{len(series.values)} earlier runs of this "
                     f"cell; {MIN_HISTORY} are needed"))
                 continue
-            start = last_segment(series.values) if family == "timing" else 0
+            breaks = change_points(series.values) if family == "timing" else []
+            start = breaks[-1] if breaks else 0
             segment = series.values[start:]
             check = HistoryCheck(cell=cell.label, figure=figure, value=value,
                                  history=len(series.values), segment=len(segment),
                                  segment_since=series.run_ids[start],
-                                 change_points=[series.run_ids[i] for i in
-                                                _all_breaks(series.values)] if family ==
-                                 "timing" else [], verdict="pass")
+                                 change_points=[series.run_ids[i] for i in breaks],
+                                 verdict="pass")
             if family == "timing":
                 mean = float(np.mean(segment))
                 check.expected = round(mean, 3)
@@ -202,12 +207,3 @@ def check_history(results: Results, history: History, alpha: float = 0.01,
                          f"discovery rate over the run's {len(judged)} checks, held at "
                          f"{alpha:g} by Benjamini-Hochberg)")
 
-
-def _all_breaks(values: Sequence[float]) -> list[int]:
-    """Where each segment after the first starts, for the report."""
-    found = []
-    rest = list(values)
-    while (start := last_segment(rest)) > 0:
-        found.append(start)
-        rest = rest[:start]
-    return sorted(found)

@@ -13,13 +13,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from loadtests.steps import StepFailed, email_link, register, verify
+from loadtests.steps import Answer, StepFailed, email_link, register, verify
 from loadtests.target import Target, fill
 from maillab.ports import free_port
 from maillab.processes import ManagedProcess, ProcessError, Supervisor
@@ -33,13 +32,6 @@ class CheckFailed(RuntimeError):
     """The target could not be walked; the message says where, in one line."""
 
 
-@dataclass
-class _Answer:
-    status: int
-    text: str
-    location: str | None
-
-
 class RequestsHttp:
     """loadtests.steps.Http over a requests Session (one person's cookies); every answer is
     told to ``say``."""
@@ -51,7 +43,7 @@ class RequestsHttp:
 
     def request(self, method: str, url: str, *, name: str, form: dict[str, str] | None = None,
                 json: Any = None, headers: dict[str, str] | None = None,
-                judge: Callable[[int], str | None] = lambda _s: None) -> _Answer:
+                judge: Callable[[int], str | None] = lambda _s: None) -> Answer:
         full = url if url.startswith(("http://", "https://")) else self.base_url + url
         started = time.perf_counter()
         try:
@@ -66,7 +58,7 @@ class RequestsHttp:
         shown = url.removeprefix(self.base_url) or "/"
         self.say(f"{name:<14} {method} {shown}{sent} -> {response.status_code} in {ms:.0f} ms"
                  + (f", Location {where}" if where else "") + (f"  ({verdict})" if verdict else ""))
-        return _Answer(response.status_code, response.text, where)
+        return Answer(response.status_code, response.text, where)
 
 
 def check(target: Target, variant: str, work: Path, say: Callable[[str], None]) -> bool:

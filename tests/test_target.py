@@ -17,9 +17,10 @@ import pytest
 from click.testing import CliRunner
 from flask import Flask, redirect, request
 
-from loadtests.steps import StepFailed, email_link, register, verify
+from loadtests.steps import Answer, StepFailed, email_link, register, verify
 from loadtests.target import (
     BUILT_IN_FILE,
+    LAB_PLACEHOLDERS,
     TargetError,
     built_in,
     fill,
@@ -28,7 +29,7 @@ from loadtests.target import (
 from maillab.cli import cli
 from maillab.processes import ProcessError, Supervisor
 from maillab.services import CellServices
-from maillab.targetrun import Sizing, Smtp, recipes, start
+from maillab.targetrun import Sizing, Smtp, recipes, start, values_for
 
 ROOT = Path(__file__).resolve().parent.parent
 FLASK_SECURITY = ROOT / "examples" / "flask-security" / "maillab.toml"
@@ -159,12 +160,8 @@ class FlaskHttp:
                 judge: Callable[[int], str | None] = lambda _s: None) -> Any:
         self.calls.append((name, method, form))
         response = self.client.open(url, method=method, data=form, json=json, headers=headers)
-
-        class Answer:
-            status = response.status_code
-            text = response.get_data(as_text=True)
-            location = response.headers.get("Location")
-        return Answer()
+        return Answer(response.status_code, response.get_data(as_text=True),
+                      response.headers.get("Location"))
 
 
 def club_like_app(sent: list[dict[str, str]]) -> Flask:
@@ -311,6 +308,10 @@ def test_the_lab_fills_every_placeholder_of_its_own_variants(tmp_path: Path) -> 
     assert app.env["MAILLAB_SMTP_PORT"] == "2525" and app.env["MAILLAB_SMTP_USE_TLS"] == "0"
     assert [r.argv[-1] for r in relays] == ["maillab-relay-1", "maillab-relay-2"]
     assert relays[0].metrics_url != relays[1].metrics_url
+    # The lab fills every placeholder the format names, and only those.
+    assert set(values_for(built_in(), "outbox", Sizing(), Smtp("127.0.0.1", 1),
+                          tmp_path / "cell", CellServices(None, None), 1)) == set(
+        LAB_PLACEHOLDERS)
     declared = set(built_in().app.env)  # not what the test process inherited
     assert not any("${" in word for r in started.recipes
                    for word in [*r.argv, *(v for k, v in r.env.items() if k in declared)])
