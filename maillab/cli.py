@@ -452,6 +452,114 @@ def bench(profile_name: str, target_path: Path | None, variants: str | None,
 
 
 @cli.command()
+@click.option("--runs", type=click.IntRange(2, 500), default=20, show_default=True,
+              help="How many times to run the same build.")
+@click.option("--profile", "profile_name", default="smoke", show_default=True,
+              help="The profile each run measures (a name in loadtests/profiles or a file).")
+@click.option("--target", "target_path", type=click.Path(path_type=Path), default=None,
+              help="Calibrate on this target's sign-up (a target file or its folder).")
+@click.option("--bench-args", default="", metavar="ARGS",
+              help="More flags for every run's bench, e.g. '--variants sync,threaded'.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The calibration folder [default: results/calibrate-<time>].")
+@click.option("--judge", "judge_dir", type=click.Path(file_okay=False, exists=True,
+                                                       path_type=Path), default=None,
+              help="Judge the runs of this calibration folder again (runs added to it "
+                   "later too), running nothing.")
+@click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Rules TOML [default: each run's own, as the gate's].")
+@click.option("--alpha", type=click.FloatRange(0.0001, 0.5), default=0.01, show_default=True,
+              help="The history check's false discovery rate.")
+@click.option("--min-effect", type=click.FloatRange(0, 10), default=0.10, show_default=True,
+              help="The history check's smallest slowdown that fails.")
+def calibrate(runs: int, profile_name: str, target_path: Path | None, bench_args: str,
+              out: Path | None, judge_dir: Path | None, rules_file: Path | None,
+              alpha: float, min_effect: float) -> None:
+    """Run the same build RUNS times and count the gate's false alarms on this machine: the
+    rules' and the history check's (each run judged against the runs before it)."""
+    import shlex
+
+    from rich.console import Console
+
+    from loadtests.profiles import ProfileError, load_profile
+    from loadtests.target import TargetError, load_target
+    from maillab import calibrate as cal
+    from maillab.gate import RuleError, load_rules
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+
+    def said(verdict: cal.RunVerdict) -> None:
+        wrong = [*verdict.invalid, *verdict.rules_failed, *verdict.history_failed]
+        history = (f"history {len(verdict.history_failed)} of {verdict.history_judged} checks "
+                   f"failed" if verdict.history_judged else
+                   f"history: {verdict.history_runs} earlier runs, not judged yet")
+        console.print(f"{Path(verdict.run_dir).name} ({verdict.run_id}): rules "
+                      f"{len(verdict.rules_failed)} of {verdict.rules_checked} failed, "
+                      f"{history}" + ("".join(f"\n  [red]{w}[/]" for w in wrong)))
+
+    try:
+        rules = load_rules(rules_file) if rules_file else None
+        if judge_dir is not None:
+            found = cal.judge_folder(judge_dir, rules, alpha, min_effect, said)
+            folder = judge_dir
+        else:
+            extra = shlex.split(bench_args)
+            taken = {"--out", "--history", "--no-history", "--profile", "--target", "--gate"}
+            clash = [a.split("=", 1)[0] for a in extra if a.split("=", 1)[0] in taken]
+            if clash:
+                raise click.BadParameter(f"{clash[0]} is set by calibrate itself",
+                                         param_hint="--bench-args")
+            profile = load_profile(profile_name)
+            if target_path is not None:
+                load_target(target_path)
+            folder = out or Path("results") / time.strftime("calibrate-%Y%m%d-%H%M%S")
+            if folder.exists() and any(folder.iterdir()):
+                raise click.BadParameter(f"{folder} exists and is not empty",
+                                         param_hint="--out")
+            (folder / cal.RUNS).mkdir(parents=True)
+            found = _calibrate(console, folder, runs, profile.name, profile_name, target_path,
+                               extra, rules, alpha, min_effect, said)
+    except (ProfileError, TargetError, RuleError, RunError, cal.CalibrationError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in cal.summary(found):
+        console.print(line)
+    console.print(f"calibration: {cal.write(folder, found)}")
+
+
+def _calibrate(console: Any, folder: Path, runs: int, name: str, profile: str,
+               target_path: Path | None, extra: list[str], rules: Any, alpha: float,
+               min_effect: float, said: Any) -> Any:
+    from maillab import calibrate as cal
+    from maillab.history import read_history
+
+    found = cal.Calibration(folder=str(folder), profile=name,
+                            target=str(target_path or "maillab"), alpha=alpha,
+                            min_effect=min_effect)
+    started = time.monotonic()
+    for index in range(1, runs + 1):
+        run_dir = folder / cal.RUNS / f"{index:03d}"
+        took = time.monotonic() - started
+        left = f", about {took / (index - 1) * (runs - index + 1) / 60:.0f} min left" \
+            if index > 1 else ""
+        console.print(f"run {index} of {runs}{left} (its output: {run_dir}.log)")
+        try:
+            cal.run_bench(cal.bench_command(profile, run_dir, folder / cal.HISTORY,
+                                            target_path, extra), Path(f"{run_dir}.log"))
+        except KeyboardInterrupt:
+            console.print(f"[yellow]stopped after {len(found.runs)} runs: the bench stopped "
+                          "every process it started")
+            cal.write(folder, found)
+            sys.exit(130)
+        run_id = json.loads((run_dir / RESULTS_FILE).read_text())["run_id"]
+        earlier = cal.earlier_than(read_history(folder / cal.HISTORY), run_id)
+        verdict = cal.judge(run_dir, earlier, rules, alpha, min_effect)
+        found.runs.append(verdict)
+        said(verdict)
+        cal.write(folder, found)  # what is done survives a stop
+    return found
+
+
+@cli.command()
 @click.option("--smtp-port", type=click.IntRange(1, 65535), default=8025, show_default=True)
 @click.option("--smtp-api-port", type=click.IntRange(1, 65535), default=8026, show_default=True)
 @click.option("--app-port", type=click.IntRange(1, 65530), default=8001, show_default=True,
