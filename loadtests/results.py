@@ -728,6 +728,7 @@ class HistoryReport:
     alpha: float
     min_effect: float
     runs: int = Field(description="earlier comparable runs in the history")
+    path: str | None = Field(default=None, description="the history file judged against")
     warning: str | None = None
     expected_false_alarms: str = ""
     checks: list[HistoryCheck] = Field(default_factory=list)

@@ -310,7 +310,7 @@ def _check_server_url(flag: str, url: str | None, schemes: tuple[str, ...]) -> N
               default=None, help="A stored run for --gate to compare with.")
 @click.option("--history", "history_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Append the finished run to this history [default: "
-                                 "results/history].")
+                                 "results/history]; with --gate, judge it against it too.")
 @click.option("--no-history", is_flag=True, help="Do not append the run to the history.")
 @click.option("--junit", "junit_file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="With --gate: also write its verdict as JUnit XML.")
@@ -438,14 +438,18 @@ def bench(profile_name: str, target_path: Path | None, variants: str | None,
     console.print(f"results: {run_dir / RESULTS_FILE}")
     if not no_history:
         _add_to_history(console, history_dir, results)
-    # The gate runs first so that its verdict (gate.json) is in the report.
+    # The gate runs first so that its verdict (gate.json) is in the report; a history named
+    # on the command line is judged against too.
     code = (_gate(run_dir, rules_file, baseline, junit_file=junit_file,
-                  summary_file=summary_file) if gate_after else 0)
+                  summary_file=summary_file,
+                  history_dir=None if no_history else history_dir) if gate_after else 0)
+    from maillab.history import DEFAULT_DIR, HistoryError
     from reports import build_report
 
     try:
-        console.print(f"report: {build_report(run_dir)}")
-    except RunError as exc:
+        shown = None if no_history else (history_dir or DEFAULT_DIR)
+        console.print(f"report: {build_report(run_dir, shown)}")
+    except (RunError, HistoryError) as exc:
         console.print(f"[red]report not written:[/] {exc}")
         code = code or 1
     sys.exit(code)

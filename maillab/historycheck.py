@@ -202,6 +202,7 @@ def check_history(results: Results, history: History, alpha: float = 0.01,
             check.detail = (f"{check.value:g} against {check.expected:g} expected "
                             f"(q {q:.2g} after Benjamini-Hochberg over {len(judged)} checks)")
     return HistoryReport(alpha=alpha, min_effect=min_effect, runs=len(entries),
+                         path=str(history.path),
                          warning=warning, checks=checks,
                          expected_false_alarms=f"at most {alpha:g} per run (the false "
                          f"discovery rate over the run's {len(judged)} checks, held at "

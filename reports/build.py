@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from reports import charts, sample_charts
+from reports import charts, history_charts, sample_charts
 from reports.data import ReportRun, load_report_run
 from reports.figures import Chart
 from reports.html import write_html
@@ -26,13 +26,17 @@ CHARTS: tuple[Callable[[ReportRun, Path], Chart], ...] = (
 )
 
 
-def build_report(run_dir: Path) -> Path:
+def build_report(run_dir: Path, history_dir: Path | None = None) -> Path:
     """Write ``run_dir/charts/*.png|svg`` and ``run_dir/report.html``; return the report path.
 
-    Reads only results.json, gate.json when present and the cells' kept samples. Raises
-    :class:`reports.ReportError` naming the file when results.json is missing or invalid.
+    Reads only results.json, gate.json when present, the cells' kept samples and the history
+    of runs in ``history_dir`` (None: the one the gate judged the run against, if it did).
+    Raises :class:`reports.ReportError` naming the file when results.json is missing or
+    invalid.
     """
     run_dir = Path(run_dir)
     run = load_report_run(run_dir)
     drawn = [draw(run, run_dir / CHART_DIR) for draw in CHARTS]
-    return write_html(run, drawn, run_dir / REPORT)
+    history = history_charts.history_of(run, history_dir)
+    return write_html(run, drawn, run_dir / REPORT, history,
+                      history_charts.history_charts(run, history, run_dir / CHART_DIR))

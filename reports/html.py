@@ -13,13 +13,17 @@ from pathlib import Path
 from reports import summary
 from reports.data import ReportRun
 from reports.figures import Chart
+from reports.history_charts import HistoryView
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "report.html"
 
 
-def write_html(run: ReportRun, charts: Sequence[Chart], path: Path) -> Path:
-    """Render the report for ``run`` with ``charts`` to ``path`` (parent folder created)."""
+def write_html(run: ReportRun, charts: Sequence[Chart], path: Path,
+               history: HistoryView | None = None,
+               history_charts: Sequence[Chart] = ()) -> Path:
+    """Render the report for ``run`` with ``charts`` (and its history's) to ``path`` (parent
+    folder created)."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(),
@@ -51,6 +55,9 @@ def write_html(run: ReportRun, charts: Sequence[Chart], path: Path) -> Path:
         gate=run.gate,
         gate_error=run.gate_error,
         gate_rules=summary.gate_rules(run.gate) if run.gate else [],
+        history=history,
+        history_checks=summary.history_rows(run.gate),
+        history_charts=[(chart, _data_uri(chart.png)) for chart in history_charts],
         svg_href=lambda chart: chart.svg.relative_to(path.parent).as_posix()
         if chart.svg and chart.svg.is_relative_to(path.parent) else None,
     )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from loadtests.results import METRICS, CellResult, GateReport, RuleOutcome
+from loadtests.results import METRICS, CellResult, GateReport, HistoryCheck, RuleOutcome
 from loadtests.scenarios import CLEAN, PLAIN, SCENARIOS, SMTP_MODES
 from loadtests.target import built_in
 from reports.data import Condition, ReportRun
@@ -572,3 +572,11 @@ def _or_inf(value: float | None) -> float:
 def gate_rules(gate: GateReport) -> list[RuleOutcome]:
     """gate.json's rule outcomes, failures and errors first, otherwise in file order."""
     return sorted(gate.rules, key=lambda r: r.verdict == "pass")
+
+
+def history_rows(gate: GateReport | None) -> list[HistoryCheck]:
+    """gate.json's history checks that were judged, failures first, then by q value."""
+    if gate is None or gate.history is None:
+        return []
+    judged = [c for c in gate.history.checks if c.q_value is not None]
+    return sorted(judged, key=lambda c: (c.verdict != "fail", c.q_value))

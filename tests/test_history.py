@@ -163,3 +163,104 @@ def test_change_points_split_the_series_and_the_run_is_judged_by_the_last_segmen
     assert last_segment(series) == 12
     assert last_segment(list(rng.normal(10, 0.2, 20))) == 0  # no step, no change point
     assert count_bound(0, 3000, 0.01) == pytest.approx(1 - 0.01 ** (1 / 3000), rel=1e-3)
+
+
+# -- the report's history section ------------------------------------------------------------
+
+
+def test_the_report_draws_each_gated_figure_over_the_history_with_this_run(
+        tmp_path: Path) -> None:
+    """The report of a run gated against a history shows the regression it raised, a chart
+    per timing figure (a panel per cell) and one of the email counts, with the history's
+    change points labelled by commit."""
+    from reports import build_report
+
+    folder = _history_of(tmp_path, 6, environment__git_sha="a" * 40)
+    # A build that was accepted slower: a step the history's change points must find.
+    for seed in range(7, 13):
+        run = write_run(tmp_path / f"h{seed:02d}", seed=seed, scale=1.5,
+                        environment__git_sha="b" * 40)
+        assert history("--dir", str(folder), "add", str(run)).exit_code == 0
+    slower = write_run(tmp_path / "slower", seed=40, scale=1.5, slower={"threaded": 1.4})
+    result = gate(str(slower), "--history", str(folder), "--rules",
+                  rules_file(tmp_path, "*.delivery.missing == 0"))
+    assert result.exit_code == 1, result.output
+    html = build_report(slower).read_text()  # the gate's history, found from gate.json
+    assert 'id="history"' in html and "12 earlier runs" in html
+    assert "raised a regression:" in html
+    section = html[html.index('id="history"'):]
+    assert "threaded@500ms/10rps" in section and "register.p50_ms" in section
+    for name in ("history_register_p50_ms", "history_register_p95_ms",
+                 "history_time_to_inbox_p50_ms", "history_time_to_inbox_p95_ms",
+                 "history_delivery"):
+        assert (slower / "charts" / f"{name}.png").stat().st_size > 0
+        assert f'id="chart-{name}"' in section
+    # The step from the a-commits to the b-commits is a change point, labelled in the SVG.
+    svg = (slower / "charts" / "history_register_p50_ms.svg").read_text()
+    assert "bbbbbbb" in svg
+
+
+def test_a_report_without_a_history_has_no_history_section(tmp_path: Path) -> None:
+    from reports import build_report
+
+    run = write_run(tmp_path / "run", seed=3)
+    assert 'id="history"' not in build_report(run).read_text()
+    first = build_report(run, tmp_path / "empty-history").read_text()
+    assert "No earlier run to draw this one against yet." in first
+
+
+# -- maillab calibrate ----------------------------------------------------------------------
+
+
+def _calibration_folder(tmp_path: Path, runs: int, **changes: object) -> Path:
+    """A calibration folder as `maillab calibrate` leaves it: runs/NNN and their history."""
+    from maillab.calibrate import HISTORY, RUNS
+
+    folder = tmp_path / "cal"
+    for index in range(1, runs + 1):
+        run = write_run(folder / RUNS / f"{index:03d}", seed=index, **changes)  # type: ignore[arg-type]
+        assert history("--dir", str(folder / HISTORY), "add", str(run)).exit_code == 0
+    return folder
+
+
+def test_calibrate_judges_each_run_against_the_runs_before_it(tmp_path: Path) -> None:
+    """A/A: twelve runs of one build raise no alarm in the history check (judged from the
+    sixth on) and the rules fail none; a slower run added to the folder is the only one
+    that fails, on its cell and figure."""
+    from maillab.calibrate import HISTORY, RUNS
+
+    folder = _calibration_folder(tmp_path, 12)
+    rules = rules_file(tmp_path, "*.delivery.missing == 0", "*.register.p50_ms < 1000")
+    result = CliRunner().invoke(cli, ["calibrate", "--judge", str(folder), "--rules", rules])
+    assert result.exit_code == 0, result.output
+    found = json.loads((folder / "calibration.json").read_text())
+    assert found["rates"] == {
+        "runs": 12, "rules_failed_runs": 0, "rules_checks": 12 * 3 * 2, "rules_failed_checks": 0,
+        "invalid_runs": 0, "history_judged_runs": 7, "history_failed_runs": 0,
+        "history_checks": found["rates"]["history_checks"], "history_failed_checks": 0,
+        "gate_failed_runs": 0}
+    # register p50 and p95 in 3 cells; time to inbox p50 and p95 and 3 counts in the 2 that
+    # send email
+    assert found["rates"]["history_checks"] == 7 * (3 * 2 + 2 * 2 + 2 * 3)
+    assert "12 runs of maillab/quick: the rules failed 0 (0 of 72 checks)" in result.output
+    assert "0 of 7 judged runs raised an alarm" in result.output
+    slow = write_run(folder / RUNS / "013", seed=13, slower={"threaded": 1.3})
+    assert history("--dir", str(folder / HISTORY), "add", str(slow)).exit_code == 0
+    result = CliRunner().invoke(cli, ["calibrate", "--judge", str(folder), "--rules", rules])
+    runs = json.loads((folder / "calibration.json").read_text())["runs"]
+    assert [bool(r["history_failed"]) for r in runs] == [False] * 12 + [True]
+    assert all(line.startswith("threaded@500ms/10rps register.p") for line in
+               runs[-1]["history_failed"])
+    assert "threaded@500ms/10rps register.p50_ms" in result.output
+
+
+def test_calibrate_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
+    cases = {
+        ("--bench-args", "--out elsewhere"): "--out is set by calibrate itself",
+        ("--profile", "nonesuch"): "nonesuch",
+        ("--judge", str(tmp_path)): "no runs to judge",
+    }
+    for args, said in cases.items():
+        result = CliRunner().invoke(cli, ["calibrate", "--out", str(tmp_path / "c"), *args])
+        assert result.exit_code != 0 and said in result.output, result.output
+        assert "Traceback" not in result.output
