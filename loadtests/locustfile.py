@@ -69,7 +69,10 @@ from loadtests.target import Target, TargetError, built_in, fill, load_target
 # finished registrations to disk; "in_flight" holds the sign-ups under way (at most
 # --max-in-flight), so memory stays flat however long the test runs.
 RUN: dict[str, Any] = {"expects_email": True, "target": None, "warmup_until": 0.0,
-                       "stopping": False,
+                       "stopping": False, "variant": "",
+                       # The Lab tab (loadtests/lab.py): this process's finished sign-ups
+                       # for it, and whether a worker reports them to its master's.
+                       "lab": None, "lab_outbox": None, "lab_report": False,
                        "scheduler": None, "refused": False, "recorder": None,
                        "in_flight": {}, "fired": 0}
 LOG = logging.getLogger("maillab.locustfile")
@@ -124,6 +127,18 @@ def _arguments(parser: Any) -> None:
     parser.add_argument("--variant-hosts", default="", env_var="MAILLAB_VARIANT_HOSTS",
                         include_in_web_ui=False,
                         help="variant=URL pairs separated by commas (set by maillab ui)")
+    parser.add_argument("--lab-control", default="", env_var="MAILLAB_LAB_CONTROL",
+                        include_in_web_ui=False,
+                        help="maillab ui's control server, which signals and restarts the "
+                             "app's processes for the Lab tab (set by maillab ui)")
+    parser.add_argument("--lab-dir", default="", env_var="MAILLAB_LAB_DIR",
+                        include_in_web_ui=False,
+                        help="where the Lab tab keeps each test's files (default: a new "
+                             "temporary folder)")
+    parser.add_argument("--lab-report", action="store_true", default=False,
+                        include_in_web_ui=False,
+                        help="send finished sign-ups to the master's Lab tab (set by a "
+                             "master with a web UI, for its workers)")
     parser.add_argument("--samples-out", default="", env_var="MAILLAB_SAMPLES_OUT",
                        include_in_web_ui=False,
                        help="folder for every sample and registration (gzip CSV)")
@@ -153,6 +168,41 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
         except _Refused as refused:
             LOG.error("%s", refused)
             sys.exit(2)
+
+
+@events.init.add_listener
+def _lab_init(environment: Environment, **_kw: Any) -> None:
+    """The Lab tab (loadtests/lab.py) on the process with the web UI; a worker reports its
+    sign-ups to it when its master has one."""
+    from loadtests import labweb
+    from loadtests.lab import Lab
+
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        RUN["lab_outbox"] = []
+        labweb.install_worker(environment, _lab_drain)
+        return
+    if environment.web_ui is None:
+        return
+    options = _options(environment)
+    options.lab_report = True  # sent to the workers with every spawn
+    lab = Lab(_api(environment), options.lab_control or None,
+              Path(options.lab_dir) if options.lab_dir else None,
+              sends_email=lambda: bool(RUN["expects_email"]),
+              variant=lambda: str(RUN["variant"]))
+    RUN["lab"] = lab
+    RUN["lab_outbox"] = []
+    labweb.install_master(environment, lab,
+                          None if isinstance(runner, MasterRunner) else _lab_drain)
+
+
+def _lab_drain() -> tuple[list[Registration], int]:
+    """The sign-ups this process finished since the last call, and how many are in flight."""
+    outbox = RUN["lab_outbox"]
+    finished = list(outbox or ())
+    if outbox:
+        outbox.clear()
+    return finished, len(RUN["in_flight"])
 
 
 @events.test_start.add_listener
@@ -186,9 +236,7 @@ def _start(environment: Environment) -> None:
     RUN["warmup_until"] = time.time() + options.warmup
     RUN["in_flight"] = {}
     RUN["fired"] = 0
-    if options.samples_out and not isinstance(runner, MasterRunner):
-        # Each process that runs users streams its own part; the master runs none.
-        RUN["recorder"] = PartRecorder(Path(options.samples_out), str(_share(environment)[0]))
+    RUN["lab_report"] = bool(options.lab_report)  # a worker whose master has a Lab tab
     if not isinstance(runner, WorkerRunner):
         _configure_smtp(environment)
     try:
@@ -207,6 +255,14 @@ def _start(environment: Environment) -> None:
                        f"({', '.join(target.variants)})")
     # A variant that sends nothing (the baseline) has no inbox to wait for.
     RUN["expects_email"] = target.variants[variant].sends_email
+    RUN["variant"] = variant
+    lab = RUN["lab"]
+    if lab is not None:  # the test's files, for the Lab tab's download and report
+        options.samples_out = str(lab.begin(variant, options.smtp_latency,
+                                            options.arrival_rate, options.num_users or 1))
+    if options.samples_out and not isinstance(runner, MasterRunner):
+        # Each process that runs users streams its own part; the master runs none.
+        RUN["recorder"] = PartRecorder(Path(options.samples_out), str(_share(environment)[0]))
     if options.warmup and runner is not None:
         gevent.spawn_later(options.warmup, runner.stats.reset_all)
 
@@ -298,8 +354,12 @@ def _on_test_stop(environment: Environment, **_kw: Any) -> None:
 
 def _finished(record: Registration) -> None:
     """A sign-up is over (or cut off): its registration goes to disk, once."""
-    if RUN["in_flight"].pop(record.email, None) is not None and RUN["recorder"] is not None:
+    if RUN["in_flight"].pop(record.email, None) is None:
+        return
+    if RUN["recorder"] is not None:
         RUN["recorder"].registration(record)
+    if RUN["lab_outbox"] is not None and (RUN["lab"] is not None or RUN["lab_report"]):
+        RUN["lab_outbox"].append(record)
 
 
 @dataclass

@@ -701,7 +701,7 @@ class ComparisonReport:
 
 @dataclass(config=_CONFIG, kw_only=True)
 class HistoryCheck:
-    """One figure of one cell against the history of that cell (maillab/historycheck.py)."""
+    """One figure of one cell against the history of that cell (loadtests/historycheck.py)."""
 
     cell: str
     figure: str = Field(description="METRIC.STAT, as a rule names it")

@@ -4,7 +4,7 @@ For each cell (variant x SMTP latency x load) it starts a fresh app (fresh datab
 gunicorn, and the variant's consumer where it has one; waits for health; runs locust
 headless as a child process (locust patches the interpreter with gevent, so it never runs in
 this one) with a warm-up left out of the stats; waits, bounded, for email still in flight;
-reads fakesmtp's capture; hands what it observed to :func:`maillab.summary.summarize_cell`;
+reads fakesmtp's capture; hands what it observed to :func:`loadtests.summary.summarize_cell`;
 and rewrites results.json. fakesmtp runs once per run. Before the cells, where the profile
 asks for it, each variant gets the account-enumeration timing probe (maillab.enumeration) on
 a fresh app of its own.
@@ -15,7 +15,6 @@ whatever happened: Ctrl-C, SIGTERM, or a child that died, which stops the run wi
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -23,9 +22,6 @@ import signal
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,38 +31,37 @@ from apps.core.metrics import REGISTER_REQUESTS
 from fakesmtp.tls import CERT_FILE, KEY_FILE, self_signed
 from loadtests import cellfiles
 from loadtests.cellfiles import CellKey
+from loadtests.environment import capture_environment
+from loadtests.history import git_state
 from loadtests.profiles import Profile
 from loadtests.results import (
     Attempt,
     Browser,
     CellResult,
     EnumerationCheck,
-    PhaseLatency,
     Results,
     ScenarioEvent,
-    SmtpFaults,
     TargetInfo,
     point_latest,
     write_results,
 )
 from loadtests.scenarios import PLAIN, STARTTLS_AUTH, Scenario
 from loadtests.scenarios import scenario as scenario_of
-from loadtests.target import Target, TargetError, activate, built_in
-from maillab.capacity import capacity_rows
-from maillab.enumeration import ProbeError, probe
-from maillab.environment import capture_environment
-from maillab.history import git_state
-from maillab.ports import free_port
-from maillab.processes import ManagedProcess, ProcessError, Stopped, Supervisor
-from maillab.sampling import CellSampler, scraped
-from maillab.services import ServiceError, Services
-from maillab.summary import (
+from loadtests.smtpapi import SmtpApi
+from loadtests.summary import (
     Capture,
     Observed,
     calibrate,
     summarize_cell,
     worth_another_attempt,
 )
+from loadtests.target import Target, TargetError, activate, built_in
+from maillab.capacity import capacity_rows
+from maillab.enumeration import ProbeError, probe
+from maillab.ports import free_port
+from maillab.processes import ManagedProcess, ProcessError, Stopped, Supervisor
+from maillab.sampling import CellSampler, scraped
+from maillab.services import ServiceError, Services
 from maillab.targetrun import Recipe, Sizing, Smtp, recipes, reset_database, wait_ready
 from maillab.targetrun import start as start_recipe
 
@@ -505,39 +500,10 @@ class Bench:
         return self._captured("the variant sends nothing")
 
     def _captured(self, drain: str) -> Capture:
-        """fakesmtp's capture per address (how many, and when the first arrived), what each
-        address met, and the cell's fault counters."""
-        stats = self._smtp_call("GET", "/api/stats")
-        faulted = self._smtp_call("GET", "/api/faults")
-        # Counted per recipient by fakesmtp itself: every kept message, with no page limit.
-        kept = self._smtp_call("GET", "/api/recipients")
-        counts = Counter({address: r["count"] for address, r in kept["recipients"].items()})
-        first_at = {address: r["first_at"] for address, r in kept["recipients"].items()}
-        by_rule = stats["rejected"]["by_rule"]
-        injected = sum(by_rule.values())
-        attempts = stats["connections"]["total"]
-        latency = {phase: PhaseLatency(
-            count=late["count"], injected_p99_ms=late["injected_p99_ms"],
-            lateness_p50_ms=late["lateness_p50_ms"], lateness_p99_ms=late["lateness_p99_ms"],
-            bound_ms=late["lateness_bound_ms"]) for phase, late in stats["latency"].items()
-            if late["count"]}
-        smtp = SmtpFaults(attempts=attempts, received=stats["received"], injected=injected,
-                          injected_share=round(injected / attempts, 4) if attempts else None,
-                          by_rule=by_rule, latency=latency)
-        return Capture(counts, truncated=stats["received"] > kept["kept"]
-                       or faulted["truncated"], drain=drain, first_at=first_at,
-                       faulted=faulted["recipients"], smtp=smtp)
+        return SmtpApi(self.api_url).capture(drain)
 
     def _smtp_call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.api_url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.URLError as exc:  # an OSError: callers that can go on catch it
-            raise OSError(f"fakesmtp's API at {self.api_url} did not answer {method} {path}: "
-                          f"{exc.reason}") from None
+        return SmtpApi(self.api_url).call(method, path, body)
 
 
 class _BrowserProbe:

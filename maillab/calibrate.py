@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadtests.history import History, read_history
+from loadtests.historycheck import MIN_HISTORY, HistoryMismatch, check_history
 from loadtests.results import load_run
 from maillab.gate import Rule, check_rules, invalid_reasons, profile_rules
-from maillab.history import History, read_history
-from maillab.historycheck import MIN_HISTORY, HistoryMismatch, check_history
 
 FILE = "calibration.json"
 RUNS = "runs"
@@ -195,5 +195,5 @@ def summary(calibration: Calibration) -> list[str]:
         lines.append(f"history check: no run had {MIN_HISTORY} earlier runs to be judged "
                      "against")
     lines.append(f"the gate as CI runs it would have failed {r['gate_failed_runs']} of "
-                 f"{r['runs']} runs; with nothing changed between them, each is a false alarm")
+                 f"{r['runs']} runs: each a false alarm where the runs are of one build")
     return lines

@@ -28,8 +28,8 @@ from collections.abc import Sequence
 
 from loadtests.profiles import Profile
 from loadtests.results import Capacity, CellResult, EndedBy
+from loadtests.summary import schedule_lost
 from loadtests.target import variant_info
-from maillab.summary import schedule_lost
 
 
 def slo_text(profile: Profile) -> str:

@@ -212,7 +212,7 @@ def _rate_list(ctx: click.Context, param: click.Parameter,
 def _add_to_history(console: Any, folder: Path | None, results: Results) -> None:
     """Append the finished run to the history; a history that cannot take it is said, and the
     run stands."""
-    from maillab.history import DEFAULT_DIR, HistoryError, append, entry_for
+    from loadtests.history import DEFAULT_DIR, HistoryError, append, entry_for
 
     where = folder or DEFAULT_DIR
     try:
@@ -443,7 +443,7 @@ def bench(profile_name: str, target_path: Path | None, variants: str | None,
     code = (_gate(run_dir, rules_file, baseline, junit_file=junit_file,
                   summary_file=summary_file,
                   history_dir=None if no_history else history_dir) if gate_after else 0)
-    from maillab.history import DEFAULT_DIR, HistoryError
+    from loadtests.history import DEFAULT_DIR, HistoryError
     from reports import build_report
 
     try:
@@ -514,15 +514,15 @@ def calibrate(runs: int, profile_name: str, target_path: Path | None, bench_args
                 raise click.BadParameter(f"{clash[0]} is set by calibrate itself",
                                          param_hint="--bench-args")
             profile = load_profile(profile_name)
-            if target_path is not None:
-                load_target(target_path)
+            target_name = load_target(target_path).name if target_path is not None \
+                else "maillab"
             folder = out or Path("results") / time.strftime("calibrate-%Y%m%d-%H%M%S")
             if folder.exists() and any(folder.iterdir()):
                 raise click.BadParameter(f"{folder} exists and is not empty",
                                          param_hint="--out")
             (folder / cal.RUNS).mkdir(parents=True)
             found = _calibrate(console, folder, runs, profile.name, profile_name, target_path,
-                               extra, rules, alpha, min_effect, said)
+                               target_name, extra, rules, alpha, min_effect, said)
     except (ProfileError, TargetError, RuleError, RunError, cal.CalibrationError) as exc:
         raise click.ClickException(str(exc)) from None
     for line in cal.summary(found):
@@ -531,13 +531,13 @@ def calibrate(runs: int, profile_name: str, target_path: Path | None, bench_args
 
 
 def _calibrate(console: Any, folder: Path, runs: int, name: str, profile: str,
-               target_path: Path | None, extra: list[str], rules: Any, alpha: float,
-               min_effect: float, said: Any) -> Any:
+               target_path: Path | None, target_name: str, extra: list[str], rules: Any,
+               alpha: float, min_effect: float, said: Any) -> Any:
+    from loadtests.history import read_history
     from maillab import calibrate as cal
-    from maillab.history import read_history
 
     found = cal.Calibration(folder=str(folder), profile=name,
-                            target=str(target_path or "maillab"), alpha=alpha,
+                            target=target_name, alpha=alpha,
                             min_effect=min_effect)
     started = time.monotonic()
     for index in range(1, runs + 1):
@@ -566,18 +566,21 @@ def _calibrate(console: Any, folder: Path, runs: int, name: str, profile: str,
 @cli.command()
 @click.option("--smtp-port", type=click.IntRange(1, 65535), default=8025, show_default=True)
 @click.option("--smtp-api-port", type=click.IntRange(1, 65535), default=8026, show_default=True)
-@click.option("--app-port", type=click.IntRange(1, 65530), default=8001, show_default=True,
-              help="The first variant's port; the others follow.")
 @click.option("--web-port", type=click.IntRange(1, 65535), default=8089, show_default=True,
               help="locust's web UI.")
-def ui(smtp_port: int, smtp_api_port: int, app_port: int, web_port: int) -> None:
-    """fakesmtp, every variant on its own port, and locust's web UI, until Ctrl-C."""
+@click.option("--inbox-deadline", type=click.FloatRange(1, 600), default=10.0,
+              show_default=True, help="Seconds a sign-up waits for its email before the Lab "
+                                      "tab counts it lost.")
+def ui(smtp_port: int, smtp_api_port: int, web_port: int, inbox_deadline: float) -> None:
+    """fakesmtp, every variant on its own port, and locust's web UI with the Lab tab, until
+    Ctrl-C."""
     from maillab.processes import Stopped
     from maillab.ui import UIError, run_ui
 
     run_dir = Path("results") / time.strftime("ui-%Y%m%d-%H%M%S")
     try:
-        run_ui(run_dir, smtp_port, smtp_api_port, app_port, web_port, click.echo)
+        run_ui(run_dir, smtp_port, smtp_api_port, web_port, click.echo,
+               locust_args=["--inbox-deadline", f"{inbox_deadline:g}"])
     except UIError as exc:
         raise click.ClickException(str(exc)) from None
     except (Stopped, KeyboardInterrupt):
@@ -621,10 +624,10 @@ def _gate(run_dir: Path, rules_file: Path | None, baseline: Path | None, alpha: 
     from rich.console import Console
     from rich.table import Table
 
+    from loadtests.history import HistoryError
+    from loadtests.historycheck import HistoryMismatch
     from loadtests.results import load_run
     from maillab.gate import RuleError, load_rules, run_gate
-    from maillab.history import HistoryError
-    from maillab.historycheck import HistoryMismatch
 
     try:
         load_run(run_dir)  # the run's target answers which variants the rules may name
@@ -877,7 +880,7 @@ def target_check(path: Path, variant: str | None) -> None:
 def history(ctx: click.Context, folder: Path | None) -> None:
     """The history of runs (one JSON line each in DIR/history.jsonl): list it, or add a run.
     A line that cannot be read is reported and skipped."""
-    from maillab.history import DEFAULT_DIR, HistoryError, read_history
+    from loadtests.history import DEFAULT_DIR, HistoryError, read_history
 
     ctx.obj = folder or DEFAULT_DIR
     if ctx.invoked_subcommand is not None:
@@ -908,7 +911,7 @@ def history(ctx: click.Context, folder: Path | None) -> None:
 @click.pass_obj
 def history_add(folder: Path, run_dir: Path) -> None:
     """Add an existing run (its results.json) to the history."""
-    from maillab.history import HistoryError, add_run
+    from loadtests.history import HistoryError, add_run
 
     try:
         entry = add_run(folder, run_dir)

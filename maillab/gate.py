@@ -517,8 +517,8 @@ def run_gate(run_dir: Path, rules: list[Rule] | None = None, baseline_dir: Path 
             keys = ", ".join(report.comparison.differing_keys)
             report.invalid.append(f"not comparable with {baseline_dir}: {keys} differ")
     if history_dir is not None:
-        from maillab.history import read_history
-        from maillab.historycheck import check_history
+        from loadtests.history import read_history
+        from loadtests.historycheck import check_history
 
         report.history = check_history(run.results, read_history(history_dir), alpha,
                                        min_effect, any_machine)

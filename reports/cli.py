@@ -14,7 +14,7 @@ import click
                                  "its gate judged it against, if any].")
 def report(run_dir: Path, history_dir: Path | None) -> None:
     """Write RUN_DIR/report.html (and RUN_DIR/charts/) from RUN_DIR/results.json."""
-    from maillab.history import HistoryError
+    from loadtests.history import HistoryError
     from reports import ReportError, build_report
 
     try:

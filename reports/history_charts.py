@@ -1,6 +1,6 @@
 """The report's history section: each gated figure of each cell over the runs of a history.
 
-The series are the ones ``maillab gate --history`` judges (maillab/historycheck.py): the same
+The series are the ones ``maillab gate --history`` judges (loadtests/historycheck.py): the same
 target, file hash, profile and machine, cells valid for the figure's question only, with the
 same change points (one PELT fit over the runs before this one). Each panel marks where a
 segment starts with that run's commit and draws this run on top, so a reader sees what the
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loadtests.history import History, read_history
+from loadtests.historycheck import COUNTS, TIMING, change_points, comparable
 from loadtests.results import Results
-from maillab.history import History, read_history
-from maillab.historycheck import COUNTS, TIMING, change_points, comparable
 from reports.data import ReportRun
 from reports.figures import Chart, absent, grid_shape, new_figure, panel_note, save
 from reports.style import style

@@ -1,7 +1,7 @@
 """Hand-made runs for the gate and report tests, written by the product's own writers.
 
 Samples go through :class:`loadtests.cellfiles.CellRecorder` (the format the locust user
-writes), figures through :func:`maillab.summary.summarize_cell` and results.json through
+writes), figures through :func:`loadtests.summary.summarize_cell` and results.json through
 :func:`loadtests.results.write_results`, so a test never types a file format again.
 """
 
@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from loadtests.cellfiles import CellKey, CellRecorder, Registration, Sample, read_samples
+from loadtests.environment import capture_environment
 from loadtests.profiles import Profile
 from loadtests.results import CellResult, Results, json_schema, parse_results
-from maillab.environment import capture_environment
-from maillab.summary import Capture, Observed, summarize_cell
+from loadtests.summary import Capture, Observed, summarize_cell
 
 
 def validate(document: dict[str, Any]) -> Results:

@@ -118,7 +118,7 @@ def slow_register(run_dir: Path, copy: Path, variant: str, factor: float) -> Pat
 
     from loadtests.cellfiles import REGISTER, CellRecorder, read_registrations, read_sample_rows
     from loadtests.results import load_run, write_results
-    from maillab.summary import request_stats
+    from loadtests.summary import request_stats
 
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("gate.json", "report.html"))
     run = load_run(copy)

@@ -1,4 +1,4 @@
-"""The history of runs (maillab/history.py): what a bench appends, `maillab history` and
+"""The history of runs (loadtests/history.py): what a bench appends, `maillab history` and
 `maillab history add`, and a damaged line reported and skipped."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
+from loadtests.history import FILE, SCHEMA, read_history
 from maillab.cli import cli
-from maillab.history import FILE, SCHEMA, read_history
 from tests.conftest import TinyRun
 from tests.test_gate import gate, rules_file, write_run
 
@@ -156,7 +156,7 @@ def test_a_history_of_another_machine_is_refused_in_one_line(tmp_path: Path) -> 
 def test_change_points_split_the_series_and_the_run_is_judged_by_the_last_segment() -> None:
     """A step up in the history (a slower build that was accepted) starts a new segment: the
     next run is judged against the new level, not the whole series."""
-    from maillab.historycheck import count_bound, last_segment
+    from loadtests.historycheck import count_bound, last_segment
 
     rng = np.random.default_rng(1)
     series = list(rng.normal(10, 0.2, 12)) + list(rng.normal(13, 0.2, 6))

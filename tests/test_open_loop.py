@@ -25,8 +25,8 @@ from loadtests.profiles import (
     profile_from_mapping,
 )
 from loadtests.results import CellResult
+from loadtests.summary import Capture, delivery
 from maillab.capacity import breach, capacity_rows, predicted_rps
-from maillab.summary import Capture, delivery
 from tests.runs import results_for, summarize
 
 RATE = 10.0

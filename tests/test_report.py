@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from loadtests.cellfiles import CellKey, Load, Sample
 from loadtests.results import load_run, parse_results, write_results
-from maillab.summary import calibrate
+from loadtests.summary import calibrate
 from reports import ReportError, build_report
 from reports.build import CHART_DIR
 from reports.cli import report

@@ -35,16 +35,16 @@ from loadtests.results import (
     load_run,
     parse_results,
 )
-from loadtests.target import sends_email
-from maillab.cli import cli
-from maillab.gate import compare, load_rules, parse_rule, run_gate
-from maillab.summary import (
+from loadtests.summary import (
     Capture,
     Observed,
     load_generator,
     summarize_cell,
     worth_another_attempt,
 )
+from loadtests.target import sends_email
+from maillab.cli import cli
+from maillab.gate import compare, load_rules, parse_rule, run_gate
 from reports import build_report
 from tests.runs import record_cell, results_for, summarize, validate
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,12 +33,9 @@ def get_json(url: str) -> dict:
 @pytest.mark.slow
 def test_ui_swarm_on_a_chosen_variant(tmp_path: Path) -> None:
     smtp, api, web = free_port(), free_port(), free_port()
-    app = free_port()
-    while any(port_in_use("127.0.0.1", app + i) for i in range(4)):
-        app = free_port()
     ui = subprocess.Popen(
         [sys.executable, "-m", "maillab", "ui", "--smtp-port", str(smtp), "--smtp-api-port",
-         str(api), "--app-port", str(app), "--web-port", str(web)],
+         str(api), "--web-port", str(web)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run_dirs: list[Path] = []
     try:
@@ -51,8 +49,10 @@ def test_ui_swarm_on_a_chosen_variant(tmp_path: Path) -> None:
             if "Ctrl-C stops everything" in line:
                 break
         assert any(f"http://127.0.0.1:{web}/" in line for line in lines)
-        assert any(f"sync            http://127.0.0.1:{app + 1}/register" in line
-                   for line in lines), lines
+        variant_ports = [int(found.group(1)) for line in lines if (found := re.search(
+            r"^(?:baseline|sync|threaded|queued|outbox) +http://127\.0\.0\.1:(\d+)/register",
+            line))]
+        assert len(variant_ports) == 5, lines
         run_dirs = list((tmp_path / "results").iterdir())
 
         started = post_form(f"http://127.0.0.1:{web}/swarm", {
@@ -104,5 +104,5 @@ def test_ui_swarm_on_a_chosen_variant(tmp_path: Path) -> None:
     assert ui.returncode == 0, output
     assert "every process it started is stopped" in output
     assert run_dirs and processes_of(run_dirs[0]) == []
-    for port in (smtp, api, web, app, app + 1, app + 2, app + 3):
+    for port in (smtp, api, web, *variant_ports):
         assert not port_in_use("127.0.0.1", port)

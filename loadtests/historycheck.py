@@ -34,8 +34,8 @@ import numpy as np
 import ruptures
 from scipy import stats
 
+from loadtests.history import History, fingerprint
 from loadtests.results import CellResult, HistoryCheck, HistoryReport, Results
-from maillab.history import History, fingerprint
 
 TIMING = ("register.p50_ms", "register.p95_ms", "time_to_inbox.p50_ms", "time_to_inbox.p95_ms")
 # figure -> the registrations it is a count of
