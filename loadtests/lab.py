@@ -258,7 +258,7 @@ class Lab:
             scenario = SMTP_ACTIONS[name]
             rules = [*scenario.faults, *scenario.window_faults]
             self._faults(rules)
-            return f"{scenario.summary} Rules: {'; '.join(rules)} (until lifted)"
+            return f"fakesmtp applies {'; '.join(rules)} from now until lifted"
         if name in PROCESS_ACTIONS:
             scenario = PROCESS_ACTIONS[name]
             if self.control is None:

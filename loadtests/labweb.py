@@ -156,6 +156,10 @@ def install_master(environment: Environment, lab: Lab,
     web_ui.template_args["extended_tabs"] = [TAB]
     web_ui.template_args["extended_tables"] = [TABLE]
     web_ui.template_args["lab_actions"] = actions_offered()
+    # The stock "Download Data" tab offers the run as a bench cell too.
+    web_ui.template_args["extended_csv_files"] = [
+        {"href": "./lab/run.zip", "title": "The last run as a bench cell (zip: samples, "
+                                           "registrations, results.json, report.html)"}]
     web_ui.template_args["lab_variants"] = [
         {"name": name, "summary": v.summary} for name, v in built_in().variants.items()]
     web_ui.template_args["lab_scenarios"] = start_scenarios()

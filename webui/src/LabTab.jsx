@@ -114,7 +114,8 @@ export default function LabTab() {
   const timeline = (state && state.timeline) || [];
   const since = state ? state.since : 0;
   const times = timeline.map((p) => clock(since + p.t));
-  const series = (key) => timeline.map((p, i) => [times[i], p[key] ?? 0]);
+  // A figure not measured yet (no email in yet) is a gap, not a zero.
+  const series = (key) => timeline.map((p, i) => [times[i], p[key] ?? null]);
   const markers = ((state && state.actions) || []).map((x) => clock(x.at));
   const consumer = (processes.consumers || [])[0];
 
