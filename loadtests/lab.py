@@ -178,6 +178,14 @@ class Lab:
         found["time_to_inbox"] = {"count": len(inbox),
                                   **{f"p{p}_ms": percentile(inbox, p) for p in (50, 95, 99)}}
         found["processes"] = self._processes()
+        d = found.get("delivery")
+        if d is not None:
+            # Live, an email not arrived may still sit in the variant's queue (a retry due
+            # later): at most the queue's depth of the missing are "still queued", the rest
+            # are lost. After the drain the queue is empty and "missing" is the bench's.
+            depth = found["processes"].get("queue_depth") or 0
+            d["still_queued"] = min(d["missing"], depth)
+            d["lost_silently"] = d["missing"] - d["still_queued"]
         # Nothing left that could still deliver: no sign-up waiting, no task queued (retries
         # included), no SMTP conversation open; until then "lost" may yet arrive (late).
         smtp_open = (found.get("smtp") or {}).get("open")
@@ -224,7 +232,7 @@ class Lab:
         timeline = self.window.timeline
         d = found.get("delivery") or {}
         timeline.append({"t": round(found["at"] - self.window.started_at, 1),
-                         "delivered": d.get("delivered"), "missing": d.get("missing"),
+                         "delivered": d.get("delivered"), "missing": d.get("lost_silently"),
                          "failed_visibly": d.get("failed_visibly"),
                          "in_flight": found["in_flight"],
                          "inbox_p50_ms": found["time_to_inbox"]["p50_ms"],

@@ -91,7 +91,7 @@ def wait_for(page: Any, what: str, check: Any, timeout_s: float = 45.0) -> None:
         page.wait_for_timeout(500)
     raise AssertionError(f"{what} within {timeout_s:g} s; the tab shows: "
                          f"{page.get_by_test_id('figure-delivered').inner_text()} delivered, "
-                         f"{page.get_by_test_id('figure-missing').inner_text()} lost, "
+                         f"{page.get_by_test_id('figure-lost_silently').inner_text()} lost, "
                          f"{page.get_by_test_id('figure-failed_visibly').inner_text()} failed")
 
 
@@ -139,14 +139,14 @@ def test_the_lab_tab_shows_what_an_outage_and_a_crash_cost(ui: Ui) -> None:
         # threaded at 10 sign-ups/s, from the lab's own start form.
         start(page, "threaded", "10")
         wait_for(page, "emails delivered", lambda: figure(page, "delivered") >= 10)
-        assert figure(page, "missing") == 0 and figure(page, "failed_visibly") == 0
+        assert figure(page, "lost_silently") == 0 and figure(page, "failed_visibly") == 0
         page.get_by_test_id("action-smtp-outage").click()
         wait_for(page, "threaded losing email to the outage",
-                 lambda: figure(page, "missing") >= 5)
+                 lambda: figure(page, "lost_silently") >= 5)
         requests, failures = register_failures(ui)
         assert requests > 0 and failures == 0  # every POST still answered "check your email"
         page.get_by_test_id("action-smtp-clear").click()
-        lost = figure(page, "missing")
+        lost = figure(page, "lost_silently")
         page.get_by_test_id("action-app-crash").click()
         wait_for(page, "sign-ups failing visibly while the app is down",
                  lambda: figure(page, "failed_visibly") >= 3)

@@ -33,7 +33,8 @@ const LABELS = {
 const BUCKETS = [
   ["delivered", "delivered", "the email reached the inbox"],
   ["in_flight", "in flight", "sign-ups still under way (waiting for their email)"],
-  ["missing", "lost silently", "told to check their email; it never came"],
+  ["lost_silently", "lost silently", "told to check their email; it never came (and is not in the queue)"],
+  ["still_queued", "still queued", "not arrived yet, but the queue still holds as many: a retry may deliver them"],
   ["failed_visibly", "failed visibly", "shown an error instead of 'check your email'"],
   ["refused", "refused", "the SMTP server refused the address for good (5xx)"],
   ["duplicates", "duplicated", "the same email arrived more than once"],
@@ -186,7 +187,7 @@ export default function LabTab() {
                 <TableCell>{new Date(x.at * 1000).toLocaleTimeString()}</TableCell>
                 <TableCell>{x.name}</TableCell>
                 <TableCell>{x.ok ? x.detail : `refused: ${x.detail}`}</TableCell>
-                <TableCell>{(d.missing ?? 0) - (x.counts.missing ?? 0)}</TableCell>
+                <TableCell>{(d.lost_silently ?? 0) - (x.counts.lost_silently ?? 0)}</TableCell>
                 <TableCell>{(d.failed_visibly ?? 0) - (x.counts.failed_visibly ?? 0)}</TableCell>
               </TableRow>
             ))}
