@@ -154,6 +154,7 @@ def test_the_lab_tab_shows_what_an_outage_and_a_crash_cost(ui: Ui) -> None:
                  .inner_text() == "running")
         log = page.get_by_test_id("action-log").inner_text()
         assert "smtp-outage" in log and "app-crash" in log and "SIGKILL" in log
+        page.mouse.move(0, 0)  # no tooltip over the picture
         page.screenshot(path=str(README_SHOT) if os.environ.get("MAILLAB_README_SHOT")
                         else str(ui.run_root.parent / "lab-tab.png"), full_page=True)
         final = stop(page, ui)
