@@ -106,6 +106,7 @@ def make_app(engine: Engine) -> web.Application:
             web.post("/api/reset", reset),
             web.get("/api/stats", get_stats),
             web.get("/api/faults", get_faults),
+            web.get("/api/attempts", get_attempts),
             web.get("/metrics", metrics),
         ]
     )
@@ -289,6 +290,13 @@ async def get_stats(request: web.Request) -> web.Response:
 
 async def get_faults(request: web.Request) -> web.Response:
     return web.json_response(request.app[ENGINE].stats.faults_by_recipient())
+
+
+async def get_attempts(request: web.Request) -> web.Response:
+    """Every SMTP transaction kept (fakesmtp/ledger.py), oldest first; ``to`` filters by a
+    recipient, accepted or refused."""
+    to = request.query.get("to") or None
+    return web.json_response(request.app[ENGINE].ledger.query(to))
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from fakesmtp.config import Config
 from fakesmtp.faults import FaultRule, FaultSet
 from fakesmtp.latency import LatencySpec
+from fakesmtp.ledger import Ledger
 from fakesmtp.stats import Stats
 from fakesmtp.store import MessageStore
 
@@ -36,6 +37,7 @@ class Engine:
         self.config = config
         self.store = store
         self.stats = Stats()
+        self.ledger = Ledger()  # every SMTP transaction, for tests (fakesmtp/ledger.py)
         self.faults = FaultSet(config.faults)
         self.sessions: set[OpenSession] = set()  # added and removed by the sessions themselves
         self._session_ids = itertools.count()
@@ -57,6 +59,7 @@ class Engine:
         self.store.clear()
         self.store.evicted = 0
         self.stats.reset()
+        self.ledger.clear()
         self.config = self.initial
         self.faults = FaultSet(self.initial.faults)
         self._session_ids = itertools.count()

@@ -30,6 +30,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from fakesmtp import replies
 from fakesmtp.engine import Engine
+from fakesmtp.ledger import Attempt, message_id
 from fakesmtp.tls import Credentials
 
 DEFAULT_DATA_SIZE_LIMIT = 10 * 1024 * 1024
@@ -76,6 +77,7 @@ class FaultySMTP(SMTP):
         self._drop_after_store = False  # an eom drop: store the message, then cut the reply
         self._fault_closed = False
         self._counted = False
+        self.attempt: Attempt | None = None  # the transaction under way (fakesmtp/ledger.py)
 
     @property
     def rng(self) -> random.Random:
@@ -96,6 +98,8 @@ class FaultySMTP(SMTP):
             self.engine.sessions.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self.attempt is not None:  # the connection went before the transaction ended
+            self.attempt.end("cut")
         if self._counted:
             self._counted = False
             self.engine.stats.connections_open -= 1
@@ -114,11 +118,16 @@ class FaultySMTP(SMTP):
         spec = engine.config.latency.get(phase)
         if spec is not None:
             await engine.delay(phase, spec, self.rng)
+        if self.attempt is not None:
+            self.attempt.enter(phase)
         if not engine.faults.rules:
             return None
         rule = engine.fault(phase, self.rng, recipients)
         if rule is None:
             return None
+        if self.attempt is not None and self.attempt.fault is None:
+            self.attempt.fault = f"{rule.id} at {phase}: " + (
+                f"reply {rule.reply.code}" if rule.reply is not None else rule.action)
         if rule.reply is not None:
             # An error instead of the banner ends the session too (we do not wait for QUIT).
             self._close_after_reply = rule.reply.closes or phase == "connect"
@@ -286,8 +295,14 @@ class FakeHandler:
         refused = address_refusal(address, envelope.smtp_utf8)
         if refused is not None:  # a protocol error: answered before the phase's latency
             return refused
+        if server.attempt is not None:  # a new MAIL on the same connection
+            server.attempt.end("abandoned")
+        server.attempt = self.engine.ledger.start(server._session_no)
+        server.attempt.mail_from = address
         status = await server.enter("mail")
         if status is not None:
+            server.attempt.end("refused")
+            server.attempt = None
             return status
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -302,14 +317,21 @@ class FakeHandler:
             return refused
         status = await server.enter("rcpt", (address,))
         if status is not None:
+            if server.attempt is not None:
+                server.attempt.refused[address] = status
             return status
+        if server.attempt is not None:
+            server.attempt.rcpt_tos.append(address)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return replies.S250_OK.line()
 
     async def handle_DATA(self, server: FaultySMTP, session: Session, envelope: Envelope) -> str:
         status = await server.enter("eom", envelope.rcpt_tos)
+        attempt, server.attempt = server.attempt, None
         if status is not None:
+            if attempt is not None:
+                attempt.end("refused")
             return status
         raw = envelope.original_content or b""
         peer = session.peer
@@ -321,6 +343,9 @@ class FakeHandler:
             f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or ""),
         )
         self.engine.stats.received += 1
+        if attempt is not None:
+            attempt.message_id = message_id(bytes(raw))
+            attempt.end("stored, then cut" if server._drop_after_store else "stored")
         if server._drop_after_store:
             # Delivered, but the client never hears so: the connection goes before the 250.
             server._drop_after_store = False
