@@ -20,7 +20,10 @@ timings, the fault it met, how it ended, the Message-ID that links a retry to it
 and the assertion helpers ``assert_delivered_once``, ``assert_no_email`` and
 ``assert_attempts`` list what did arrive and what was tried when they fail.
 
-Not here yet (issue 27): STARTTLS and AUTH.
+``--fakesmtp-tls`` (ini ``fakesmtp_tls``) makes the server a provider's submission port, as
+``maillab smtp --tls`` does: STARTTLS before mail, with a self-signed certificate
+(``fakesmtp.ca_file``); ``--fakesmtp-auth USER:PASSWORD`` (ini ``fakesmtp_auth``) adds AUTH.
+The settings helpers then carry both.
 """
 
 from __future__ import annotations
@@ -92,6 +95,10 @@ class Server:
     port: int
     api: str
     process: subprocess.Popen[bytes]
+    tls: bool = False
+    ca_file: str | None = None  # the self-signed certificate, for clients that verify
+    username: str | None = None
+    password: str | None = None
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -120,6 +127,22 @@ class FakeSmtp:
     @property
     def port(self) -> int:
         return self.server.port
+
+    @property
+    def tls(self) -> bool:
+        return self.server.tls
+
+    @property
+    def ca_file(self) -> str | None:
+        return self.server.ca_file
+
+    @property
+    def username(self) -> str | None:
+        return self.server.username
+
+    @property
+    def password(self) -> str | None:
+        return self.server.password
 
     # -- what arrived ---------------------------------------------------------------------
 
@@ -235,25 +258,49 @@ class FakeSmtp:
     # -- settings for the app under test ----------------------------------------------------
 
     def flask_mail_config(self) -> dict[str, Any]:
-        return {"MAIL_SERVER": self.host, "MAIL_PORT": self.port, "MAIL_USE_TLS": False,
-                "MAIL_USE_SSL": False, "MAIL_SUPPRESS_SEND": False, "TESTING": True}
+        return {"MAIL_SERVER": self.host, "MAIL_PORT": self.port, "MAIL_USE_TLS": self.tls,
+                "MAIL_USE_SSL": False, "MAIL_USERNAME": self.username,
+                "MAIL_PASSWORD": self.password, "MAIL_SUPPRESS_SEND": False, "TESTING": True}
 
     def flask_mailman_config(self) -> dict[str, Any]:
-        return {"MAIL_SERVER": self.host, "MAIL_PORT": self.port, "MAIL_USE_TLS": False,
-                "MAIL_USE_SSL": False, "MAIL_BACKEND": "smtp"}
+        return {"MAIL_SERVER": self.host, "MAIL_PORT": self.port, "MAIL_USE_TLS": self.tls,
+                "MAIL_USE_SSL": False, "MAIL_USERNAME": self.username,
+                "MAIL_PASSWORD": self.password, "MAIL_BACKEND": "smtp"}
 
     def django_settings(self) -> dict[str, Any]:
         return {"EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
-                "EMAIL_HOST": self.host, "EMAIL_PORT": self.port, "EMAIL_USE_TLS": False}
+                "EMAIL_HOST": self.host, "EMAIL_PORT": self.port, "EMAIL_USE_TLS": self.tls,
+                "EMAIL_HOST_USER": self.username or "",
+                "EMAIL_HOST_PASSWORD": self.password or ""}
 
 
-def _start() -> Server:
+def _start(tls_folder: str | None = None, auth: str | None = None) -> Server:
+    """fakesmtp on free loopback ports; with STARTTLS (a self-signed certificate written to
+    ``tls_folder``) and AUTH (``USER:PASSWORD``, passed in the environment) when asked."""
     smtp, api = _free_port(), _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fakesmtp", "--host", "127.0.0.1", "--port", str(smtp),
-         "--api-port", str(api), "--seed", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    argv = [sys.executable, "-m", "fakesmtp", "--host", "127.0.0.1", "--port", str(smtp),
+            "--api-port", str(api), "--seed", "1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("FAKESMTP_AUTH", None)
+    ca_file = username = password = None
+    if tls_folder is not None:
+        from pathlib import Path
+
+        from fakesmtp.tls import self_signed
+
+        cert, key = self_signed(Path(tls_folder))
+        argv += ["--tls", "--tls-cert", str(cert), "--tls-key", str(key)]
+        ca_file = str(cert)
+    if auth:
+        if tls_folder is None:
+            raise pytest.UsageError("--fakesmtp-auth needs --fakesmtp-tls (AUTH goes after "
+                                    "STARTTLS)")
+        username, _, password = auth.partition(":")
+        if not username or not password:
+            raise pytest.UsageError(f"--fakesmtp-auth: {auth!r} is not USER:PASSWORD")
+        env["FAKESMTP_AUTH"] = auth
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env=env)
     assert process.stdout is not None
     deadline = time.monotonic() + START_TIMEOUT_S
     seen = []
@@ -263,15 +310,22 @@ def _start() -> Server:
             break
         seen.append(line.strip())
         if re.search("HTTP API", line):
-            return Server("127.0.0.1", smtp, f"http://127.0.0.1:{api}", process)
+            return Server("127.0.0.1", smtp, f"http://127.0.0.1:{api}", process,
+                          tls=tls_folder is not None, ca_file=ca_file, username=username,
+                          password=password)
     process.kill()
     raise RuntimeError(f"fakesmtp did not start: {' | '.join(seen[-5:]) or 'no output'}")
 
 
 @pytest.fixture(scope="session")
-def fakesmtp_server() -> Iterator[Server]:
-    """One fakesmtp for the session (and per xdist worker), stopped at its end."""
-    server = _start()
+def fakesmtp_server(pytestconfig: pytest.Config,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One fakesmtp for the session (and per xdist worker), stopped at its end; with
+    STARTTLS and AUTH under --fakesmtp-tls and --fakesmtp-auth."""
+    tls = pytestconfig.getoption("fakesmtp_tls") or pytestconfig.getini("fakesmtp_tls")
+    auth = pytestconfig.getoption("fakesmtp_auth") or pytestconfig.getini("fakesmtp_auth")
+    server = _start(str(tmp_path_factory.mktemp("fakesmtp-tls")) if tls else None,
+                    auth or None)
     try:
         yield server
     finally:
@@ -289,6 +343,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "lognormal:p50=200ms,p99=2s)")
     parser.addini("fakesmtp_latency", "fakesmtp's default delay before it accepts a message",
                   default="0ms")
+    group.addoption("--fakesmtp-tls", action="store_true", default=False,
+                    help="fakesmtp offers STARTTLS and refuses mail before it (a provider's "
+                         "port 587), with a self-signed certificate")
+    parser.addini("fakesmtp_tls", "fakesmtp offers STARTTLS (see --fakesmtp-tls)",
+                  type="bool", default=False)
+    group.addoption("--fakesmtp-auth", default=None, metavar="USER:PASSWORD",
+                    help="fakesmtp refuses mail before AUTH with these credentials (needs "
+                         "--fakesmtp-tls)")
+    parser.addini("fakesmtp_auth", "fakesmtp's AUTH credentials, USER:PASSWORD", default="")
 
 
 def pytest_configure(config: pytest.Config) -> None:

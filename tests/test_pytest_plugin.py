@@ -237,3 +237,47 @@ def test_the_ledger_reads_a_message_id_from_the_header_only() -> None:
     assert message_id(b"message-id:\n <folded@x>\nSubject: b\n\nbody") == "<folded@x>"
     assert message_id(b"Subject: c\r\n\r\nMessage-ID: <in the body@x>") is None
     assert message_id(b"") is None
+
+
+def test_starttls_and_auth_as_a_providers_port(pytester: pytest.Pytester) -> None:
+    result = run(pytester, '''
+import ssl
+
+
+def test_login_then_send(fakesmtp, fakesmtp_address):
+    assert fakesmtp.tls and fakesmtp.username == "shop"
+    assert fakesmtp.flask_mail_config()["MAIL_USE_TLS"] is True
+    assert fakesmtp.django_settings()["EMAIL_HOST_PASSWORD"] == "s3cret-pw"
+    context = ssl.create_default_context(cafile=fakesmtp.ca_file)
+    with smtplib.SMTP(fakesmtp.host, fakesmtp.port, timeout=5) as smtp:
+        smtp.starttls(context=context)
+        smtp.login(fakesmtp.username, fakesmtp.password)
+        smtp.sendmail("app@example.test", [fakesmtp_address], "Subject: hi\\r\\n\\r\\nhi")
+    fakesmtp.assert_delivered_once(fakesmtp_address)
+
+
+def test_plain_mail_is_refused(fakesmtp, fakesmtp_address):
+    with pytest.raises(smtplib.SMTPSenderRefused, match="530"):
+        send(fakesmtp, fakesmtp_address)
+''', "--fakesmtp-tls", "--fakesmtp-auth", "shop:s3cret-pw")
+    result.assert_outcomes(passed=2)
+
+
+def test_a_bad_tls_setting_is_named(pytester: pytest.Pytester) -> None:
+    result = run(pytester, "def test_x(fakesmtp):\n    pass\n", "--fakesmtp-auth", "shop:pw")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*--fakesmtp-auth needs --fakesmtp-tls*"])
+
+
+def test_the_latency_method_slows_the_next_message(pytester: pytest.Pytester) -> None:
+    result = run(pytester, '''
+import time
+
+
+def test_latency(fakesmtp, fakesmtp_address):
+    fakesmtp.latency("250ms")
+    started = time.monotonic()
+    send(fakesmtp, fakesmtp_address)
+    assert time.monotonic() - started >= 0.25
+''')
+    result.assert_outcomes(passed=1)
