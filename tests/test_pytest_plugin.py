@@ -281,3 +281,16 @@ def test_latency(fakesmtp, fakesmtp_address):
     assert time.monotonic() - started >= 0.25
 ''')
     result.assert_outcomes(passed=1)
+
+
+def test_bad_settings_and_rules_are_named(pytester: pytest.Pytester) -> None:
+    result = run(pytester, '''
+def test_bad_rule(fakesmtp):
+    fakesmtp.fault("id=x,phase=nowhere,reply=451")
+''')
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*fakesmtp refused PATCH /api/config: *phase*nowhere*"])
+    result = run(pytester, "def test_x(fakesmtp):\n    pass\n", "--fakesmtp-tls",
+                 "--fakesmtp-auth", "no-colon")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*--fakesmtp-auth: 'no-colon' is not USER:PASSWORD*"])
