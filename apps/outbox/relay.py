@@ -255,11 +255,14 @@ class _Listener:
         import psycopg
 
         url = app.extensions["maillab.db"].engine.url.set(drivername="postgresql")
+        connection = None
         try:
             connection = psycopg.connect(url.render_as_string(hide_password=False),
                                          autocommit=True)
             connection.execute(f"LISTEN {CHANNEL}")
         except psycopg.Error as exc:
+            if connection is not None:  # connected, but LISTEN failed: not left to the GC
+                connection.close()
             log.warning("cannot LISTEN on PostgreSQL, polling instead: %s", exc)
             return None
         return cls(connection)
