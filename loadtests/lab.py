@@ -24,7 +24,6 @@ the master every 2 s; locust's reset clears them everywhere and starts a new win
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -38,6 +37,8 @@ from loadtests.scenarios import SCENARIOS
 from loadtests.stats import percentile
 
 LOG = logging.getLogger("maillab.lab")
+# The lab's build of locust's web UI (make webui); locust's stock UI where it is not built.
+WEBUI_BUILD = Path(__file__).resolve().parent.parent / "webui" / "dist"
 PERIOD_S = 2.0
 MESSAGE = "maillab_lab"  # worker -> master: finished sign-ups and the count in flight
 TIMELINE_POINTS = 1800  # an hour at one point per 2 s; older points are thinned
@@ -301,6 +302,3 @@ def actions_offered() -> list[dict[str, str]]:
         {"name": name, "summary": s.summary, "kind": "process"}
         for name, s in PROCESS_ACTIONS.items()]
 
-
-def dump(path: Path, figures: dict[str, Any]) -> None:
-    path.write_text(json.dumps(figures, indent=1, default=str))

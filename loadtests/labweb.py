@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import gevent
@@ -29,6 +28,7 @@ from loadtests.lab import (
     LOG,
     MESSAGE,
     PERIOD_S,
+    WEBUI_BUILD,
     ActionError,
     Lab,
     actions_offered,
@@ -38,7 +38,6 @@ from loadtests.lab import (
 from loadtests.scenarios import CLEAN, SCENARIOS
 from loadtests.target import built_in
 
-WEBUI_BUILD = Path(__file__).resolve().parent.parent / "webui" / "dist"
 TAB = {"title": "Lab", "key": "lab"}
 # The stock UI's table of the tab: one row per figure.
 TABLE = {"key": "lab", "structure": [{"key": "name", "title": "figure"},

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from loadtests.lab import WEBUI_BUILD
 from loadtests.target import built_in
 from maillab.bench import LOCUSTFILE
 from maillab.ports import PortInUse, free_port, require_free
@@ -33,7 +34,6 @@ from maillab.targetrun import Recipe, Sizing, Smtp, recipes
 from maillab.targetrun import start as start_recipe
 
 UI_PASSWORD_HASH = "pbkdf2:sha256:1000"
-WEBUI_BUILD = Path(__file__).resolve().parent.parent / "webui" / "dist"
 
 
 class UIError(RuntimeError):

@@ -22,11 +22,12 @@ from typing import Any
 
 import pytest
 
+from loadtests.lab import WEBUI_BUILD
 from maillab.ports import free_port, port_in_use
 from tests.conftest import chromium_or_skip
 from tests.test_bench import processes_of
 
-WEBUI = Path(__file__).resolve().parent.parent / "webui" / "dist" / "index.html"
+WEBUI = WEBUI_BUILD / "index.html"
 README_SHOT = Path(__file__).resolve().parent.parent / "docs" / "lab-tab.png"
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from signup import create_app
 
 
