@@ -253,9 +253,13 @@ class FakeSMTP:
         if self._smtp_server is not None:
             self._smtp_server.close()
         if self._engine is not None:
+            # abort, not close: a STARTTLS session's close() starts a TLS goodbye that would
+            # outlive the loop, leaving the socket's own transport open when the loop closes.
             for session in list(self._engine.sessions):
-                if session.transport is not None:
-                    session.transport.close()
+                for transport in (session.transport,
+                                  getattr(session, "_original_transport", None)):
+                    if transport is not None:
+                        transport.abort()
             self._store.wake_all()
         if self._runner is not None:
             await self._runner.cleanup()

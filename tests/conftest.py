@@ -88,9 +88,10 @@ def sink(sink_factory: Callable[..., Sink]) -> Sink:
 
 
 @pytest.fixture
-def make_app(tmp_path: Path, sink: Sink) -> Callable[..., Flask]:
+def make_app(tmp_path: Path, sink: Sink) -> Iterator[Callable[..., Flask]]:
     """Build an app for a variant, in its own instance folder, sending to ``sink``."""
     count = 0
+    built: list[Flask] = []
 
     def build(variant: str, **config: Any) -> Flask:
         nonlocal count
@@ -104,9 +105,16 @@ def make_app(tmp_path: Path, sink: Sink) -> Callable[..., Flask]:
             "QUEUE_RETRY_DELAY": 0.2,
         }
         settings.update(config)
-        return create_app(variant, settings)
+        app = create_app(variant, settings)
+        built.append(app)
+        return app
 
-    return build
+    yield build
+    # After the consumers (run_consumer is requested later, so torn down first): a pool's
+    # open connections (psycopg) would otherwise warn when a later test's garbage collection
+    # frees them, and fail that test under filterwarnings=error.
+    for app in built:
+        close_database(app)
 
 
 @pytest.fixture

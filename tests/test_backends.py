@@ -16,24 +16,31 @@ from tests.services import postgres_database, redis_server
 from tests.smtp_sink import Sink
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    # A fixture requested first, so the database is dropped after the consumer has stopped
+    # and make_app has closed the app's pool.
+    with postgres_database() as url:
+        yield url
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("variant_name", ["sync", "queued", "outbox"])
-def test_flow_on_postgresql(variant_name: str, make_app: Callable[..., Flask], sink: Sink,
+def test_flow_on_postgresql(postgres_url: str, variant_name: str,
+                            make_app: Callable[..., Flask], sink: Sink,
                             run_consumer: Callable[..., Any]) -> None:
-    with postgres_database() as url:
-        app = make_app(variant_name, DATABASE_URL=url)
-        if variant_name != "sync":
-            run_consumer(app)
-        client = app.test_client()
-        assert app.extensions["maillab.db"].engine.dialect.name == "postgresql"
-        first = register_json(client, "pg@maillab.test")
-        again = register_json(client, "pg@maillab.test")
-        assert first.status_code == again.status_code == 202
-        messages = sink.handler.wait_for("pg@maillab.test", count=2)
-        path = path_of(messages[0].links[0])
-        assert client.get(path).status_code == 200
-        assert client.get(path).status_code == 409
-        app.extensions["maillab.db"].engine.dispose()
+    app = make_app(variant_name, DATABASE_URL=postgres_url)
+    if variant_name != "sync":
+        run_consumer(app)
+    client = app.test_client()
+    assert app.extensions["maillab.db"].engine.dialect.name == "postgresql"
+    first = register_json(client, "pg@maillab.test")
+    again = register_json(client, "pg@maillab.test")
+    assert first.status_code == again.status_code == 202
+    messages = sink.handler.wait_for("pg@maillab.test", count=2)
+    path = path_of(messages[0].links[0])
+    assert client.get(path).status_code == 200
+    assert client.get(path).status_code == 409
 
 
 @pytest.fixture
