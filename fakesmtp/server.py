@@ -258,8 +258,9 @@ class FakeSMTP:
             for session in list(self._engine.sessions):
                 for transport in (session.transport,
                                   getattr(session, "_original_transport", None)):
-                    if transport is not None:
-                        transport.abort()
+                    abort = getattr(transport, "abort", None)  # uvloop's are no asyncio ABC
+                    if abort is not None:
+                        abort()
             self._store.wake_all()
         if self._runner is not None:
             await self._runner.cleanup()

@@ -68,15 +68,19 @@ def start_scenarios() -> list[dict[str, str]]:
         for name, s in SCENARIOS.items() if name == CLEAN or s.faults or s.window_faults]
 
 
+def _variant_hosts(environment: Environment) -> dict[str, str]:
+    """``--variant-hosts``: variant -> URL, as maillab ui started them (empty without it)."""
+    text = str(getattr(environment.parsed_options, "variant_hosts", "") or "")
+    return dict(pair.split("=", 1) for pair in text.split(",") if "=" in pair)
+
+
 def swarm_form(form: Any, environment: Environment) -> dict[str, str]:
     """The lab's start form checked field by field and turned into locust's /swarm form."""
     from locust.util.timespan import parse_timespan
 
     from fakesmtp.latency import LatencyError, parse_latency
 
-    options = environment.parsed_options
-    hosts = dict(pair.split("=", 1) for pair in
-                 str(getattr(options, "variant_hosts", "") or "").split(",") if "=" in pair)
+    hosts = _variant_hosts(environment)
     variant = form.get("variant", "")
     if hosts and variant not in hosts:
         raise FieldError(f"variant: {variant!r} is not one of {', '.join(hosts)}")
@@ -159,8 +163,10 @@ def install_master(environment: Environment, lab: Lab,
     web_ui.template_args["extended_csv_files"] = [
         {"href": "./lab/run.zip", "title": "The last run as a bench cell (zip: samples, "
                                            "registrations, results.json, report.html)"}]
+    hosts = _variant_hosts(environment)  # the variants maillab ui started
     web_ui.template_args["lab_variants"] = [
-        {"name": name, "summary": v.summary} for name, v in built_in().variants.items()]
+        {"name": name, "summary": v.summary} for name, v in built_in().variants.items()
+        if not hosts or name in hosts]
     web_ui.template_args["lab_scenarios"] = start_scenarios()
     options = environment.parsed_options
     web_ui.template_args["lab_defaults"] = {

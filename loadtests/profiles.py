@@ -71,8 +71,8 @@ from typing import Any
 from loadtests.arrivals import KINDS as ARRIVALS
 from loadtests.arrivals import MAX_RATE, valid_rate
 from loadtests.cellfiles import CellKey, grid
-from loadtests.scenarios import CLEAN, PLAIN, SCENARIOS, SMTP_MODES
-from loadtests.target import known_variants
+from loadtests.scenarios import BROKER_RESTART, CLEAN, PLAIN, SCENARIOS, SMTP_MODES
+from loadtests.target import known_variants, variant_info
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -202,6 +202,11 @@ class Profile:
             if name not in SCENARIOS:
                 fail("scenarios", f"has unknown scenario {name!r}; choose from "
                      f"{', '.join(SCENARIOS)}")
+        if BROKER_RESTART in self.scenarios and self.queue != "redis":
+            on_queue = [v for v in self.variants if variant_info(v).broker == "queue"]
+            if on_queue:
+                fail("scenarios", f"has {BROKER_RESTART}, which restarts the queue's server: "
+                     f"{', '.join(on_queue)} need queue = \"redis\" (a SQLite queue is a file)")
         if not self.smtp or len(set(self.smtp)) != len(self.smtp):
             fail("smtp", "must be a non-empty list without repeats")
         for mode in self.smtp:

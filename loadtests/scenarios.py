@@ -5,7 +5,8 @@ run. The SMTP scenarios give fakesmtp fault rules for the whole cell (``faults``
 window in its middle (``window_faults``), so every delivery the app attempts meets them
 whatever the variant; fakesmtp's capture stays the ground truth of what arrived. The process
 scenarios have the runner signal the app or the consumer in the middle of the cell and start
-it again a few seconds later (``maillab.bench``).
+it again a few seconds later (``maillab.bench``); ``broker-restart`` does the same to the
+run's queue server (``maillab.services``).
 
 Beside the scenario, a cell has an SMTP mode (``smtp = [...]`` in a profile, :data:`SMTP_MODES`):
 ``plain`` SMTP, or ``starttls+auth``, fakesmtp as a provider's submission port (587): STARTTLS
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from loadtests.target import variant_info
 
 CLEAN = "clean"
+BROKER_RESTART = "broker-restart"
 PLAIN = "plain"
 STARTTLS_AUTH = "starttls+auth"
 SMTP_MODES: dict[str, str] = {
@@ -36,7 +38,10 @@ class Scenario:
     faults: tuple[str, ...] = ()  # fakesmtp rules for the whole cell
     window_faults: tuple[str, ...] = ()  # fakesmtp rules for the middle third of the window
     needs_consumer: bool = False  # only variants with a consumer process run it
-    kill: str | None = None  # "app" or "consumer": signalled in the middle of the window
+    needs_broker: bool = False  # only variants whose email waits in a broker run it
+    # "app", "consumer" or "broker" (the server the variant's email waits in): signalled in
+    # the middle of the window
+    kill: str | None = None
     signal: int = signal.SIGKILL  # SIGKILL: a crash; SIGTERM: a graceful stop (a deploy)
     restart_after_s: float = 3.0  # then started again, as a process manager would
     # The signal goes to the process alone, not its group, and nothing is started again: the
@@ -49,7 +54,8 @@ class Scenario:
         if self.name == CLEAN:
             return True
         info = variant_info(variant)
-        return info.sends_email and (not self.needs_consumer or info.consumer is not None)
+        return (info.sends_email and (not self.needs_consumer or info.consumer is not None)
+                and (not self.needs_broker or info.broker is not None))
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -86,6 +92,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "(SIGINT: Huey's graceful stop, whose SIGTERM stops at once; the relay's too) in "
              "the middle of the cell and started again 3 s later.", kill="consumer",
              signal=signal.SIGINT, needs_consumer=True),
+    Scenario(BROKER_RESTART, "The server the email waits in (Redis or RabbitMQ) is stopped "
+             "(SIGTERM, its own clean shutdown, which keeps what it stores on disk) in the "
+             "middle of the cell and started again 3 s later: sign-ups meanwhile cannot hand "
+             "their email over, and what the consumer was running cannot be acknowledged.",
+             kill="broker", signal=signal.SIGTERM, needs_broker=True),
 )}
 
 

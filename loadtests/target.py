@@ -60,6 +60,8 @@ LAB_PLACEHOLDERS = {
     "smtp_password": "the SMTP password (or empty)", "smtp_ca_file": "the run's CA certificate",
     "database_url": "a fresh database per cell", "instance_dir": "a fresh folder per cell",
     "queue_url": "the consumer's queue (Huey on Redis in the scale profile, else empty)",
+    "redis_url": "a private redis-server for the run (a variant whose broker is \"redis\")",
+    "rabbitmq_url": "a private RabbitMQ for the run (a variant whose broker is \"rabbitmq\")",
     "password_hash": "the profile's password hashing (maillab's own variants)",
     "python": "the lab's Python interpreter",
 }
@@ -147,6 +149,16 @@ class Database(_Model):
     reset: str | None = None
 
 
+class Documented(_Model):
+    """What a variant's own documentation says happens to its email in one scenario; the
+    report holds the cell's counts to it and says plainly where they differ."""
+
+    lost: Literal["none", "some"] | None = None  # lost silently within the cell
+    duplicates: Literal["none", "maybe"] | None = None
+    says: str  # the claim, in a sentence
+    source: str | None = None  # where it is said (a URL)
+
+
 class Variant(_Model):
     summary: str = ""
     sends_email: bool = True
@@ -159,6 +171,23 @@ class Variant(_Model):
     processes: list[str] = []
     command: str | None = None  # overrides [app].command
     env: dict[str, str] = {}    # added to [app].env
+    # The server its email waits in, which broker-restart stops and starts: "redis" or
+    # "rabbitmq" (a private one for the run, ${redis_url} / ${rabbitmq_url}), or "queue" (the
+    # profile's queue, a server only when queue = "redis").
+    broker: Literal["queue", "redis", "rabbitmq"] | None = None
+    # scenario name -> what the variant's documentation says happens in it
+    documented: dict[str, Documented] = {}
+
+    @field_validator("documented")
+    @classmethod
+    def _scenarios(cls, value: dict[str, Documented]) -> dict[str, Documented]:
+        from loadtests.scenarios import SCENARIOS  # scenarios reads variants: imported late
+
+        for name in value:
+            if name not in SCENARIOS:
+                raise ValueError(f"documented: unknown scenario {name!r}; known: "
+                                 f"{', '.join(SCENARIOS)}")
+        return value
 
     @property
     def consumer(self) -> str | None:

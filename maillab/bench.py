@@ -15,6 +15,7 @@ whatever happened: Ctrl-C, SIGTERM, or a child that died, which stops the run wi
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import shutil
@@ -385,18 +386,20 @@ class Bench:
                                          profile.measured_s(key), app, sampler)
         deadline = time.monotonic() + run_time + stop_timeout + 60
         while locust.popen.poll() is None:
+            if scenario.kill == "broker":
+                self._restart_exited(app, sampler)
             self.supervisor.check(app.watched(), when="during the cell")
             while actions and actions[0][0] <= time.time():
-                _, what, act = actions.pop(0)
-                try:
-                    act()
-                    self.fault_ended_at = time.time()  # the last action ends the fault
-                except (OSError, ProcessError) as exc:  # the cell is invalid, with the reason
-                    what = f"could not apply the scenario ({what}): {exc}"
-                self.events.append(ScenarioEvent(at=round(time.time(), 3), what=what))
+                self._act(*actions.pop(0)[1:])
             if time.monotonic() > deadline:
                 raise BenchError(f"locust did not finish in time; see {locust.log_path}")
             time.sleep(0.2)
+        # A window shorter than kill + restart: what is down comes back now, as a process
+        # manager would bring it back, so the drain can deliver what waits.
+        for _, what, act in actions:
+            self._act(what + " (after the load ended)", act)
+        if scenario.kill == "broker":
+            self._restart_exited(app, sampler)
         code = locust.popen.returncode
         sampler.load_ended_now()
         self.supervisor.stop(locust)
@@ -407,6 +410,28 @@ class Bench:
         if not (cell_dir / cellfiles.SAMPLES_FILE).exists():
             raise BenchError(f"locust wrote no samples (exit {code}); see {locust.log_path}")
         return code, merged, browser_figures
+
+    def _restart_exited(self, app: _App, sampler: CellSampler | None) -> None:
+        """A consumer that exited on its own while its broker was away is started again and
+        the event recorded, as a process manager (systemd's Restart=) would: what the exit
+        cost shows in the counts, and the run goes on. (Seen: a Celery worker with late acks
+        on Redis stops with "Unrecoverable error" when Redis goes away.)"""
+        for index, child in enumerate(app.children):
+            if index and index not in app.down and not child.alive():
+                code = child.popen.returncode
+                self._act(f"{app.recipes[index].name} exited on its own (exit {code}); started "
+                          "again, as a process manager would",
+                          functools.partial(self._restart, app, index, sampler))
+
+    def _act(self, what: str, act: Callable[[], None]) -> None:
+        """Do one scenario action and record it; one that fails is recorded with the reason
+        (which makes the cell invalid)."""
+        try:
+            act()
+            self.fault_ended_at = time.time()  # the last action ends the fault
+        except (OSError, ProcessError) as exc:
+            what = f"could not apply the scenario ({what}): {exc}"
+        self.events.append(ScenarioEvent(at=round(time.time(), 3), what=what))
 
     def _scenario_actions(self, scenario: Scenario, started: float, warmup_s: float,
                           measured_s: float, app: _App | None = None,
@@ -427,7 +452,17 @@ class Bench:
             actions += [(begin, f"SMTP faults on: {'; '.join(scenario.window_faults)}",
                          faults(scenario.faults + scenario.window_faults)),
                         (end, "SMTP faults off", faults(scenario.faults))]
-        if scenario.kill is not None and app is not None:
+        if scenario.kill == "broker" and app is not None:
+            at = started + warmup_s + measured_s / 2
+            try:
+                broker = self.services.broker_for(app.recipes[0].name)
+            except ServiceError as exc:
+                raise BenchError(str(exc)) from None
+            how = signal.Signals(scenario.signal).name
+            actions += [(at, f"{how} to the {broker.kind} broker", broker.stop),
+                        (at + scenario.restart_after_s, f"{broker.kind} broker started again",
+                         broker.start)]
+        elif scenario.kill is not None and app is not None:
             index = 0 if scenario.kill == "app" else 1
             at = started + warmup_s + measured_s / 2
             name = app.recipes[index].name

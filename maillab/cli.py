@@ -114,6 +114,48 @@ def worker(threads: int | None, metrics_port: int, verbose: bool) -> None:
     _say_stopped("worker", stats.stats(), "the queue")
 
 
+@cli.command("celery-worker")
+@click.option("--threads", default=None, type=click.IntRange(1, 1024),
+              help="Threads running tasks [default: MAILLAB_WORKER_THREADS, 4].")
+@click.option("--metrics-port", default=0, type=click.IntRange(0, 65535),
+              help="Serve the worker's Prometheus metrics on 127.0.0.1:PORT (0: off).")
+@click.option("-v", "--verbose", is_flag=True, help="Log every task.")
+def celery_worker(threads: int | None, metrics_port: int, verbose: bool) -> None:
+    """Consume the celery variant's email tasks (a Celery worker, threads pool).
+
+    SIGINT or SIGTERM is Celery's warm shutdown: running tasks finish, nothing more is taken."""
+    from apps.celery.worker import build_worker
+    from apps.queued.queue import shown
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if metrics_port:
+        _check_port("127.0.0.1", metrics_port, "--metrics-port")
+    app = _build_app("celery")
+    cfg = app.config
+    count = threads or cfg["WORKER_THREADS"]
+    timeout = cfg["CELERY_VISIBILITY_TIMEOUT"]
+
+    def ready() -> None:
+        click.echo(f"maillab celery-worker consuming {shown(cfg['CELERY_BROKER_URL'])} with "
+                   f"{count} threads, {cfg['CELERY_ACKS']} acks"
+                   + (f", visibility timeout {timeout:g} s" if timeout else "")
+                   + f", SMTP {cfg['SMTP_HOST']}:{cfg['SMTP_PORT']}"
+                   + (f", metrics on http://127.0.0.1:{metrics_port}/metrics"
+                      if metrics_port else ""))
+        sys.stdout.flush()
+
+    try:
+        worker, stats = build_worker(app, count, ready, "INFO" if verbose else "WARNING")
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    _serve_metrics(metrics_port, stats)
+    try:
+        worker.start()  # Celery ends a warm shutdown with SystemExit
+    finally:
+        _say_stopped("celery-worker", stats.stats(), "the broker")
+
+
 @cli.command()
 @click.option("--threads", default=None, type=click.IntRange(1, 1024),
               help="Sending threads [default: MAILLAB_WORKER_THREADS, 4].")
@@ -852,8 +894,9 @@ def target() -> None:
 
 @target.command("check")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--variant", default=None, help="Walk this variant only (default: each).")
-def target_check(path: Path, variant: str | None) -> None:
+@click.option("--variant", "variants", multiple=True,
+              help="Walk this variant only; repeat for more (default: each).")
+def target_check(path: Path, variants: tuple[str, ...]) -> None:
     """Start the target in PATH (a maillab.toml, a pyproject.toml with [tool.maillab], or
     their folder) once per variant, walk one sign-up step by step and print what each step
     got, then stop everything. Exit 1 when a sign-up did not go through."""
@@ -863,7 +906,7 @@ def target_check(path: Path, variant: str | None) -> None:
 
     try:
         found = load_target(path)
-        ok = run_check(found, variant, click.echo)
+        ok = run_check(found, list(variants), click.echo)
     except (TargetError, CheckFailed) as exc:
         raise click.ClickException(str(exc)) from None
     except Stopped as exc:

@@ -1,10 +1,11 @@
 """The servers a bench profile asks for: PostgreSQL for the app's users and outbox, Redis for
-queued's Huey. SQLite needs none (a file per cell in the cell's folder).
+queued's Huey and for Celery, RabbitMQ for Celery. SQLite needs none (a file per cell in the
+cell's folder).
 
-- **Redis**: a private ``redis-server`` on a free loopback port for the run (nothing on disk),
-  started and stopped by the run like every other child; or the server at ``--queue-url``.
-  Each cell starts with an empty queue (Huey's own ``flush`` of its queue), so no email from
-  one cell is delivered in the next.
+- **Redis** and **RabbitMQ**: private servers on free loopback ports for the run
+  (:mod:`maillab.brokers`), started when a variant of the profile needs one and stopped by the
+  run like every other child; for queued's Huey, also the Redis at ``--queue-url``. Each cell
+  starts with empty queues, so no email from one cell is delivered in the next.
 - **PostgreSQL**: the server at ``--database-url`` or ``$MAILLAB_POSTGRES_URL`` (default the
   local server, ``postgres`` on 127.0.0.1:5432, as Debian's package runs it); the run makes a
   fresh database on it for each cell and drops it afterwards. ``make services`` starts the
@@ -16,7 +17,7 @@ What is missing is said in one line naming the setting, before any cell runs.
 from __future__ import annotations
 
 import os
-import shutil
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from loadtests.profiles import Profile
-from maillab.ports import free_port
-from maillab.processes import ManagedProcess, Supervisor
+from loadtests.target import variant_info
+from maillab.brokers import Broker, BrokerUnavailable, celery_url, clear, start_broker
+from maillab.processes import ProcessError, Supervisor
 
 POSTGRES_ENV = "MAILLAB_POSTGRES_URL"
 POSTGRES_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -35,6 +37,8 @@ POSTGRES_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 class CellServices:
     database_url: str | None
     queue_url: str | None
+    redis_url: str | None = None  # the private redis-server (Celery's database on it)
+    rabbitmq_url: str | None = None  # the private RabbitMQ
 
 
 class ServiceError(RuntimeError):
@@ -51,7 +55,7 @@ class Services:
     supervisor: Supervisor
     database_url: str | None = None  # a PostgreSQL server given on the command line
     queue_url: str | None = None  # a Redis server given on the command line
-    redis: ManagedProcess | None = None
+    brokers: dict[str, Broker] = field(default_factory=dict)  # the private ones, by kind
     _database: str | None = None  # the current cell's database
     described: dict[str, str] = field(default_factory=dict)  # what each is, for the record
 
@@ -63,6 +67,15 @@ class Services:
     def redis_queue(self) -> bool:
         return self.profile.queue == "redis" or bool(self.queue_url)
 
+    def wanted_brokers(self) -> list[str]:
+        """The private servers the profile's variants need: Redis for a redis queue given no
+        --queue-url, and each variant's own broker."""
+        kinds = {variant_info(v).broker for v in self.profile.variants}
+        wanted = {k for k in kinds if k in ("redis", "rabbitmq")}
+        if self.redis_queue and self.queue_url is None:
+            wanted.add("redis")
+        return sorted(wanted)
+
     def start(self) -> None:
         if self.postgres:
             admin = self._admin_url()
@@ -71,10 +84,24 @@ class Services:
             self.described["database"] = f"PostgreSQL {version} at {_shown(admin)}"
         else:
             self.described["database"] = "SQLite, a file per cell"
+        for kind in self.wanted_brokers():
+            try:
+                self.brokers[kind] = start_broker(kind, self.supervisor, self.run_dir / kind)
+            except BrokerUnavailable as exc:
+                raise ServiceError(f"{exc}; the profile's variants need it") from None
+            except ProcessError as exc:
+                raise ServiceError(f"the private {kind} did not start: {exc}") from None
+        if "rabbitmq" in self.brokers:
+            self.described["rabbitmq"] = (f"a private RabbitMQ {_rabbitmq_version()} at "
+                                          f"{_shown(self.brokers['rabbitmq'].url)}")
+        if "redis" in self.brokers:
+            self.described["redis"] = (f"a private redis-server "
+                                       f"{self._redis_version(self.brokers['redis'].url)} at "
+                                       f"{_shown(self.brokers['redis'].url)}")
         if self.redis_queue:
             private = self.queue_url is None
             if self.queue_url is None:
-                self.queue_url = self._start_redis()
+                self.queue_url = self.brokers["redis"].url
             version = self._redis_version(self.queue_url)
             where = "a private redis-server" if private else "Redis"
             self.described["queue"] = f"Huey on {where} {version} at {_shown(self.queue_url)}"
@@ -83,7 +110,7 @@ class Services:
 
     def for_cell(self) -> CellServices:
         """The cell's fresh database (None: the target's own default, a file in the cell's
-        instance folder) and empty queue (None: the consumer's default)."""
+        instance folder) and empty queues (None: the consumer's default)."""
         database = queue = None
         if self.postgres:
             self._database = f"maillab_bench_{uuid.uuid4().hex[:12]}"
@@ -91,12 +118,30 @@ class Services:
             with self._connect(admin) as connection:
                 connection.execute(f'CREATE DATABASE "{self._database}"')
             database = _with_database(admin, self._database)
+        for broker in self.brokers.values():
+            clear(broker)
         if self.redis_queue and self.queue_url:
             from apps.queued.queue import make_huey
 
             make_huey(self.queue_url).flush()
             queue = self.queue_url
-        return CellServices(database, queue)
+        redis, rabbitmq = self.brokers.get("redis"), self.brokers.get("rabbitmq")
+        return CellServices(database, queue, celery_url(redis) if redis else None,
+                            rabbitmq.url if rabbitmq else None)
+
+    def broker_for(self, variant: str) -> Broker:
+        """The private server ``variant``'s email waits in (broker-restart stops it)."""
+        kind = variant_info(variant).broker
+        if kind == "queue":
+            redis = self.brokers.get("redis")
+            if redis is None or self.queue_url != redis.url:
+                raise ServiceError(f"{variant}'s queue is not a server this run started (queue "
+                                   "= \"redis\" without --queue-url gives it one): there is "
+                                   "nothing to restart")
+            return redis
+        if kind not in self.brokers:
+            raise ServiceError(f"{variant} has no private broker in this run")
+        return self.brokers[kind]
 
     def end_cell(self) -> None:
         """Drop the cell's database (its app and consumers have stopped)."""
@@ -128,21 +173,6 @@ class Services:
 
     # -- Redis ---------------------------------------------------------------------------------
 
-    def _start_redis(self) -> str:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise ServiceError("queue = \"redis\": redis-server is not installed (Debian "
-                               "package redis-server), and no --queue-url was given")
-        port = free_port()
-        folder = self.run_dir / "redis"
-        folder.mkdir(parents=True, exist_ok=True)
-        self.redis = self.supervisor.spawn_program(
-            "redis-server", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(folder)],
-            dict(os.environ), folder / "redis.log")
-        self.redis.wait_for_line("Ready to accept connections", timeout=20)
-        return f"redis://127.0.0.1:{port}/0"
-
     def _redis_version(self, url: str) -> str:
         """The server's version; it must answer within 10 s."""
         try:
@@ -170,6 +200,35 @@ def _libpq(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def private_services(variant: str, kind: str | None, supervisor: Supervisor,
+                     folder: Path) -> CellServices:
+    """For one variant outside a bench run (``maillab target check``): the private broker
+    ``kind`` it needs, if any, started under ``supervisor`` (which stops it); databases and
+    Huey's queue stay the variant's defaults (files in its folder)."""
+    if kind not in ("redis", "rabbitmq"):
+        return CellServices(None, None)
+    try:
+        broker = start_broker(kind, supervisor, folder / kind)
+    except BrokerUnavailable as exc:
+        raise ServiceError(f"{variant}: {exc}") from None
+    except ProcessError as exc:
+        raise ServiceError(f"{variant}: the private {kind} did not start: {exc}") from None
+    if kind == "redis":
+        return CellServices(None, None, redis_url=celery_url(broker))
+    return CellServices(None, None, rabbitmq_url=broker.url)
+
+
+def _rabbitmq_version() -> str:
+    """The installed RabbitMQ's version, from Debian's package (the node says it only in
+    its log)."""
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "rabbitmq-server"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "(version unknown)"
+    return out.stdout.split("-")[0] if out.returncode == 0 and out.stdout else "(version unknown)"
 
 
 def _with_database(url: str, database: str) -> str:

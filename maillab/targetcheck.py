@@ -22,7 +22,7 @@ from loadtests.steps import Answer, StepFailed, email_link, register, verify
 from loadtests.target import Target, fill
 from maillab.ports import free_port
 from maillab.processes import ManagedProcess, ProcessError, Supervisor
-from maillab.services import CellServices
+from maillab.services import ServiceError, private_services
 from maillab.targetrun import Sizing, Smtp, recipes, reset_database, start
 
 INBOX_WAIT_S = 15.0
@@ -75,8 +75,12 @@ def check(target: Target, variant: str, work: Path, say: Callable[[str], None]) 
         except ProcessError as exc:
             raise CheckFailed(f"fakesmtp did not start: {exc}") from None
         api = f"http://127.0.0.1:{api_port}"
+        try:
+            services = private_services(variant, info.broker, supervisor, work)
+        except ServiceError as exc:
+            raise CheckFailed(str(exc)) from None
         started = recipes(target, variant, Sizing(workers=1, threads=4, worker_threads=2),
-                          Smtp("127.0.0.1", smtp_port), work / "cell", CellServices(None, None))
+                          Smtp("127.0.0.1", smtp_port), work / "cell", services)
         (work / "cell").mkdir(parents=True, exist_ok=True)
         reset_database(target, started, work / "cell")
         children: list[ManagedProcess] = []
@@ -128,8 +132,8 @@ def _await(api: str, address: str) -> dict[str, Any] | None:
     return messages[-1] if messages else None
 
 
-def run_check(target: Target, variant: str | None, say: Callable[[str], None]) -> bool:
-    names = [variant] if variant else list(target.variants)
+def run_check(target: Target, variants: list[str], say: Callable[[str], None]) -> bool:
+    names = variants or list(target.variants)
     ok = True
     for name in names:
         target.variant(name)  # a TargetError naming the variants there are

@@ -88,6 +88,7 @@ def values_for(target: Target, variant: str, sizing: Sizing, smtp: Smtp, folder:
         "smtp_ca_file": smtp.ca_file,
         "database_url": services.database_url or f"sqlite:///{instance / 'app.db'}",
         "instance_dir": str(instance), "queue_url": services.queue_url or "",
+        "redis_url": services.redis_url or "", "rabbitmq_url": services.rabbitmq_url or "",
         "password_hash": sizing.password_hash, "python": sys.executable,
     }
 

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from loadtests.lab import WEBUI_BUILD
-from loadtests.target import built_in
+from loadtests.target import Target, built_in
 from maillab.bench import LOCUSTFILE
 from maillab.ports import PortInUse, free_port, require_free
 from maillab.processes import ManagedProcess, ProcessError, Supervisor, wait_http
@@ -215,6 +215,13 @@ def control_server(lab: Lab) -> ThreadingHTTPServer:
     return server
 
 
+def ui_variants(target: Target) -> list[str]:
+    """The variants the UI runs side by side: those that need no private broker (the Celery
+    variants need a RabbitMQ or a Redis each; ``maillab bench`` starts them)."""
+    return [name for name, info in target.variants.items()
+            if info.broker not in ("redis", "rabbitmq")]
+
+
 def run_ui(run_dir: Path, smtp_port: int, api_port: int, web_port: int,
            say: Callable[[str], None], workers: int = 2, threads: int = 8,
            locust_args: list[str] | None = None) -> None:
@@ -235,7 +242,7 @@ def run_ui(run_dir: Path, smtp_port: int, api_port: int, web_port: int,
             supervisor.spawn("fakesmtp", ["smtp", "--port", str(smtp_port), "--api-port",
                                           str(api_port)], base, run_dir / "fakesmtp.log",
                              ).wait_for_line("HTTP API")
-            for name in target.variants:
+            for name in ui_variants(target):
                 started = recipes(target, name, sizing, smtp, run_dir / name,
                                   CellServices(None, None))
                 slots = [Slot(recipe) for recipe in started.recipes]

@@ -70,10 +70,15 @@ def error_of(tmp_path: Path, text: str) -> str:
 def test_the_built_in_target_says_what_each_variant_is() -> None:
     target = built_in()
     assert Path(target.source) == BUILT_IN_FILE
-    assert list(target.variants) == ["baseline", "sync", "threaded", "queued", "outbox"]
+    celery = ["celery-early-rabbitmq", "celery-late-rabbitmq", "celery-early-redis",
+              "celery-late-redis", "celery-late-redis-vt10"]
+    assert list(target.variants) == ["baseline", "sync", "threaded", "queued", "outbox",
+                                     *celery]
     assert [n for n, v in target.variants.items() if not v.sends_email] == ["baseline"]
     assert {n: v.consumer for n, v in target.variants.items() if v.consumer} == {
-        "queued": "worker", "outbox": "relay"}
+        "queued": "worker", "outbox": "relay", **{n: "celery-worker" for n in celery}}
+    assert {n: v.broker for n, v in target.variants.items() if v.broker} == {
+        "queued": "queue", **{n: n.split("-")[2] for n in celery}}
     assert [n for n, v in target.variants.items() if v.waits_for_smtp] == ["sync"]
     assert [target.step_name(i) for i in range(len(target.signup))] == [
         "register_form", "register"]
@@ -340,10 +345,14 @@ def _check(path: Path, *args: str) -> str:
 
 @pytest.mark.slow
 def test_target_check_walks_the_built_in_target() -> None:
-    out = _check(BUILT_IN_FILE)
-    assert out.count("verified       yes (200") == 4  # every variant that sends email
+    # The five of apps/ and Celery on each broker (each on a private broker it starts).
+    variants = ["baseline", "sync", "threaded", "queued", "outbox", "celery-late-rabbitmq",
+                "celery-early-redis"]
+    out = _check(BUILT_IN_FILE, *(f"--variant={v}" for v in variants))
+    assert out.count("verified       yes (200") == 6  # every variant that sends email
     assert "baseline sends no email" in out
     assert "starting relay:" in out and "starting worker:" in out
+    assert out.count("starting celery-worker:") == 2
 
 
 @pytest.mark.slow

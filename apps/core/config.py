@@ -66,6 +66,13 @@ DEFAULTS: dict[str, Any] = {
     # taken again, not how long a send may take.
     "OUTBOX_POLL_DELAY": 0.005,
     "OUTBOX_LEASE": 15.0,
+    # The celery variant (apps/celery): its broker, RabbitMQ (amqp://) or Redis (redis://);
+    # "early" acknowledges a task just before it runs (Celery's default), "late" after it
+    # returns (acks_late, with task_reject_on_worker_lost and a prefetch of one); on Redis, how
+    # long an unacknowledged task waits before it is given out again (0: kombu's one hour).
+    "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
+    "CELERY_ACKS": "early",
+    "CELERY_VISIBILITY_TIMEOUT": 0.0,
 }
 
 _NUMBERS = {
@@ -88,6 +95,7 @@ _NUMBERS = {
     "OUTBOX_POLL_DELAY": (float, 0.0001, None),
     # At least a second: renewed every third of it, each renewal a write to the store.
     "OUTBOX_LEASE": (float, 1.0, None),
+    "CELERY_VISIBILITY_TIMEOUT": (float, 0, None),
 }
 _BOOLEANS = ("SMTP_USE_TLS", "ALLOW_TEST_DOMAINS")
 # Every other setting is text (a host, a URL, a password, a path...): declaring a new setting
@@ -98,6 +106,7 @@ _NULLABLE = {key for key in _STRINGS if DEFAULTS[key] is None} | {"SESSION_COOKI
 _SAMESITE = ("Strict", "Lax", "None")  # what werkzeug accepts, in any case
 MAX_PBKDF2_ITERATIONS = 10_000_000  # ten times werkzeug's default
 _PASSWORD_METHODS = ("scrypt", "pbkdf2")
+CELERY_ACKS = ("early", "late")
 
 
 class ConfigError(ValueError):
@@ -155,6 +164,9 @@ def validate(config: dict[str, Any]) -> None:
             f"{ENV_PREFIX}_PASSWORD_MIN_LENGTH must not exceed {ENV_PREFIX}_PASSWORD_MAX_LENGTH"
         )
     config["SMTP_TLS_CONTEXT"] = _smtp_tls(config)
+    if config["CELERY_ACKS"] not in CELERY_ACKS:
+        raise ConfigError(f"{ENV_PREFIX}_CELERY_ACKS must be one of {', '.join(CELERY_ACKS)}, "
+                          f"got {config['CELERY_ACKS']!r}")
 
 
 def _smtp_tls(config: dict[str, Any]) -> ssl.SSLContext | None:

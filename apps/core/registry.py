@@ -1,9 +1,9 @@
 """The built-in variants' code: name -> the Mailer class that implements it.
 
 Classes are imported only when chosen, so a variant's optional backend (Redis for
-``queued``) is needed only by those who pick it. What each variant is like for the lab (does
-it send email, what process delivers it, one line about it) is said in the lab's target file,
-``apps/target.toml`` (read by :mod:`loadtests.target`), nowhere else.
+``queued``, Celery for ``celery``) is needed only by those who pick it. What each variant is
+like for the lab (does it send email, what process delivers it, one line about it) is said in
+the lab's target file, ``apps/target.toml`` (read by :mod:`loadtests.target`), nowhere else.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ VARIANTS: dict[str, str] = {
     "threaded": "apps.threaded.mailer:ThreadedMailer",
     "queued": "apps.queued.mailer:QueuedMailer",
     "outbox": "apps.outbox.mailer:OutboxMailer",
+    "celery": "apps.celery.mailer:CeleryMailer",
 }
 
 
