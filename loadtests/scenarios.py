@@ -85,13 +85,13 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "within the graceful timeout and exit.", kill="app", signal=signal.SIGHUP,
              in_place=True),
     Scenario("consumer-crash", "The process that delivers the email (queued's Huey consumer, "
-             "outbox's relay) is killed (SIGKILL) in the middle of the cell and started again "
-             "3 s later: whatever it was sending is cut off.",
+             "outbox's relay, Celery's worker) is killed (SIGKILL) in the middle of the cell "
+             "and started again 3 s later: whatever it was sending is cut off.",
              kill="consumer", needs_consumer=True),
     Scenario("consumer-deploy", "The process that delivers the email is stopped gracefully "
-             "(SIGINT: Huey's graceful stop, whose SIGTERM stops at once; the relay's too) in "
-             "the middle of the cell and started again 3 s later.", kill="consumer",
-             signal=signal.SIGINT, needs_consumer=True),
+             "(SIGINT: Huey's graceful stop, whose SIGTERM stops at once; the relay's and "
+             "Celery's warm shutdown too) in the middle of the cell and started again 3 s "
+             "later.", kill="consumer", signal=signal.SIGINT, needs_consumer=True),
     Scenario(BROKER_RESTART, "The server the email waits in (Redis or RabbitMQ) is stopped "
              "(SIGTERM, its own clean shutdown, which keeps what it stores on disk) in the "
              "middle of the cell and started again 3 s later: sign-ups meanwhile cannot hand "

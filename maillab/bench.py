@@ -103,7 +103,7 @@ class Bench:
                  on_cell: Callable[[int, CellKey], None] | None = None,
                  on_stage: Callable[[str], None] | None = None,
                  database_url: str | None = None, queue_url: str | None = None,
-                 on_note: Callable[[str], None] | None = None,
+                 broker_url: str | None = None, on_note: Callable[[str], None] | None = None,
                  target: Target | None = None, skipped: dict[str, str] | None = None) -> None:
         self.profile = profile
         # Whose sign-up is measured: the lab's own variants unless a target file says.
@@ -131,7 +131,8 @@ class Bench:
                 gate_rules=str(self.target.rules_file) if self.target.rules_file else None),
             skipped={**(skipped or {}), **skipped_work(self.target, profile)})
         self.supervisor = Supervisor(run_dir)
-        self.services = Services(profile, run_dir, self.supervisor, database_url, queue_url)
+        self.services = Services(profile, run_dir, self.supervisor, database_url, queue_url,
+                                 broker_url)
         self._smtp: tuple[str, ManagedProcess] | None = None  # fakesmtp's mode and process
         self._smtp_password = secrets.token_urlsafe(16)  # the starttls+auth login, per run
         self._scratch: Path | None = None  # what the run needs and does not keep
@@ -150,6 +151,9 @@ class Bench:
                 self._start_smtp()
                 try:
                     self.services.start()
+                    for key in self.profile.cells():  # before any cell: one it cannot restart
+                        if scenario_of(key.scenario).kill == "broker":
+                            self.services.broker_for(key.variant)
                 except ServiceError as exc:
                     raise BenchError(str(exc)) from None
                 self.results.environment.services = dict(self.services.described)
@@ -609,8 +613,9 @@ def skipped_work(target: Target, profile: Profile) -> dict[str, str]:
         left_out = [v for v in profile.variants if target.variants[v].sends_email
                     and not scenario_of(name).applies_to(v)]
         if left_out:
-            skipped[name] = (f"not run for {', '.join(left_out)}: it needs a process that "
-                             "delivers the email (delivered_by)")
+            needs = ("a server its email waits in (broker)" if scenario_of(name).needs_broker
+                     else "a process that delivers the email (delivered_by)")
+            skipped[name] = f"not run for {', '.join(left_out)}: it needs {needs}"
     if profile.enumeration_samples and not target.built_in:
         skipped["enumeration"] = ("the account-enumeration probe drives maillab's own /resend; "
                                   "a target file has no such step")

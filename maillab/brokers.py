@@ -131,23 +131,39 @@ def celery_url(broker: Broker) -> str:
 
 
 def clear(broker: Broker) -> None:
-    """Empty the server before a cell: no task from one cell is delivered in the next."""
-    if broker.kind == "redis":
+    """Empty a private server before a cell: no task from one cell is delivered in the next."""
+    clear_url(broker.kind, broker.url, everything=True)
+
+
+def clear_url(kind: str, url: str, everything: bool = False) -> None:
+    """Empty Celery's queue at ``url`` (``everything``: the whole Redis, which only a private
+    server may be; a server someone gave loses only the keys of the lab's own queue)."""
+    from apps.celery.mailer import QUEUE_NAME
+
+    if kind == "redis":
         import redis
 
-        client = redis.Redis.from_url(broker.url, socket_connect_timeout=5)
+        client = redis.Redis.from_url(url, socket_connect_timeout=5)
         try:
-            client.flushall()
+            if everything:
+                client.flushall()
+            else:  # the queue, and kombu's record of what was given out unacknowledged
+                client.delete(QUEUE_NAME, "unacked", "unacked_index", "unacked_mutex")
         finally:
             client.close()
         return
     from kombu import Connection
 
-    from apps.celery.mailer import QUEUE_NAME
-
-    with Connection(broker.url, connect_timeout=5) as connection:
+    with Connection(url, connect_timeout=5) as connection:
         channel = connection.channel()
         try:
             channel.queue_delete(QUEUE_NAME)
         finally:
             channel.close()
+
+
+def kind_of(url: str) -> str | None:
+    """"rabbitmq" or "redis" for a broker URL Celery takes, else None."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    return {"amqp": "rabbitmq", "pyamqp": "rabbitmq", "redis": "redis",
+            "rediss": "redis"}.get(scheme)

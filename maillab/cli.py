@@ -333,6 +333,10 @@ def _check_server_url(flag: str, url: str | None, schemes: tuple[str, ...]) -> N
 @click.option("--queue-url", default=None, metavar="URL",
               help="A Redis server (redis://host:port/db) for queued's Huey [default: SQLite, "
                    "or with the profile's queue = \"redis\", a private redis-server].")
+@click.option("--broker-url", default=None, metavar="URL",
+              help="A RabbitMQ (amqp://) or Redis (redis://host:port/db) server for the "
+                   "celery variants on that broker [default: a private one for the run, which "
+                   "broker-restart can restart; a given one it cannot].")
 @click.option("--smtp", "smtp_modes", default=None, metavar="MODES",
               help="fakesmtp's modes, comma-separated: plain, starttls+auth (a provider's "
                    "port 587: STARTTLS and AUTH before every message) [default: the "
@@ -364,7 +368,8 @@ def bench(profile_name: str, target_path: Path | None, variants: str | None,
           rates: list[float] | None, users: list[int] | None, mode: str | None,
           capacity: bool | None, duration: float | None, warmup: float | None,
           browser_signups: int | None, load_processes: int | None, consumers: int | None,
-          database_url: str | None, queue_url: str | None, smtp_modes: str | None,
+          database_url: str | None, queue_url: str | None, broker_url: str | None,
+          smtp_modes: str | None,
           out: Path | None, smtp_port: int, smtp_api_port: int,
           gate_after: bool, rules_file: Path | None, baseline: Path | None,
           history_dir: Path | None, no_history: bool,
@@ -421,6 +426,7 @@ def bench(profile_name: str, target_path: Path | None, variants: str | None,
             smtp=[m.strip() for m in smtp_modes.split(",")] if smtp_modes else None)
         _check_server_url("--database-url", database_url, ("postgresql",))
         _check_server_url("--queue-url", queue_url, ("redis", "rediss", "unix"))
+        _check_server_url("--broker-url", broker_url, ("amqp", "pyamqp", "redis", "rediss"))
         require_free("--smtp-port", smtp_port)
         require_free("--smtp-api-port", smtp_api_port)
         run_dir = new_run_dir(results_root, profile, out)
@@ -459,7 +465,7 @@ def bench(profile_name: str, target_path: Path | None, variants: str | None,
         progress.update(task, description=text)
 
     runner = Bench(profile, run_dir, results_root, smtp_port, smtp_api_port, on_cell, on_stage,
-                   database_url=database_url, queue_url=queue_url,
+                   database_url=database_url, queue_url=queue_url, broker_url=broker_url,
                    on_note=lambda text: progress.console.print(f"[yellow]{text}"),
                    target=target, skipped=skipped)
     for what, why in runner.results.skipped.items():

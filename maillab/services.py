@@ -26,7 +26,15 @@ from typing import Any
 
 from loadtests.profiles import Profile
 from loadtests.target import variant_info
-from maillab.brokers import Broker, BrokerUnavailable, celery_url, clear, start_broker
+from maillab.brokers import (
+    Broker,
+    BrokerUnavailable,
+    celery_url,
+    clear,
+    clear_url,
+    kind_of,
+    start_broker,
+)
 from maillab.processes import ProcessError, Supervisor
 
 POSTGRES_ENV = "MAILLAB_POSTGRES_URL"
@@ -55,6 +63,7 @@ class Services:
     supervisor: Supervisor
     database_url: str | None = None  # a PostgreSQL server given on the command line
     queue_url: str | None = None  # a Redis server given on the command line
+    broker_url: str | None = None  # Celery's broker given on the command line
     brokers: dict[str, Broker] = field(default_factory=dict)  # the private ones, by kind
     _database: str | None = None  # the current cell's database
     described: dict[str, str] = field(default_factory=dict)  # what each is, for the record
@@ -70,11 +79,15 @@ class Services:
     def wanted_brokers(self) -> list[str]:
         """The private servers the profile's variants need: Redis for a redis queue given no
         --queue-url, and each variant's own broker."""
-        kinds = {variant_info(v).broker for v in self.profile.variants}
-        wanted = {k for k in kinds if k in ("redis", "rabbitmq")}
+        wanted = {k for k in self._variant_kinds()
+                  if k in ("redis", "rabbitmq")} - {self._given_kind}
         if self.redis_queue and self.queue_url is None:
             wanted.add("redis")
         return sorted(wanted)
+
+    @property
+    def _given_kind(self) -> str | None:
+        return kind_of(self.broker_url) if self.broker_url else None
 
     def start(self) -> None:
         if self.postgres:
@@ -98,6 +111,8 @@ class Services:
             self.described["redis"] = (f"a private redis-server "
                                        f"{self._redis_version(self.brokers['redis'].url)} at "
                                        f"{_shown(self.brokers['redis'].url)}")
+        if self.broker_url:
+            self.described["celery broker"] = f"given, at {_shown(self.broker_url)}"
         if self.redis_queue:
             private = self.queue_url is None
             if self.queue_url is None:
@@ -120,14 +135,21 @@ class Services:
             database = _with_database(admin, self._database)
         for broker in self.brokers.values():
             clear(broker)
+        given = self._given_kind
+        if self.broker_url and given and given in self._variant_kinds():
+            clear_url(given, self.broker_url)
         if self.redis_queue and self.queue_url:
             from apps.queued.queue import make_huey
 
             make_huey(self.queue_url).flush()
             queue = self.queue_url
-        redis, rabbitmq = self.brokers.get("redis"), self.brokers.get("rabbitmq")
-        return CellServices(database, queue, celery_url(redis) if redis else None,
-                            rabbitmq.url if rabbitmq else None)
+        urls = {kind: celery_url(broker) for kind, broker in self.brokers.items()}
+        if self.broker_url and given:
+            urls[given] = self.broker_url
+        return CellServices(database, queue, urls.get("redis"), urls.get("rabbitmq"))
+
+    def _variant_kinds(self) -> set[str | None]:
+        return {variant_info(v).broker for v in self.profile.variants}
 
     def broker_for(self, variant: str) -> Broker:
         """The private server ``variant``'s email waits in (broker-restart stops it)."""
@@ -140,7 +162,8 @@ class Services:
                                    "nothing to restart")
             return redis
         if kind not in self.brokers:
-            raise ServiceError(f"{variant} has no private broker in this run")
+            raise ServiceError(f"{variant}'s broker was given with --broker-url: the run "
+                               "restarts only the servers it started")
         return self.brokers[kind]
 
     def end_cell(self) -> None:

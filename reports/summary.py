@@ -13,7 +13,7 @@ from typing import Any
 
 from loadtests.results import METRICS, CellResult, GateReport, HistoryCheck, RuleOutcome
 from loadtests.scenarios import CLEAN, PLAIN, SCENARIOS, SMTP_MODES
-from loadtests.target import built_in
+from loadtests.target import Documented, built_in
 from reports.data import Condition, ReportRun
 
 NA = "–"
@@ -293,11 +293,48 @@ class LossCell:
     faults_injected: int | None = None
     delivery_attempts: int | None = None
     injected_share: float | None = None
+    documented: DocumentedCheck | None = None  # what the variant's documentation says here
 
     @property
     def unseen(self) -> int:
         """What the table colours: :attr:`Delivery.unseen` of an emailing cell."""
         return self.cell.delivery.unseen if self.cell and self.lost_silently is not None else 0
+
+
+@dataclass(frozen=True)
+class DocumentedCheck:
+    """A cell's counts held to what its variant's documentation says of the scenario (the
+    target file's ``documented``): whether they match, and if not, how they differ."""
+
+    says: str
+    source: str | None
+    matches: bool
+    finding: str
+
+
+def documented_check(claim: Documented, cell: CellResult) -> DocumentedCheck:
+    d = cell.delivery
+    differs = []
+    if claim.lost == "none" and d.missing:
+        differs.append(f"{d.missing} lost silently, where it says none would be")
+    if claim.lost == "some" and not d.missing:
+        differs.append("none lost silently, where it says some would be (the crash may have "
+                       "caught no task running)")
+    if claim.duplicates == "none" and d.duplicates:
+        differs.append(f"{d.duplicates} duplicates, where it says none")
+    if differs:
+        return DocumentedCheck(claim.says, claim.source, False,
+                               "Does not match the documentation: " + "; ".join(differs) + ".")
+    seen = [f"{d.missing} lost silently", f"{d.duplicates} duplicates"]
+    return DocumentedCheck(claim.says, claim.source, True,
+                           "Matches the documentation (" + ", ".join(seen) + ").")
+
+
+def _documented(run: ReportRun, variant: str, scenario: str) -> Documented | None:
+    target = run.results.target
+    described = target.variants if target is not None else built_in().variants
+    info = described.get(variant)
+    return info.documented.get(scenario) if info is not None else None
 
 
 @dataclass(frozen=True)
@@ -333,7 +370,9 @@ def loss_rows(run: ReportRun) -> list[LossRow]:
                 late_inbox_p50_ms=d.late_inbox_p50_ms,
                 faults_injected=f.injected if f and emailing else None,
                 delivery_attempts=f.attempts if f and emailing else None,
-                injected_share=f.injected_share if f and emailing else None)
+                injected_share=f.injected_share if f and emailing else None,
+                documented=documented_check(claim, cell) if emailing and (
+                    claim := _documented(run, variant, cond.scenario)) else None)
         if any(c.cell for c in cells.values()):
             known = SCENARIOS.get(cond.scenario)
             summary = known.summary if known else cond.scenario

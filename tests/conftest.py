@@ -115,6 +115,9 @@ def make_app(tmp_path: Path, sink: Sink) -> Iterator[Callable[..., Flask]]:
     # frees them, and fail that test under filterwarnings=error.
     for app in built:
         close_database(app)
+        close = getattr(app.extensions["mailer"], "close", None)  # celery's broker connections
+        if close is not None:
+            close()
 
 
 @pytest.fixture

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -160,6 +163,28 @@ def bench_under_load(tmp_path: Path, run_dir: Path, variants: str, *extra: str,
     return bench
 
 
+@contextmanager
+def stopping(bench: subprocess.Popen) -> Iterator[None]:
+    """A bench that a failed check leaves running is killed, not left behind."""
+    try:
+        yield
+    except BaseException:
+        bench.kill()
+        bench.communicate()
+        raise
+
+
+def interrupted(bench: subprocess.Popen) -> str:
+    """Ctrl-C to a running bench; its output once it has exited (killed if it hangs)."""
+    bench.send_signal(signal.SIGINT)
+    try:
+        return str(bench.communicate(timeout=60)[0])
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.communicate()
+
+
 @pytest.mark.slow
 def test_interrupt_mid_run_stops_every_child(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
@@ -167,14 +192,9 @@ def test_interrupt_mid_run_stops_every_child(tmp_path: Path) -> None:
     # Closed loop here, so that mode runs end to end too.
     bench = bench_under_load(tmp_path, run_dir, '["threaded", "sync"]', "--smtp-port",
                              str(smtp_port), "--smtp-api-port", str(api_port), "--users", "2")
-    try:
+    with stopping(bench):
         assert len(processes_of(run_dir)) >= 3  # fakesmtp, the app (and workers), locust
-        bench.send_signal(signal.SIGINT)
-        output, _ = bench.communicate(timeout=60)
-    finally:
-        if bench.poll() is None:
-            bench.kill()
-            bench.communicate()
+    output = interrupted(bench)
     assert bench.returncode == 130, output
     assert "stopped by SIGINT" in output
     document = json.loads((run_dir / "results.json").read_text())
@@ -227,6 +247,8 @@ def test_a_cell_invalid_for_timing_is_run_once_more_and_still_gates_its_losses(
     (["--profile", "nonesuch"], "no profile 'nonesuch' (known: browser, capacity, driver, faults"),
     (["--junit", "gate.xml"], "--junit and --summary write the gate's verdict: add --gate"),
     (["--target", "nowhere.toml"], "nowhere.toml: no such target file"),
+    (["--broker-url", "kafka://127.0.0.1:9092"], "must be a amqp:// or pyamqp:// or redis:// "
+                                                 "or rediss:// URL, got 'kafka://127.0.0.1:9092'"),
 ])
 def test_bad_flags_start_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                  args: list[str], needle: str) -> None:
@@ -234,6 +256,18 @@ def test_bad_flags_start_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     result = CliRunner().invoke(cli, ["bench", *args])
     assert result.exit_code in (1, 2)
     assert needle in result.output
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_broker_restart_needs_a_queue_server(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    profile = tiny_profile(tmp_path / "p.toml", variants='["queued", "outbox"]',
+                           scenarios='["clean", "broker-restart"]')
+    result = CliRunner().invoke(cli, ["bench", "--profile", str(profile)])
+    assert result.exit_code == 1
+    assert ("scenarios has broker-restart, which restarts the queue's server: queued need "
+            "queue = \"redis\" (a SQLite queue is a file)") in result.output
     assert not (tmp_path / "results").exists()
 
 
@@ -557,3 +591,89 @@ def test_cells_on_a_provider_like_smtp_server(tmp_path: Path,
     assert "<small>starttls+auth</small>" in html  # the cells table names the mode
     assert "baseline @ 0 ms · 10rps · starttls+auth" not in html  # not in the grid: no note
     assert processes_of(run_dir) == []
+
+
+@pytest.mark.slow
+def test_a_broker_restart_is_counted_and_leaves_nothing_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's private Redis (Huey's queue) and RabbitMQ (Celery's broker) stopped mid-cell
+    and started again: sign-ups meanwhile fail visibly, what was queued survives the clean
+    stop, and no broker, port mapper or worker outlives the run."""
+    pytest.importorskip("celery", reason="the celery extra is not installed")
+    for binary in ("redis-server", "epmd"):
+        if shutil.which(binary) is None:
+            pytest.skip(f"{binary} is not installed")
+    monkeypatch.chdir(tmp_path)
+    profile = tiny_profile(tmp_path / "restart.toml",
+                           variants='["queued", "celery-late-rabbitmq"]', queue='"redis"',
+                           scenarios='["broker-restart"]', min_signups=60, drain_s=30,
+                           inbox_deadline_s=8)
+    run_dir = tmp_path / "results" / "run"
+    result = CliRunner().invoke(cli, ["bench", "--profile", str(profile), "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    document = json.loads((run_dir / "results.json").read_text())
+    cells = {c["variant"]: c for c in document["cells"]}
+    assert set(cells) == {"queued", "celery-late-rabbitmq"}
+    assert document["environment"]["services"]["rabbitmq"].startswith("a private RabbitMQ")
+    for variant, kind in (("queued", "redis"), ("celery-late-rabbitmq", "rabbitmq")):
+        cell = cells[variant]
+        d, a = cell["delivery"], cell["arrivals"]
+        assert (a["dropped"] + d["failed_visibly"] + d["delivered"] + d["refused"]
+                + d["missing"]) == a["offered"]
+        events = [e["what"] for e in cell["scenario_events"]]
+        assert events[:2] == [f"SIGTERM to the {kind} broker",
+                              f"{kind} broker started again"], events
+        assert d["failed_visibly"] > 0, variant  # the sign-ups the broker was away for
+        assert d["missing"] == 0, variant  # the clean stop kept what was queued
+    assert processes_of(run_dir) == []
+
+
+@pytest.mark.slow
+def test_interrupting_a_celery_run_stops_its_brokers_and_worker(tmp_path: Path) -> None:
+    pytest.importorskip("celery", reason="the celery extra is not installed")
+    if shutil.which("epmd") is None:
+        pytest.skip("rabbitmq-server is not installed")
+    run_dir = tmp_path / "run"
+    bench = bench_under_load(tmp_path, run_dir, '["celery-early-rabbitmq"]')
+    with stopping(bench):
+        names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in processes_of(run_dir)}
+        assert {"beam.smp", "epmd"} <= names, names
+    output = interrupted(bench)
+    assert bench.returncode == 130, output
+    assert processes_of(run_dir) == []
+
+
+@pytest.mark.slow
+def test_celery_on_a_given_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--broker-url: the machine's RabbitMQ instead of a private one (skipped without one);
+    the run empties only the lab's own queue on it, and cannot restart it."""
+    pytest.importorskip("celery", reason="the celery extra is not installed")
+    url = os.environ.get("MAILLAB_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=3) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means no broker here
+        pytest.skip(f"no RabbitMQ at {url.split('@')[-1]} (set MAILLAB_TEST_RABBITMQ_URL): "
+                    f"{exc}")
+    monkeypatch.chdir(tmp_path)
+    profile = tiny_profile(tmp_path / "given.toml", variants='["celery-late-rabbitmq"]')
+    run_dir = tmp_path / "results" / "run"
+    result = CliRunner().invoke(cli, ["bench", "--profile", str(profile), "--out", str(run_dir),
+                                      "--broker-url", url])
+    assert result.exit_code == 0, result.output
+    document = json.loads((run_dir / "results.json").read_text())
+    [cell] = document["cells"]
+    assert cell["delivery"]["delivered"] == cell["delivery"]["registered"] > 0
+    assert "rabbitmq" not in document["environment"]["services"]  # none started
+    assert document["environment"]["services"]["celery broker"].startswith("given, at amqp://")
+    assert not (run_dir / "rabbitmq").exists()
+    restart = tiny_profile(tmp_path / "restart.toml", variants='["celery-late-rabbitmq"]',
+                           scenarios='["broker-restart"]')
+    result = CliRunner().invoke(cli, ["bench", "--profile", str(restart), "--out",
+                                      str(tmp_path / "again"), "--broker-url", url])
+    assert result.exit_code == 1
+    assert "broker was given with --broker-url: the run restarts only the servers it started" \
+        in result.output
+    assert processes_of(tmp_path / "again") == []

@@ -501,3 +501,33 @@ def test_cells_on_a_provider_like_smtp_server_sit_beside_their_plain_twins(
     plain = build_report(write_document(tmp_path / "plain", json.loads(
         (FIXTURES / "partial_run" / "results.json").read_text()))).read_text()
     assert 'id="smtp-modes"' not in plain
+
+
+def test_a_cell_is_held_to_what_its_variants_documentation_says(tmp_path: Path) -> None:
+    """celery-early-rabbitmq's target entry says a consumer crash loses some email and a
+    deploy loses none: a crash that lost 4 matches, a deploy that lost 2 does not, and the
+    page says so plainly beside the counts."""
+    document = json.loads((FIXTURES / "partial_run" / "results.json").read_text())
+    queued = next(c for c in document["cells"] if c["variant"] == "queued"
+                  and c["smtp_latency_ms"] == 0 and c["users"] == 1)
+    cells = []
+    for scenario, missing in (("consumer-crash", 4), ("consumer-deploy", 2), ("clean", 0)):
+        cell = {**copy.deepcopy(queued), "variant": "celery-early-rabbitmq",
+                "scenario": scenario, "files": None}
+        cell["delivery"] = {**cell["delivery"], "missing": missing, "duplicates": 0}
+        cells.append(cell)
+    document["cells"].extend(cells)
+    document["profile_settings"]["variants"] = [*document["profile_settings"]["variants"],
+                                                "celery-early-rabbitmq"]
+    run_dir = write_document(tmp_path / "celery", document)
+    html = build_report(run_dir).read_text()
+    losses = html[html.index('id="losses"'):html.index('id="claims"')]
+    assert "<b>celery-early-rabbitmq</b>: a Celery task acknowledged as it starts" in losses
+    assert losses.count("Matches the documentation (4 lost silently, 0 duplicates).") == 1
+    assert ("Does not match the documentation: 2 lost silently, where it says none would be."
+            in losses)
+    assert losses.count('class="undocumented"') == 1  # the clean cell has no claim to meet
+    # The source as text: the page loads and links nothing from another host.
+    assert ('(<span class="url">https://docs.celeryq.dev/en/stable/userguide/workers.html'
+            in losses)
+    assert not external_urls(html)

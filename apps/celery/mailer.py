@@ -127,6 +127,17 @@ class CeleryMailer:
         # In this process the email is done once the broker has it.
         self.counters.finished(ok=True)
 
+    def close(self) -> None:
+        """Close the connections kept for publishing (the process is done with the app).
+        Celery publishes through kombu's process-wide producer pools, one per broker URL, and
+        its own close() only forgets its pool, leaving the connections open until the garbage
+        collector warns of them; kombu's reset() closes every pool it keeps, and an app that
+        publishes afterwards gets new ones."""
+        from kombu import pools
+
+        pools.reset()
+        self.celery.close()
+
     def stats(self) -> dict[str, float]:
         """This process's view: failures are emails that could not be published. What waits
         in the broker is counted by the worker (``maillab celery-worker --metrics-port``)."""
