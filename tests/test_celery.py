@@ -20,7 +20,7 @@ from flask import Flask
 from maillab.brokers import Broker, BrokerUnavailable, celery_url, start_broker
 from maillab.processes import ManagedProcess, Supervisor
 from tests.conftest import wait_until
-from tests.flow_helpers import register_json
+from tests.flow_helpers import path_of, register_json
 from tests.smtp_sink import Sink
 
 pytest.importorskip("celery", reason="the celery extra is not installed")
@@ -151,7 +151,8 @@ def test_a_transient_failure_is_retried_and_a_permanent_one_is_not(
     sink.handler.replies.append("451 try again")
     client = app.test_client()
     assert register_json(client, "retry@maillab.test").status_code == 202
-    sink.handler.wait_for("retry@maillab.test", timeout=30)  # 451, then accepted
+    [message] = sink.handler.wait_for("retry@maillab.test", timeout=30)  # 451, then accepted
+    assert client.get(path_of(message.links[0])).status_code == 200  # the link verifies
     sink.handler.replies.append("550 no such user")
     assert register_json(client, "refused@maillab.test").status_code == 202
     wait_until(lambda: sink.handler.data_attempts >= 3, timeout=20, what="the 550 attempt")

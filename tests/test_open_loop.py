@@ -396,9 +396,15 @@ def test_every_shipped_profile_loads_and_says_what_it_does(path: Path) -> None:
     assert profile.description and profile.cells()
 
 
-def test_the_faults_profile_runs_every_scenario() -> None:
+def test_the_faults_and_queues_profiles_run_every_scenario() -> None:
     """PROFILE=faults is where a scenario's rules are checked; a scenario left out of it
-    would have its rules skipped in every shipped run."""
-    from loadtests.scenarios import SCENARIOS
+    would have its rules skipped in every shipped run. broker-restart needs a queue server
+    (its SQLite queue is a file), so the queues profile runs it, on Redis and RabbitMQ."""
+    from loadtests.scenarios import BROKER_RESTART, SCENARIOS
 
-    assert set(load_profile("faults").scenarios) == set(SCENARIOS)
+    assert set(load_profile("faults").scenarios) == set(SCENARIOS) - {BROKER_RESTART}
+    queues = load_profile("queues")
+    assert BROKER_RESTART in queues.scenarios and queues.queue == "redis"
+    assert {k.variant for k in queues.cells() if k.scenario == BROKER_RESTART} == {
+        "queued", "celery-early-rabbitmq", "celery-late-rabbitmq", "celery-early-redis",
+        "celery-late-redis", "celery-late-redis-vt10"}
