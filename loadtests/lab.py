@@ -204,9 +204,9 @@ class Lab:
             config = self.smtp.call("GET", "/api/config")
             state["latency"] = config.get("latency")
             state["faults"] = config.get("faults")
-            state["open"] = self.smtp.call("GET", "/api/stats")["connections"]["open"]
         except OSError as exc:
             state["error"] = str(exc)
+        state["open"] = capture.open_connections  # read with the capture, not asked again
         smtp = capture.smtp
         if smtp is not None:
             state.update(attempts=smtp.attempts, received=smtp.received,

@@ -60,4 +60,5 @@ class SmtpApi:
                           by_rule=by_rule, latency=latency)
         return Capture(counts, truncated=stats["received"] > kept["kept"]
                        or faulted["truncated"], drain=drain, first_at=first_at,
-                       faulted=faulted["recipients"], smtp=smtp)
+                       faulted=faulted["recipients"], smtp=smtp,
+                       open_connections=stats["connections"]["open"])

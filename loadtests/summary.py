@@ -54,6 +54,7 @@ class Capture:
     # What each recipient met at fakesmtp (reply codes, actions), from /api/faults.
     faulted: dict[str, dict[str, int]] = field(default_factory=dict)
     smtp: SmtpFaults | None = None
+    open_connections: int = 0  # SMTP connections open when it was read
 
     def refused(self, address: str) -> bool:
         """Whether fakesmtp answered a permanent (5xx) refusal for ``address``."""

@@ -492,8 +492,14 @@ class Bench:
 
     def _restart(self, app: _App, index: int, sampler: CellSampler | None) -> None:
         recipe = app.recipes[index]
-        again = Recipe(**{**vars(recipe), "log": recipe.log.with_name(
-            recipe.log.stem + "-restarted" + recipe.log.suffix)})
+        # A log of its own per start: a consumer may be started again twice in one cell (a
+        # crash, then an exit of its own while the broker is away).
+        log = recipe.log.with_name(f"{recipe.log.stem}-restarted{recipe.log.suffix}")
+        number = 1
+        while log.exists():
+            number += 1
+            log = recipe.log.with_name(f"{recipe.log.stem}-restarted-{number}{recipe.log.suffix}")
+        again = Recipe(**{**vars(recipe), "log": log})
         process = start_recipe(self.supervisor, again)
         app.children[index] = process
         app.down.discard(index)

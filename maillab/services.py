@@ -98,12 +98,8 @@ class Services:
         else:
             self.described["database"] = "SQLite, a file per cell"
         for kind in self.wanted_brokers():
-            try:
-                self.brokers[kind] = start_broker(kind, self.supervisor, self.run_dir / kind)
-            except BrokerUnavailable as exc:
-                raise ServiceError(f"{exc}; the profile's variants need it") from None
-            except ProcessError as exc:
-                raise ServiceError(f"the private {kind} did not start: {exc}") from None
+            self.brokers[kind] = _private(kind, self.supervisor, self.run_dir / kind,
+                                          "the profile's variants")
         if "rabbitmq" in self.brokers:
             self.described["rabbitmq"] = (f"a private RabbitMQ {_rabbitmq_version()} at "
                                           f"{_shown(self.brokers['rabbitmq'].url)}")
@@ -232,15 +228,20 @@ def private_services(variant: str, kind: str | None, supervisor: Supervisor,
     Huey's queue stay the variant's defaults (files in its folder)."""
     if kind not in ("redis", "rabbitmq"):
         return CellServices(None, None)
-    try:
-        broker = start_broker(kind, supervisor, folder / kind)
-    except BrokerUnavailable as exc:
-        raise ServiceError(f"{variant}: {exc}") from None
-    except ProcessError as exc:
-        raise ServiceError(f"{variant}: the private {kind} did not start: {exc}") from None
+    broker = _private(kind, supervisor, folder / kind, variant)
     if kind == "redis":
         return CellServices(None, None, redis_url=celery_url(broker))
     return CellServices(None, None, rabbitmq_url=broker.url)
+
+
+def _private(kind: str, supervisor: Supervisor, folder: Path, who: str) -> Broker:
+    """A private broker started for ``who``, or a ServiceError saying why not."""
+    try:
+        return start_broker(kind, supervisor, folder)
+    except BrokerUnavailable as exc:
+        raise ServiceError(f"{exc} (needed by {who})") from None
+    except ProcessError as exc:
+        raise ServiceError(f"the private {kind} for {who} did not start: {exc}") from None
 
 
 def _rabbitmq_version() -> str:

@@ -24,7 +24,7 @@ import pytest
 
 from loadtests.lab import WEBUI_BUILD
 from maillab.ports import free_port, port_in_use
-from tests.conftest import chromium_or_skip
+from tests.conftest import chromium_or_skip, read_until
 from tests.test_bench import processes_of
 
 WEBUI = WEBUI_BUILD / "index.html"
@@ -51,16 +51,8 @@ def ui(tmp_path: Path) -> Iterator[Ui]:
         [sys.executable, "-m", "maillab", "ui", "--smtp-port", str(smtp), "--smtp-api-port",
          str(api), "--web-port", str(web), "--inbox-deadline", "6"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
     try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            assert line, "".join(lines)
-            lines.append(line)
-            if "Ctrl-C stops everything" in line:
-                break
+        read_until(process, "Ctrl-C stops everything", 120)
         yield Ui(f"http://127.0.0.1:{web}", f"http://127.0.0.1:{api}", tmp_path / "results",
                  process)
         process.send_signal(signal.SIGINT)

@@ -499,3 +499,38 @@ def test_a_bench_drives_an_app_that_runs_elsewhere(
     no_port = CliRunner().invoke(cli, ["bench", "--target", str(path), "--profile",
                                        str(profile)])
     assert no_port.exit_code == 1 and "give that port with --smtp-port" in no_port.output
+
+
+def test_a_users_target_says_what_its_documentation_promises(tmp_path: Path) -> None:
+    """``documented`` and ``broker`` on a target that is not maillab's (the club app): the
+    claim loads and the report holds a cell to it; a scenario or broker the lab does not
+    know is named in one line."""
+    import copy
+    import json
+
+    from pydantic import TypeAdapter
+
+    from loadtests.results import CellResult
+    from reports.summary import documented_check
+
+    club = CLUB.read_text(encoding="utf-8") + textwrap.dedent('''
+        [variants.later.documented.app-crash]
+        lost = "some"
+        says = "A thread dies with the process."
+        source = "https://example.org/club"
+        ''')
+    folder = tmp_path / "club"
+    folder.mkdir()
+    (folder / "maillab.toml").write_text(club, encoding="utf-8")
+    claim = load_target(folder).variants["later"].documented["app-crash"]
+    assert (claim.lost, claim.source) == ("some", "https://example.org/club")
+    fixture = ROOT / "tests" / "report_fixtures" / "partial_run" / "results.json"
+    cell = copy.deepcopy(json.loads(fixture.read_text())["cells"][-1])
+    cell["delivery"]["missing"] = 0
+    check = documented_check(claim, TypeAdapter(CellResult).validate_python(cell))
+    assert not check.matches
+    assert check.finding.startswith("Does not match the documentation: none lost silently")
+    assert "unknown scenario 'app-melt'" in error_of(
+        tmp_path, club.replace("documented.app-crash]", "documented.app-melt]"))
+    assert "variants.later.broker" in error_of(
+        tmp_path, club.replace("[variants.later]", "[variants.later]\nbroker = \"kafka\""))

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from maillab.ports import free_port, port_in_use
+from tests.conftest import read_until
 from tests.test_bench import processes_of
 
 
@@ -39,15 +40,7 @@ def test_ui_swarm_on_a_chosen_variant(tmp_path: Path) -> None:
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run_dirs: list[Path] = []
     try:
-        assert ui.stdout is not None
-        lines: list[str] = []
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            line = ui.stdout.readline()
-            assert line, "".join(lines)
-            lines.append(line)
-            if "Ctrl-C stops everything" in line:
-                break
+        lines = read_until(ui, "Ctrl-C stops everything", 90)
         assert any(f"http://127.0.0.1:{web}/" in line for line in lines)
         variant_ports = [int(found.group(1)) for line in lines if (found := re.search(
             r"^(?:baseline|sync|threaded|queued|outbox) +http://127\.0\.0\.1:(\d+)/register",
